@@ -1,0 +1,90 @@
+"""The compiled network: :class:`Network`, whose math runs in ``_kernels``."""
+import numpy as np
+
+from . import _kernels
+from ._base import BaseNetwork
+
+
+class Network(BaseNetwork):
+    """A multilayer perceptron trained and run by compiled Cython kernels.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_in, hidden..., n_out]``; ``[n_in, n_out]`` (no hidden layer) gives
+        logistic or linear regression.
+    activation : {'sigmoid', 'tanh', 'relu', 'identity'}
+        Activation of every hidden layer.
+    output : {'sigmoid', 'softmax', 'identity'}
+        Activation of the output layer.
+    loss : {'squared_error', 'log_loss'}
+        ``squared_error`` is ``(1/2m) sum (y - yhat)^2``; ``log_loss`` is the
+        mean binary (sigmoid output) or categorical (softmax output)
+        cross-entropy.
+    l2 : float
+        L2 penalty ``l2 / (2m) * sum(W**2)`` over weights (not biases), part of
+        the objective used by ``loss``, ``gradients`` and ``fit``.
+    init : {'xavier', 'he', 'plain'}
+        Weights drawn from N(0, 1/n_in), N(0, 2/n_in) or N(0, 0.1^2); biases 0.
+    dtype : {'float64', 'float32'}
+        Precision of parameters and computation.
+    seed : int or None
+        Seeds initialisation and shuffling; the same seed gives the same run
+        bit for bit.
+
+    Attributes
+    ----------
+    weights, biases : list of ndarray
+        Writable views into ``params``; ``weights[i]`` has shape
+        ``(layer_sizes[i], layer_sizes[i+1])`` and ``Z = X @ W + b``.
+    params : ndarray
+        The flat parameter buffer (per layer: W row-major, then b).
+    history : History or None
+        What the last ``fit`` recorded.
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlp
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float)
+    >>> Y = np.array([0, 1, 1, 0], float)
+    >>> net = fastmlp.Network([2, 3, 1], seed=0)
+    >>> hist = net.fit(X, Y, epochs=5000, learning_rate=1.0)
+    >>> (net.predict(X).ravel() > 0.5).astype(int).tolist()
+    [0, 1, 1, 0]
+    """
+
+    def _forward(self, X):
+        out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
+        hidden, output, _ = self._codes
+        _kernels.forward(self.params, X, self._sizes, hidden, output, out)
+        return out
+
+    def _objective(self, X, Y):
+        hidden, output, loss = self._codes
+        return _kernels.objective(self.params, X, Y, self._sizes, hidden, output, loss, self.l2)
+
+    def _full_pass(self, X, Y, keep_z):
+        n = X.shape[0]
+        total = n * int(self._sizes[1:].sum())
+        acts = np.empty(total, dtype=self.dtype)
+        deltas = np.empty(total, dtype=self.dtype)
+        zs = np.empty(total, dtype=self.dtype) if keep_z else None
+        grads = np.empty(self.n_params, dtype=self.dtype)
+        hidden, output, loss = self._codes
+        obj = _kernels.full_pass(self.params, X, Y, self._sizes, hidden, output, loss,
+                                 self.l2, acts, deltas, grads, zs)
+        return (obj, self._per_layer(acts, n), None if zs is None else self._per_layer(zs, n),
+                self._per_layer(deltas, n), grads)
+
+    def _per_layer(self, stacked, n):
+        out, off = [], 0
+        for k in self.layer_sizes[1:]:
+            out.append(stacked[off:off + n * k].reshape(n, k))
+            off += n * k
+        return out
+
+    def _train_epochs(self, X, Y, lr, batch_size, epochs, order, shuffle, rng_state, out):
+        hidden, output, loss = self._codes
+        return _kernels.train(self.params, X, Y, self._sizes, hidden, output, loss,
+                              lr, self.l2, batch_size, epochs, order, shuffle,
+                              rng_state, out)

@@ -1,0 +1,8 @@
+"""Fixtures shared by the test suite."""
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,162 @@
+"""The Network API: shapes, views, reproducibility, history, divergence."""
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import reference
+
+NETS = [fastmlp.Network, reference.Network]
+IDS = ["compiled", "reference"]
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_shapes_and_views(cls):
+    net = cls([4, 6, 3, 2], output="softmax", loss="log_loss", seed=0)
+    assert [W.shape for W in net.weights] == [(4, 6), (6, 3), (3, 2)]
+    assert [b.shape for b in net.biases] == [(6,), (3,), (2,)]
+    assert net.n_params == 4 * 6 + 6 + 6 * 3 + 3 + 3 * 2 + 2 == net.params.size
+    assert net.n_layers == 3
+    for W, b in zip(net.weights, net.biases):
+        assert np.shares_memory(W, net.params) and np.shares_memory(b, net.params)
+        assert not b.any()
+    net.weights[1][0, 0] = 42.0                    # views write through to params
+    assert 42.0 in net.params
+    X = np.ones((5, 4))
+    P = net.predict(X)
+    assert P.shape == (5, 2) and P.dtype == np.float64
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    grads = net.gradients(X, [0, 1, 1, 0, 1])
+    assert [(dW.shape, db.shape) for dW, db in grads] == [((4, 6), (6,)), ((6, 3), (3,)), ((3, 2), (2,))]
+
+
+@pytest.mark.parametrize("init,std", [("plain", 0.1), ("xavier", np.sqrt(1 / 400)), ("he", np.sqrt(2 / 400))])
+def test_initialisation_scales(init, std):
+    net = fastmlp.Network([400, 300, 1], init=init, seed=1)
+    assert net.weights[0].std() == pytest.approx(std, rel=0.02)
+    assert abs(net.weights[0].mean()) < 0.01 * std * 10
+    assert not net.biases[0].any()
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_same_seed_same_run_bit_for_bit(cls):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), rng.integers(0, 2, 30).astype(float)
+    runs = []
+    for _ in range(2):
+        net = cls([3, 5, 1], output="sigmoid", loss="log_loss", seed=11)
+        h = net.fit(X, y, epochs=7, learning_rate=0.3, batch_size=4, shuffle=True)
+        runs.append((net.params.copy(), h.loss))
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    other = cls([3, 5, 1], output="sigmoid", loss="log_loss", seed=12)
+    assert not np.array_equal(other.params, runs[0][0])
+
+
+def test_shuffle_changes_the_batch_order_but_not_full_batch_training():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.random(20)
+    a = fastmlp.Network([3, 4, 1], seed=0)
+    b = fastmlp.Network([3, 4, 1], seed=0)
+    a.fit(X, y, epochs=3, learning_rate=0.5, batch_size=5, shuffle=True)
+    b.fit(X, y, epochs=3, learning_rate=0.5, batch_size=5, shuffle=False)
+    assert not np.allclose(a.params, b.params)
+    c = fastmlp.Network([3, 4, 1], seed=0)
+    d = fastmlp.Network([3, 4, 1], seed=0)
+    c.fit(X, y, epochs=3, learning_rate=0.5, shuffle=True)
+    d.fit(X, y, epochs=3, learning_rate=0.5, shuffle=False)
+    assert np.array_equal(c.params, d.params)
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_history_records_the_objective_of_each_epoch(cls):
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(16, 2)), rng.random(16)
+    net = cls([2, 3, 1], l2=0.1, seed=0)
+    start = net.loss(X, y)
+    hist = net.fit(X, y, epochs=25, learning_rate=0.5)
+    assert isinstance(hist, fastmlp.History) and len(hist) == hist.epochs == 25
+    assert hist.loss[0] == pytest.approx(start, rel=1e-12)     # full batch: loss before the epoch
+    assert hist.loss[-1] < hist.loss[0]
+    assert hist.seconds > 0 and net.history is hist
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_loss_definitions(cls):
+    X = np.array([[0.5, -1.0], [2.0, 0.0], [0.0, 0.0]])
+    net = cls([2, 2], output="sigmoid", loss="log_loss", l2=0.4, seed=3)
+    Y = np.array([[1, 0], [0, 1], [1, 1]], float)
+    p = 1 / (1 + np.exp(-(X @ net.weights[0] + net.biases[0])))
+    expected = -np.mean(np.sum(Y * np.log(p) + (1 - Y) * np.log(1 - p), axis=1))
+    expected += 0.4 / (2 * 3) * np.sum(net.weights[0] ** 2)
+    assert net.loss(X, Y) == pytest.approx(expected, rel=1e-12)
+
+    net = cls([2, 3], output="softmax", loss="log_loss", seed=3)
+    z = X @ net.weights[0] + net.biases[0]
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = np.array([2, 0, 1])
+    assert net.loss(X, labels) == pytest.approx(-np.mean(np.log(p[np.arange(3), labels])), rel=1e-12)
+
+    net = cls([2, 2], output="identity", loss="squared_error", seed=3)
+    Y = np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
+    err = Y - (X @ net.weights[0] + net.biases[0])
+    assert net.loss(X, Y) == pytest.approx(np.sum(err ** 2) / (2 * 3), rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_stable_for_huge_logits(cls):
+    net = cls([1, 2], output="sigmoid", loss="log_loss", seed=0)
+    net.weights[0][...] = [[1.0, -1.0]]
+    X = np.array([[1e4], [-1e4]])
+    Y = np.array([[1.0, 0.0], [1.0, 0.0]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        loss = net.loss(X, Y)
+    assert loss == pytest.approx(1e4, rel=1e-12)     # the second row costs 2e4, averaged over 2
+    P = net.predict(X)
+    assert np.all(np.isfinite(P)) and P[0, 0] == 1.0 and P[1, 0] == 0.0
+    soft = cls([1, 3], output="softmax", loss="log_loss", seed=0)
+    soft.weights[0][...] = [[1.0, 0.0, -1.0]]
+    assert soft.loss(np.array([[1e4]]), [2]) == pytest.approx(2e4, rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_no_call_modifies_its_inputs(cls):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(9, 3)).astype(np.float32)
+    Y = rng.integers(0, 3, size=9)
+    X0, Y0 = X.copy(), Y.copy()
+    net = cls([3, 4, 3], output="softmax", loss="log_loss", dtype="float32", seed=0)
+    net.predict(X)
+    net.loss(X, Y)
+    net.gradients(X, Y)
+    net.trace(X, Y)
+    net.fit(X, Y, epochs=3, learning_rate=0.1, batch_size=2)
+    fastmlp.check_gradients(net, X, Y, eps=1e-2)
+    assert np.array_equal(X, X0) and np.array_equal(Y, Y0)
+
+
+def test_float32_network_keeps_float32():
+    net = fastmlp.Network([3, 2, 1], dtype="float32", seed=0)
+    assert net.params.dtype == np.float32
+    assert net.predict(np.zeros((2, 3))).dtype == np.float32
+    assert all(dW.dtype == np.float32 for dW, _ in net.gradients(np.zeros((2, 3)), np.zeros(2)))
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_divergence_raises_and_keeps_finite_weights(cls):
+    rng = np.random.default_rng(0)
+    X = rng.normal(scale=10, size=(20, 4))
+    y = rng.normal(scale=10, size=20)
+    net = cls([4, 8, 1], activation="identity", output="identity", seed=0)
+    with pytest.raises(fastmlp.DivergenceError, match=r"epoch \d+.*learning_rate") as info:
+        net.fit(X, y, epochs=500, learning_rate=5.0)
+    err = info.value
+    assert 0 < err.epoch < 500 and len(err.history.loss) == err.epoch
+    assert np.all(np.isfinite(err.history.loss))
+    assert np.all(np.isfinite(net.params))
+
+
+def test_reference_and_compiled_share_initialisation():
+    a = fastmlp.Network([5, 4, 2], init="he", seed=9, dtype="float32")
+    b = reference.Network([5, 4, 2], init="he", seed=9, dtype="float32")
+    assert np.array_equal(a.params, b.params)
+    c = fastmlp.Network([5, 4, 2], init="he", seed=9)
+    np.testing.assert_allclose(c.params, a.params, rtol=1e-7)
