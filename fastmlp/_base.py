@@ -6,24 +6,28 @@ Subclasses supply only the math, through four methods:
 
 ``_forward(X)``
     outputs of the last layer, shape (n, n_out).
-``_objective(X, Y)``
-    data loss averaged over rows plus ``l2 / (2 n) * sum(W**2)``.
-``_full_pass(X, Y, keep_z)``
+``_objective(X, Y, sw)``
+    the objective over all rows (sample weights ``sw`` or None).
+``_full_pass(X, Y, sw, keep_z)``
     one forward and backward pass over all rows as a single batch; returns
     ``(objective, acts, zs, deltas, grads)``: per-layer lists of arrays and the
     flat gradient (``zs`` is None unless ``keep_z``).
-``_train_epochs(X, Y, lr, batch_size, epochs, order, shuffle, rng_state, out)``
-    minibatch SGD for ``epochs`` epochs, writing each epoch's loss into
-    ``out``; returns the number of epochs completed (fewer on divergence).
+``_train_epochs(X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
+out, optimizer, clip_norm, stop, check_every)``
+    ``epochs`` epochs of minibatch training, writing each epoch's loss into
+    ``out``; returns the number of epochs completed (fewer on divergence or
+    when ``stop[0]`` was set by Ctrl-C).
+
+With sample weights ``w`` (ones by default) and ``M = sum(w)``, the objective
+of a batch is ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``.
 """
-import time
+import threading
 from collections import namedtuple
 
 import numpy as np
 
+from . import _training
 from . import _validation as v
-from .errors import DivergenceError
-from .history import History
 
 LayerTrace = namedtuple("LayerTrace", ["z", "a", "delta", "dW", "db"])
 LayerTrace.__doc__ = """Quantities of one layer for a batch, as the seed tutorials name them.
@@ -34,19 +38,16 @@ delta : dLoss/dz for the batch-mean objective, shape (n, n_out).
 dW, db : gradients of the objective for this layer's weights and biases.
 """
 
-# Work per kernel call in the fit loop (multiply-adds, roughly): keeps Python
-# between calls rare and yet returns often enough for progress and Ctrl-C.
-_WORK_PER_CALL = 2e8
-
 
 class BaseNetwork:
     """A fully-connected network: parameters, settings and the fit loop."""
 
     def __init__(self, layer_sizes, activation="sigmoid", output="sigmoid",
                  loss="squared_error", l2=0.0, init="xavier", dtype="float64",
-                 seed=None):
+                 seed=None, l1=0.0):
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
+        self.l1 = v.check_nonnegative("l1", l1)
         self.layer_sizes = tuple(sizes)
         self.activation = activation
         self.output = output
@@ -56,6 +57,9 @@ class BaseNetwork:
         self.dtype = np.dtype(v.DTYPES[dtype_name])
         self.seed = seed
         self.history = None
+        self._optimizer = None
+        self._samples_seen = 0
+        self._fit_lock = threading.Lock()
         self._sizes = np.asarray(sizes, dtype=np.intp)
         self._codes = (v.HIDDEN_ACTIVATIONS[activation], v.OUTPUTS[output], v.LOSSES[loss])
         self._rng = np.random.default_rng(seed)
@@ -111,20 +115,33 @@ class BaseNetwork:
         self.params[...] = flat
 
     def __repr__(self):
+        l1 = f", l1={self.l1!r}" if self.l1 else ""
         return (f"{type(self).__module__}.{type(self).__name__}({list(self.layer_sizes)}, "
                 f"activation={self.activation!r}, output={self.output!r}, "
                 f"loss={self.loss_name!r}, l2={self.l2!r}, init={self.init!r}, "
-                f"dtype={self.dtype.name!r}, seed={self.seed!r})")
+                f"dtype={self.dtype.name!r}, seed={self.seed!r}{l1})")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("weights", "biases", "_fit_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.weights, self.biases = self._split(self.params)
+        self._fit_lock = threading.Lock()
 
     # ------------------------------------------------------------- arguments
     def _check_X(self, X):
         return v.check_X(X, self.layer_sizes[0], self.dtype)
 
-    def _check_XY(self, X, Y):
+    def _check_XY(self, X, Y, sample_weight=None):
         X = self._check_X(X)
         Y = v.check_Y(Y, X.shape[0], self.layer_sizes[-1], self.output,
                       self.loss_name, self.dtype)
-        return X, Y
+        sw = _training.check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return X, Y, sw
 
     # ------------------------------------------------------------ public API
     def predict(self, X):
@@ -140,23 +157,27 @@ class BaseNetwork:
         """
         return self._forward(self._check_X(X))
 
-    def loss(self, X, Y):
-        """The objective on (X, Y): mean data loss plus ``l2 / (2 n) * sum(W**2)``.
+    def loss(self, X, Y, sample_weight=None):
+        """The objective on (X, Y): mean data loss plus the penalties.
+
+        ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``
+        with ``M = sum(w)`` (``M = n`` without sample weights).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_in)
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
             For ``n_out > 1`` a 1-D Y holds integer class labels.
+        sample_weight : array-like of shape (n_samples,), optional
 
         Returns
         -------
         float
         """
-        X, Y = self._check_XY(X, Y)
-        return float(self._objective(X, Y))
+        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        return float(self._objective(X, Y, sw))
 
-    def gradients(self, X, Y):
+    def gradients(self, X, Y, sample_weight=None):
         """Gradients of :meth:`loss` with respect to every parameter.
 
         Returns
@@ -164,8 +185,8 @@ class BaseNetwork:
         list of (dW, db)
             One pair per layer, shaped like ``weights[i]`` and ``biases[i]``.
         """
-        X, Y = self._check_XY(X, Y)
-        _, _, _, _, grads = self._full_pass(X, Y, keep_z=False)
+        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        _, _, _, _, grads = self._full_pass(X, Y, sw, keep_z=False)
         dW, db = self._split(grads)
         return list(zip(dW, db))
 
@@ -178,19 +199,24 @@ class BaseNetwork:
             Per weight layer: ``z``, ``a``, ``delta``, ``dW``, ``db`` for the
             batch (X, Y), the quantities the seed tutorials print.
         """
-        X, Y = self._check_XY(X, Y)
-        _, acts, zs, deltas, grads = self._full_pass(X, Y, keep_z=True)
+        X, Y, _ = self._check_XY(X, Y)
+        _, acts, zs, deltas, grads = self._full_pass(X, Y, None, keep_z=True)
         dW, db = self._split(grads)
         return [LayerTrace(z, a, d, gw, gb)
                 for z, a, d, gw, gb in zip(zs, acts, deltas, dW, db)]
 
-    def fit(self, X, Y, epochs=1000, learning_rate=0.1, batch_size=None, shuffle=True):
-        """Train with minibatch stochastic gradient descent.
+    def fit(self, X, Y, epochs=1000, learning_rate=0.1, batch_size=None, shuffle=True, *,
+            optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
+            epsilon=1e-8, schedule="constant", power_t=0.5, clip_norm=None,
+            sample_weight=None, validation_data=None, validation_split=0.0,
+            early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False):
+        """Train by minibatch gradient descent, continuing from the current weights.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_in)
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
+            For ``n_out > 1`` a 1-D Y holds integer class labels.
         epochs : int
             Passes over the data.
         learning_rate : float
@@ -198,13 +224,47 @@ class BaseNetwork:
         batch_size : int or None
             Rows per update; None (or >= n_samples) means full batch.
         shuffle : bool
-            Visit rows in a new random order each epoch (drawn from the
-            network's seeded generator; irrelevant for full batches).
+            Visit rows in a new random order each epoch, drawn in C from the
+            network's seeded generator (no effect on full batches).
+        optimizer : {'sgd', 'adam'}
+            A fresh optimizer state is made on every call (``partial_fit``
+            keeps it).
+        momentum : float in [0, 1)
+            SGD momentum; ``nesterov=True`` uses Nesterov's form.
+        beta1, beta2, epsilon : float
+            Adam's settings (scikit-learn's definitions).
+        schedule : {'constant', 'invscaling', 'plateau'}
+            ``invscaling``: ``learning_rate / (t + 1) ** power_t`` with ``t``
+            the samples seen; ``plateau``: divide the rate by 5 when the
+            training loss has not improved by ``tol`` for more than
+            ``patience`` epochs, stopping once it falls below 1e-6.
+        power_t : float
+            Exponent of ``invscaling``.
+        clip_norm : float or None
+            Rescale each batch gradient to at most this global L2 norm.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row in the loss.
+        validation_data : tuple (X_val, Y_val) or (X_val, Y_val, w_val), optional
+            Scored after every epoch (``History.val_loss``, ``val_accuracy``).
+        validation_split : float in [0, 1)
+            Hold out this fraction of the rows (chosen by the seeded
+            generator) as validation data instead.
+        early_stopping : bool
+            Stop when the validation loss (the training loss without
+            validation data) has not improved by ``tol`` for ``patience``
+            epochs, and keep the best weights seen.
+        patience : int
+        tol : float
+        callbacks : sequence of callables
+            ``cb(net, epoch, logs)`` after each epoch, ``logs`` a dict with
+            ``loss``, ``learning_rate``, ``seconds`` and the validation scores;
+            a truthy return stops training.
+        verbose : bool
+            Show a progress bar (tqdm when installed, else plain lines).
 
         Returns
         -------
         History
-            The loss of every epoch.
 
         Raises
         ------
@@ -212,32 +272,96 @@ class BaseNetwork:
             If the loss stops being finite. The update that met the
             non-finite loss is not applied; the exception carries the
             history so far.
+        KeyboardInterrupt
+            On Ctrl-C, within a few milliseconds of work; the weights are
+            those after the last completed step and ``net.history`` holds
+            the completed epochs.
+        RuntimeError
+            If this network is already training in another thread.
         """
-        X, Y = self._check_XY(X, Y)
+        return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle, optimizer,
+                         momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
+                         clip_norm, sample_weight, validation_data, validation_split,
+                         early_stopping, patience, tol, callbacks, verbose, fresh=True)
+
+    def partial_fit(self, X, Y, learning_rate=0.1, batch_size=None, shuffle=True, *,
+                    optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
+                    beta2=0.999, epsilon=1e-8, schedule="constant", power_t=0.5,
+                    clip_norm=None, sample_weight=None):
+        """One epoch over (X, Y), keeping the optimizer state between calls.
+
+        Same parameters as :meth:`fit`. The optimizer's state (momentum,
+        Adam moments and step) and the samples seen (for ``invscaling``)
+        carry over from the previous ``partial_fit`` with the same optimizer
+        settings; ``fit`` starts them afresh.
+
+        Returns
+        -------
+        History
+            One epoch.
+        """
+        return self._fit(X, Y, 1, learning_rate, batch_size, shuffle, optimizer,
+                         momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
+                         clip_norm, sample_weight, None, 0.0, False, 10, 1e-4, (),
+                         False, fresh=False)
+
+    def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
+             nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
+             validation_data, validation_split, early_stopping, patience, tol, callbacks,
+             verbose, fresh):
+        X, Y, sw = self._check_XY(X, Y, sample_weight)
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
         batch_size = v.check_count("batch_size", batch_size, allow_none=True)
+        settings = _training.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
+        if not isinstance(schedule, str) or schedule not in _training.SCHEDULES:
+            raise ValueError(f"schedule must be one of 'constant', 'invscaling', 'plateau'; got {schedule!r}")
+        power_t = v.check_nonnegative("power_t", power_t)
+        clip_norm = 0.0 if clip_norm is None else v.check_positive("clip_norm", clip_norm)
+        patience = v.check_count("patience", patience)
+        tol = v.check_nonnegative("tol", tol)
+        callbacks = _training.check_callbacks(callbacks)
+        validation = self._validation_set(validation_data, validation_split)
+        if isinstance(validation, float):
+            X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("this network is already training in another thread; "
+                               "fit and partial_fit cannot run on it concurrently")
+        try:
+            if fresh or self._optimizer is None or self._optimizer.settings() != settings:
+                self._optimizer = _training.OptimizerState(*settings, self.n_params, self.dtype)
+                if fresh:
+                    self._samples_seen = 0
+            return _training.run(
+                self, X, Y, sw, epochs=epochs, learning_rate=lr, batch_size=batch_size,
+                shuffle=shuffle, optimizer=self._optimizer, schedule=schedule,
+                power_t=power_t, clip_norm=clip_norm, validation=validation,
+                early_stopping=bool(early_stopping), patience=patience, tol=tol,
+                callbacks=callbacks, verbose=bool(verbose))
+        finally:
+            self._fit_lock.release()
+
+    def _validation_set(self, validation_data, validation_split):
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("give validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise TypeError("validation_data must be a tuple (X_val, Y_val) or "
+                                f"(X_val, Y_val, sample_weight_val); got {type(validation_data).__name__}")
+            return self._check_XY(*validation_data)
+        split = v.check_nonnegative("validation_split", validation_split)
+        if split >= 1:
+            raise ValueError(f"validation_split must be in [0, 1); got {split!r}")
+        return split if split > 0 else None
+
+    def _split_validation(self, X, Y, sw, fraction):
         n = X.shape[0]
-        batch_size = n if batch_size is None else min(batch_size, n)
-        rng_state = np.array([self._rng.integers(0, 2**63)], dtype=np.uint64)
-        order = np.arange(n, dtype=np.intp)
-        losses = np.full(epochs, np.nan)
-        s = self.layer_sizes
-        work_per_epoch = 3.0 * n * sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
-        per_call = max(1, int(_WORK_PER_CALL / max(work_per_epoch, 1.0)))
-        start, done = time.perf_counter(), 0
-        while done < epochs:
-            k = min(per_call, epochs - done)
-            completed = self._train_epochs(X, Y, lr, batch_size, k, order,
-                                           bool(shuffle), rng_state, losses[done:done + k])
-            done += completed
-            if completed < k:
-                history = History(loss=losses[:done].tolist(), seconds=time.perf_counter() - start)
-                self.history = history
-                raise DivergenceError(
-                    f"training diverged at epoch {done}: the loss became "
-                    f"{losses[done]!r} with learning_rate={lr!r}; try a lower "
-                    "learning_rate (the update that met it was not applied)",
-                    epoch=done, history=history)
-        self.history = History(loss=losses.tolist(), seconds=time.perf_counter() - start)
-        return self.history
+        n_val = int(round(fraction * n))
+        if n_val < 1 or n_val >= n:
+            raise ValueError(f"validation_split={fraction!r} of {n} rows leaves "
+                             f"{n_val} validation and {n - n_val} training rows; both must be >= 1")
+        perm = self._rng.permutation(n)
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        take = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
+        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]), take(sw, train),
+                (np.ascontiguousarray(X[val]), np.ascontiguousarray(Y[val]), take(sw, val)))

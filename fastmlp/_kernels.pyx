@@ -1,39 +1,54 @@
 # cython: language_level=3
-"""Compiled core of fastmlp: forward pass, delta backpropagation and SGD update.
+"""Compiled core of fastmlp: forward pass, delta backpropagation and updates.
 
 Conventions shared with :mod:`fastmlp.reference` (the spec):
 
 * ``params`` is one flat, C-contiguous buffer.  Weight layer ``l`` occupies
   ``W_l`` (``sizes[l] * sizes[l+1]`` values, row-major ``(n_in, n_out)``)
-  followed by ``b_l`` (``sizes[l+1]`` values).
+  followed by ``b_l`` (``sizes[l+1]`` values).  Gradients and optimizer
+  state use the same layout.
 * Batches are row-major: ``Z = A @ W + b``.
-* Activation codes: 0 identity, 1 sigmoid, 2 tanh, 3 relu (hidden);
-  output codes: 0 identity, 1 sigmoid, 2 softmax; loss codes: 0 squared
-  error, 1 log loss.
-* A batch objective is ``data_loss_mean + l2 / (2 m) * sum(W**2)``.
+* Codes: hidden activation 0 identity, 1 sigmoid, 2 tanh, 3 relu; output 0
+  identity, 1 sigmoid, 2 softmax; loss 0 squared error, 1 log loss;
+  optimizer 0 SGD (optional momentum / Nesterov), 1 Adam.
+* With sample weights ``w`` (all ones when absent) and ``M = sum(w)`` over a
+  batch, the batch objective is
+  ``sum_i w_i * loss_i / M + l2 / (2 M) * sum(W**2) + l1 / M * sum(|W|)``.
 
 Every function here trusts its arguments: validation happens in Python
-(:mod:`fastmlp._validation`) before any kernel runs.
+(:mod:`fastmlp._validation`) before any kernel runs.  Each call allocates its
+own workspace, so calls from several threads never share scratch memory, and
+the GIL is released while the math runs.
 """
 cimport cython
 from cython cimport floating
-from libc.math cimport exp, log, log1p, tanh, isfinite
-from libc.stdlib cimport malloc, free
+from libc.math cimport exp, log, log1p, sqrt, pow, fabs, isfinite
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+from cpython.exc cimport PyErr_CheckSignals
 
-import numpy as np
+cdef extern from "_vmath.h" nogil:
+    void fm_bias_act_d(double* A, const double* b, Py_ssize_t m, Py_ssize_t k, int act)
+    void fm_bias_act_f(float* A, const float* b, Py_ssize_t m, Py_ssize_t k, int act)
+    void fm_times_dact_d(double* D, const double* A, Py_ssize_t n, int act)
+    void fm_times_dact_f(float* D, const float* A, Py_ssize_t n, int act)
+    void fm_colsum_d(const double* D, Py_ssize_t m, Py_ssize_t k, double* out)
+    void fm_colsum_f(const float* D, Py_ssize_t m, Py_ssize_t k, float* out)
+    double fm_exp_scalar_d(double x)
+    float fm_exp_scalar_f(float x)
 
-# Products with M*N*K at or below this run as plain C loops; larger ones go to BLAS.
-cdef Py_ssize_t SMALL_PRODUCT = 512
+# Products with M*N*K at or below this run as plain C loops; larger ones go to
+# BLAS (whose call overhead dominates below it).
+cdef Py_ssize_t SMALL_PRODUCT = 4096
 
 cdef enum:
     ACT_IDENTITY = 0
     ACT_SIGMOID = 1
     ACT_TANH = 2
     ACT_RELU = 3
-    ACT_SOFTMAX = 4   # output only
+    ACT_SOFTMAX = 4
 
 cdef enum:
     OUT_IDENTITY = 0
@@ -43,6 +58,37 @@ cdef enum:
 cdef enum:
     LOSS_SQUARED = 0
     LOSS_LOG = 1
+
+cdef enum:
+    OPT_SGD = 0
+    OPT_ADAM = 1
+
+
+cdef struct Spec:
+    const Py_ssize_t* sizes   # layer sizes, L + 1 of them
+    int L                     # number of weight layers
+    int hidden                # hidden activation code
+    int output                # output code
+    int loss                  # loss code
+    Py_ssize_t per_row        # sum of sizes[1:]: activations per row
+    Py_ssize_t n_params
+
+
+cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss):
+    cdef Spec s
+    cdef Py_ssize_t l
+    s.sizes = &sizes[0]
+    s.L = <int>(sizes.shape[0] - 1)
+    s.hidden = hidden
+    s.output = output
+    s.loss = loss
+    s.per_row = 0
+    s.n_params = 0
+    for l in range(s.L):
+        s.per_row += sizes[l + 1]
+        s.n_params += sizes[l] * sizes[l + 1] + sizes[l + 1]
+    return s
+
 
 # --------------------------------------------------------------------------
 # Matrix products
@@ -58,21 +104,25 @@ cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     read as column-major is its transpose.
     """
     cdef Py_ssize_t i, j, p
-    cdef floating s, aip
+    cdef floating aip
+    cdef floating* Crow
     if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 0:
         for i in range(M):
-            for j in range(N):
-                C[i * ldc + j] = C[i * ldc + j] * beta if beta != 0 else 0
-        for i in range(M):
+            Crow = C + i * ldc
+            if beta == 0:
+                for j in range(N):
+                    Crow[j] = 0
+            elif beta != 1:
+                for j in range(N):
+                    Crow[j] = Crow[j] * beta
             for p in range(K):
-                aip = A[i * lda + p] if ta == c'N' else A[p * lda + i]
-                aip = alpha * aip
+                aip = alpha * (A[i * lda + p] if ta == c'N' else A[p * lda + i])
                 if tb == c'N':
                     for j in range(N):
-                        C[i * ldc + j] += aip * B[p * ldb + j]
+                        Crow[j] += aip * B[p * ldb + j]
                 else:
                     for j in range(N):
-                        C[i * ldc + j] += aip * B[j * ldb + p]
+                        Crow[j] += aip * B[j * ldb + p]
         return
     if floating is float:
         sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda,
@@ -83,16 +133,31 @@ cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
 
 
 # --------------------------------------------------------------------------
-# Element-wise pieces
+# Element-wise pieces (the vectorised loops live in _vmath.h)
 # --------------------------------------------------------------------------
 
-cdef inline floating sigmoid(floating z) noexcept nogil:
-    cdef floating e
-    if z >= 0:
-        e = exp(-z)
-        return 1 / (1 + e)
-    e = exp(z)
-    return e / (1 + e)
+cdef inline void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t k,
+                          int act) noexcept nogil:
+    if floating is float:
+        fm_bias_act_f(A, b, m, k, act)
+    else:
+        fm_bias_act_d(A, b, m, k, act)
+
+
+cdef inline void times_dact(floating* D, const floating* A, Py_ssize_t n, int act) noexcept nogil:
+    if act == ACT_IDENTITY:
+        return
+    if floating is float:
+        fm_times_dact_f(D, A, n, act)
+    else:
+        fm_times_dact_d(D, A, n, act)
+
+
+cdef inline void colsum(const floating* D, Py_ssize_t m, Py_ssize_t k, floating* out) noexcept nogil:
+    if floating is float:
+        fm_colsum_f(D, m, k, out)
+    else:
+        fm_colsum_d(D, m, k, out)
 
 
 cdef inline double softplus(double z) noexcept nogil:
@@ -102,232 +167,249 @@ cdef inline double softplus(double z) noexcept nogil:
     return log1p(exp(z))
 
 
-cdef void activate(int act, floating* Z, Py_ssize_t m, Py_ssize_t k) noexcept nogil:
-    """Apply an activation in place to the m x k block ``Z``."""
-    cdef Py_ssize_t i, j, n = m * k
-    cdef floating mx, s
-    if act == ACT_SIGMOID:
-        for i in range(n):
-            Z[i] = sigmoid(Z[i])
-    elif act == ACT_TANH:
-        for i in range(n):
-            Z[i] = tanh(Z[i])
-    elif act == ACT_RELU:
-        for i in range(n):
-            if Z[i] < 0:
-                Z[i] = 0
-    elif act == ACT_SOFTMAX:
-        for i in range(m):
+cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
+                          const floating* Y, const floating* w, Py_ssize_t m) noexcept nogil:
+    """Weighted sum over the batch of the per-row data loss (not divided by M).
+
+    Log loss is computed from the output logits ``Z`` (stable for any
+    magnitude); squared error from the outputs ``P``.  ``w`` NULL means unit
+    weights.
+    """
+    cdef Py_ssize_t i, j, k = s.sizes[s.L]
+    cdef double total = 0, row, d, mx, lse
+    for i in range(m):
+        row = 0
+        if s.loss == LOSS_SQUARED:
+            for j in range(k):
+                d = <double>Y[i * k + j] - <double>P[i * k + j]
+                row += d * d
+            row *= 0.5
+        elif s.output == OUT_SIGMOID:
+            for j in range(k):
+                row += softplus(Z[i * k + j]) - <double>Y[i * k + j] * Z[i * k + j]
+        else:   # softmax + categorical cross-entropy: sum_j y_j (logsumexp(z) - z_j)
             mx = Z[i * k]
             for j in range(1, k):
                 if Z[i * k + j] > mx:
                     mx = Z[i * k + j]
-            s = 0
+            lse = 0
             for j in range(k):
-                Z[i * k + j] = exp(Z[i * k + j] - mx)
-                s = s + Z[i * k + j]
+                lse += exp(<double>Z[i * k + j] - mx)
+            lse = mx + log(lse)
             for j in range(k):
-                Z[i * k + j] = Z[i * k + j] / s
-
-
-cdef void times_derivative(int act, floating* D, const floating* A, Py_ssize_t n) noexcept nogil:
-    """``D *= f'(z)`` written through the activation values ``A = f(z)``."""
-    cdef Py_ssize_t i
-    if act == ACT_SIGMOID:
-        for i in range(n):
-            D[i] = D[i] * (A[i] * (1 - A[i]))
-    elif act == ACT_TANH:
-        for i in range(n):
-            D[i] = D[i] * (1 - A[i] * A[i])
-    elif act == ACT_RELU:
-        for i in range(n):
-            if A[i] <= 0:
-                D[i] = 0
-
-
-cdef double data_loss_sum(int output, int loss, const floating* Z, const floating* P,
-                          const floating* Y, Py_ssize_t m, Py_ssize_t k) noexcept nogil:
-    """Sum over the batch of the per-sample data loss (not yet divided by m).
-
-    Log loss is computed from the output logits ``Z`` (stable for any
-    magnitude); squared error from the outputs ``P``.
-    """
-    cdef Py_ssize_t i, j
-    cdef double total = 0, d, mx, lse
-    if loss == LOSS_SQUARED:
-        for i in range(m * k):
-            d = <double>Y[i] - <double>P[i]
-            total += d * d
-        return 0.5 * total
-    if output == OUT_SIGMOID:
-        for i in range(m * k):
-            total += softplus(Z[i]) - <double>Y[i] * Z[i]
-        return total
-    # softmax + categorical cross-entropy: sum_j y_j * (logsumexp(z) - z_j)
-    for i in range(m):
-        mx = Z[i * k]
-        for j in range(1, k):
-            if Z[i * k + j] > mx:
-                mx = Z[i * k + j]
-        lse = 0
-        for j in range(k):
-            lse += exp(<double>Z[i * k + j] - mx)
-        lse = mx + log(lse)
-        for j in range(k):
-            total += <double>Y[i * k + j] * (lse - Z[i * k + j])
+                row += <double>Y[i * k + j] * (lse - Z[i * k + j])
+        total += row if w == NULL else w[i] * row
     return total
 
 
-cdef void output_delta(int output, int loss, const floating* P, const floating* Y,
-                       floating* D, Py_ssize_t m, Py_ssize_t k) noexcept nogil:
-    """dLoss/dZ of the output layer for the batch mean (includes the 1/m)."""
-    cdef Py_ssize_t i, j
-    cdef floating inv_m = <floating>1.0 / m
-    cdef floating g, s, p
-    if loss == LOSS_LOG and output == OUT_SOFTMAX:
-        # d/dz_j sum_k y_k (lse - z_k) = (sum_k y_k) p_j - y_j
-        for i in range(m):
-            s = 0
+cdef void output_delta(Spec* s, const floating* P, const floating* Y, const floating* w,
+                       floating* D, Py_ssize_t m, double inv_M) noexcept nogil:
+    """dObjective/dZ of the output layer for the batch (includes w_i / M)."""
+    cdef Py_ssize_t i, j, k = s.sizes[s.L]
+    cdef floating c, t, p, g
+    for i in range(m):
+        c = <floating>(inv_M if w == NULL else w[i] * inv_M)
+        if s.loss == LOSS_LOG and s.output == OUT_SOFTMAX:
+            # d/dz_j sum_k y_k (lse - z_k) = (sum_k y_k) p_j - y_j
+            t = 0
             for j in range(k):
-                s = s + Y[i * k + j]
+                t = t + Y[i * k + j]
             for j in range(k):
-                D[i * k + j] = (s * P[i * k + j] - Y[i * k + j]) * inv_m
-    elif loss == LOSS_LOG or output == OUT_IDENTITY:
-        # sigmoid + binary cross-entropy, identity + squared error: p - y
-        for i in range(m * k):
-            D[i] = (P[i] - Y[i]) * inv_m
-    elif output == OUT_SIGMOID:
-        for i in range(m * k):
-            p = P[i]
-            D[i] = (p - Y[i]) * (p * (1 - p)) * inv_m
-    else:
-        # softmax + squared error: J^T g with J = diag(p) - p p^T
-        for i in range(m):
-            s = 0
+                D[i * k + j] = (t * P[i * k + j] - Y[i * k + j]) * c
+        elif s.loss == LOSS_LOG or s.output == OUT_IDENTITY:
+            # sigmoid + binary cross-entropy, identity + squared error: p - y
             for j in range(k):
-                s = s + (P[i * k + j] - Y[i * k + j]) * P[i * k + j]
+                D[i * k + j] = (P[i * k + j] - Y[i * k + j]) * c
+        elif s.output == OUT_SIGMOID:
             for j in range(k):
                 p = P[i * k + j]
-                D[i * k + j] = p * ((p - Y[i * k + j]) - s) * inv_m
+                D[i * k + j] = (p - Y[i * k + j]) * (p * (1 - p)) * c
+        else:
+            # softmax + squared error: J^T g with J = diag(p) - p p^T
+            t = 0
+            for j in range(k):
+                t = t + (P[i * k + j] - Y[i * k + j]) * P[i * k + j]
+            for j in range(k):
+                p = P[i * k + j]
+                D[i * k + j] = p * ((p - Y[i * k + j]) - t) * c
 
 
-cdef double weight_sq_sum(const floating* params, const Py_ssize_t* sizes, int L) noexcept nogil:
-    cdef double total = 0
+cdef double penalty(Spec* s, const floating* params, double l2, double l1) noexcept nogil:
+    """``l2 / 2 * sum(W**2) + l1 * sum(|W|)`` over weights (not biases)."""
+    cdef double sq = 0, ab = 0
     cdef Py_ssize_t l, i, off = 0, nw
-    for l in range(L):
-        nw = sizes[l] * sizes[l + 1]
+    if l2 == 0 and l1 == 0:
+        return 0
+    for l in range(s.L):
+        nw = s.sizes[l] * s.sizes[l + 1]
         for i in range(nw):
-            total += <double>params[off + i] * params[off + i]
-        off += nw + sizes[l + 1]
-    return total
+            sq += <double>params[off + i] * params[off + i]
+            ab += fabs(params[off + i])
+        off += nw + s.sizes[l + 1]
+    return 0.5 * l2 * sq + l1 * ab
+
+
+cdef void add_l1_gradient(Spec* s, const floating* params, floating* grads,
+                          floating c) noexcept nogil:
+    """grads += c * sign(W) over the weights."""
+    cdef Py_ssize_t l, i, off = 0, nw
+    for l in range(s.L):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(nw):
+            if params[off + i] > 0:
+                grads[off + i] += c
+            elif params[off + i] < 0:
+                grads[off + i] -= c
+        off += nw + s.sizes[l + 1]
 
 
 # --------------------------------------------------------------------------
 # Forward and backward passes over one batch
 # --------------------------------------------------------------------------
 
-cdef void forward_batch(const floating* params, const Py_ssize_t* sizes, int L,
-                        int hidden, int output, const floating* X, Py_ssize_t m,
+cdef void forward_batch(Spec* s, const floating* params, const floating* X, Py_ssize_t m,
                         floating* acts, floating* zs, floating* zout) noexcept nogil:
     """Forward pass of m rows.
 
     IN:  params, X (m x sizes[0]).
-    OUT: acts (A_1..A_L stacked, each m x sizes[l+1]); zout (m x n_out, the
-         output logits); zs (optional, NULL to skip: Z_1..Z_L, same layout).
+    OUT: acts (A_1..A_L stacked, each m x sizes[l+1]); zout (m x n_out) the
+         output logits unless NULL; zs (Z_1..Z_L, acts layout) unless NULL.
     """
-    cdef Py_ssize_t l, i, j, n_in, n_out, off = 0, aoff = 0
+    cdef Py_ssize_t l, n_in, n_out, off = 0, aoff = 0
     cdef const floating* A_prev = X
     cdef floating* A
     cdef const floating* W
     cdef const floating* b
-    for l in range(L):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
+    cdef int act
+    for l in range(s.L):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
         W = params + off
         b = W + n_in * n_out
         A = acts + aoff
-        for i in range(m):           # bias first, then the product adds on top
-            for j in range(n_out):
-                A[i * n_out + j] = b[j]
         gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>n_in, <floating>1.0,
-                A_prev, <int>n_in, W, <int>n_out, <floating>1.0, A, <int>n_out)
+                A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out)
+        if l == s.L - 1:
+            act = ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output
+            if zout != NULL:
+                memcpy(zout, A, m * n_out * sizeof(floating))
+                bias_act(zout, b, m, n_out, ACT_IDENTITY)
+        else:
+            act = s.hidden
         if zs != NULL:
             memcpy(zs + aoff, A, m * n_out * sizeof(floating))
-        if l == L - 1:
-            memcpy(zout, A, m * n_out * sizeof(floating))
-            activate(ACT_SOFTMAX if output == OUT_SOFTMAX else output, A, m, n_out)
-        else:
-            activate(hidden, A, m, n_out)
+            bias_act(zs + aoff, b, m, n_out, ACT_IDENTITY)
+        bias_act(A, b, m, n_out, act)
         A_prev = A
         off += n_in * n_out + n_out
         aoff += m * n_out
 
 
-cdef void backward_batch(floating* params, const Py_ssize_t* sizes, int L,
-                         int hidden, int output, int loss, const floating* X,
-                         const floating* Y, Py_ssize_t m, const floating* acts,
+cdef void backward_batch(Spec* s, floating* params, const floating* X, const floating* Y,
+                         const floating* w, Py_ssize_t m, double M, const floating* acts,
                          floating* deltas, floating* grads, double l2,
-                         floating lr) noexcept nogil:
+                         floating lr, floating* scratch) noexcept nogil:
     """Backpropagate the deltas of one batch, after :func:`forward_batch`.
 
-    With ``grads`` not NULL the gradient (same layout as params) is written
-    there and params are left alone.  With ``grads`` NULL the SGD step is
-    applied to params in place, fused into the weight-gradient product:
-    ``W <- (1 - lr*l2/m) W - lr * A^T D``, ``b <- b - lr * colsum(D)``, each
-    layer updated only after its weights were used for the previous delta.
+    With ``grads`` not NULL the gradient of the batch objective (without its
+    L1 term) is written there, params untouched.  With ``grads`` NULL plain
+    SGD is applied to params in place, fused into the weight-gradient
+    product: ``W <- (1 - lr*l2/M) W - lr * A^T D``, ``b <- b - lr * colsum(D)``,
+    each layer updated only after its weights served for the previous delta.
+    ``M`` is the batch's total sample weight; ``scratch`` holds max(sizes)
+    values (used by the fused update only).
     """
-    cdef Py_ssize_t l, i, j, n_in, n_out, w_off = 0, a_off = 0
+    cdef Py_ssize_t l, n_in, n_out, w_off = s.n_params, a_off = m * s.per_row, j
     cdef floating* W
     cdef floating* D
-    cdef floating* D_prev
     cdef floating* gW
     cdef floating* gb
     cdef const floating* A_prev
-    cdef floating decay = <floating>(l2 / m)
-    cdef floating s
-    for l in range(L):                   # offsets one past the last layer
-        w_off += sizes[l] * sizes[l + 1] + sizes[l + 1]
-        a_off += m * sizes[l + 1]
-    n_out = sizes[L]
-    output_delta(output, loss, acts + a_off - m * n_out, Y,
-                 deltas + a_off - m * n_out, m, n_out)
-    for l in range(L - 1, -1, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
+    cdef floating decay = <floating>(l2 / M)
+    n_out = s.sizes[s.L]
+    output_delta(s, acts + a_off - m * n_out, Y, w, deltas + a_off - m * n_out, m, 1.0 / M)
+    for l in range(s.L - 1, -1, -1):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
         w_off -= n_in * n_out + n_out
         a_off -= m * n_out
         W = params + w_off
         D = deltas + a_off
         A_prev = X if l == 0 else acts + a_off - m * n_in
         if l > 0:
-            D_prev = deltas + a_off - m * n_in
             gemm_rm(c'N', c'T', <int>m, <int>n_in, <int>n_out, <floating>1.0,
-                    D, <int>n_out, W, <int>n_out, <floating>0.0, D_prev, <int>n_in)
-            times_derivative(hidden, D_prev, A_prev, m * n_in)
+                    D, <int>n_out, W, <int>n_out, <floating>0.0, deltas + a_off - m * n_in, <int>n_in)
+            times_dact(deltas + a_off - m * n_in, A_prev, m * n_in, s.hidden)
         if grads != NULL:
             gW = grads + w_off
             gb = gW + n_in * n_out
             if l2 != 0:
-                for i in range(n_in * n_out):
-                    gW[i] = decay * W[i]
+                for j in range(n_in * n_out):
+                    gW[j] = decay * W[j]
             gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, <floating>1.0,
                     A_prev, <int>n_in, D, <int>n_out,
                     <floating>(1.0 if l2 != 0 else 0.0), gW, <int>n_out)
-            for j in range(n_out):
-                gb[j] = 0
-            for i in range(m):
-                for j in range(n_out):
-                    gb[j] += D[i * n_out + j]
+            colsum(D, m, n_out, gb)
         else:
             gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, -lr,
                     A_prev, <int>n_in, D, <int>n_out,
                     <floating>(1 - lr * decay), W, <int>n_out)
             gb = W + n_in * n_out
+            colsum(D, m, n_out, scratch)
             for j in range(n_out):
-                s = 0
-                for i in range(m):
-                    s = s + D[i * n_out + j]
-                gb[j] -= lr * s
+                gb[j] -= lr * scratch[j]
+
+
+# --------------------------------------------------------------------------
+# Optimizer steps on the flat buffer
+# --------------------------------------------------------------------------
+
+cdef double sq_norm(const floating* g, Py_ssize_t n) noexcept nogil:
+    cdef double t = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        t += <double>g[i] * g[i]
+    return t
+
+
+cdef void apply_step(int optimizer, floating* p, const floating* g, floating* state,
+                     Py_ssize_t n, double lr, double momentum, bint nesterov,
+                     double beta1, double beta2, double eps, Py_ssize_t t) noexcept nogil:
+    """One optimizer step (scikit-learn's definitions).
+
+    SGD: ``v = momentum * v - lr * g``; ``p += momentum * v - lr * g`` with
+    Nesterov, else ``p += v`` (``p -= lr * g`` when momentum is 0).
+    Adam (step ``t`` >= 1): ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+    """
+    cdef Py_ssize_t i
+    cdef floating f_lr = <floating>lr, mu = <floating>momentum
+    cdef floating b1 = <floating>beta1, b2 = <floating>beta2, e = <floating>eps
+    cdef floating lr_t, v
+    cdef floating* m1
+    cdef floating* m2
+    if optimizer == OPT_SGD:
+        if momentum == 0:
+            for i in range(n):
+                p[i] -= f_lr * g[i]
+        elif nesterov:
+            for i in range(n):
+                v = mu * state[i] - f_lr * g[i]
+                state[i] = v
+                p[i] += mu * v - f_lr * g[i]
+        else:
+            for i in range(n):
+                v = mu * state[i] - f_lr * g[i]
+                state[i] = v
+                p[i] += v
+    else:
+        m1 = state
+        m2 = state + n
+        lr_t = <floating>(lr * sqrt(1 - pow(beta2, <double>t)) / (1 - pow(beta1, <double>t)))
+        for i in range(n):
+            m1[i] = b1 * m1[i] + (1 - b1) * g[i]
+            m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i]
+            p[i] -= lr_t * m1[i] / (<floating>sqrt(m2[i]) + e)
 
 
 # --------------------------------------------------------------------------
@@ -358,26 +440,38 @@ def shuffle(Py_ssize_t[::1] order, uint64_t[::1] state):
         shuffle_index(&order[0], order.shape[0], &state[0])
 
 
+def exp_poly(floating[::1] x):
+    """The kernels' vectorisable exp, element-wise in place (for accuracy tests)."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        if floating is float:
+            x[i] = fm_exp_scalar_f(x[i])
+        else:
+            x[i] = fm_exp_scalar_d(x[i])
+
+
 # --------------------------------------------------------------------------
 # Python entry points (arguments validated by the caller)
 # --------------------------------------------------------------------------
 
-cdef Py_ssize_t act_total(const Py_ssize_t[::1] sizes):
-    cdef Py_ssize_t l, total = 0
-    for l in range(1, sizes.shape[0]):
-        total += sizes[l]
-    return total
+cdef const floating* weights_ptr(object sample_weight, floating[::1] view):
+    return NULL if sample_weight is None else &view[0]
 
 
 def forward(const floating[::1] params, const floating[:, ::1] X,
             const Py_ssize_t[::1] sizes, int hidden, int output,
-            floating[:, ::1] out, Py_ssize_t chunk=1024):
+            floating[:, ::1] out, Py_ssize_t chunk=2048):
     """Write the network's outputs for every row of X into ``out``."""
-    cdef Py_ssize_t n = X.shape[0], L = sizes.shape[0] - 1
-    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[L]
-    cdef Py_ssize_t rows = min(chunk, n), start, m, per_row = act_total(sizes)
-    cdef Py_ssize_t last = per_row - n_out
-    cdef floating* work = <floating*>malloc((rows * per_row + rows * n_out) * sizeof(floating))
+    cdef Spec s = make_spec(sizes, hidden, output, 0)
+    cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
+    cdef Py_ssize_t rows = min(chunk, n), start, m, last = s.per_row - n_out
+    cdef floating* work
+    if s.L == 1:
+        # one layer: write straight into out, no workspace
+        with nogil:
+            forward_batch(&s, &params[0], &X[0, 0], n, &out[0, 0], NULL, NULL)
+        return
+    work = <floating*>malloc(rows * s.per_row * sizeof(floating))
     if work == NULL:
         raise MemoryError()
     try:
@@ -385,8 +479,7 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
             start = 0
             while start < n:
                 m = min(rows, n - start)
-                forward_batch(&params[0], &sizes[0], <int>L, hidden, output,
-                              &X[start, 0], m, work, NULL, work + rows * per_row)
+                forward_batch(&s, &params[0], &X[start, 0], m, work, NULL, NULL)
                 memcpy(&out[start, 0], work + m * last, m * n_out * sizeof(floating))
                 start += m
     finally:
@@ -394,15 +487,17 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
 
 
 def objective(const floating[::1] params, const floating[:, ::1] X,
-              const floating[:, ::1] Y, const Py_ssize_t[::1] sizes,
-              int hidden, int output, int loss, double l2, Py_ssize_t chunk=1024):
-    """Data loss averaged over rows plus ``l2 / (2 n) * sum(W**2)``."""
-    cdef Py_ssize_t n = X.shape[0], L = sizes.shape[0] - 1
-    cdef Py_ssize_t n_out = sizes[L]
-    cdef Py_ssize_t rows = min(chunk, n), start, m, per_row = act_total(sizes)
-    cdef Py_ssize_t last = per_row - n_out
-    cdef double total = 0
-    cdef floating* work = <floating*>malloc((rows * per_row + rows * n_out) * sizeof(floating))
+              const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
+              int hidden, int output, int loss, double l2, double l1,
+              Py_ssize_t chunk=2048):
+    """The objective over all rows (one batch): see the module docstring."""
+    cdef Spec s = make_spec(sizes, hidden, output, loss)
+    cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
+    cdef Py_ssize_t rows = min(chunk, n), start, m, last = s.per_row - n_out, i
+    cdef floating[::1] wv = sample_weight
+    cdef const floating* w = weights_ptr(sample_weight, wv)
+    cdef double total = 0, M = 0
+    cdef floating* work = <floating*>malloc((rows * s.per_row + rows * n_out) * sizeof(floating))
     if work == NULL:
         raise MemoryError()
     try:
@@ -410,36 +505,40 @@ def objective(const floating[::1] params, const floating[:, ::1] X,
             start = 0
             while start < n:
                 m = min(rows, n - start)
-                forward_batch(&params[0], &sizes[0], <int>L, hidden, output,
-                              &X[start, 0], m, work, NULL, work + rows * per_row)
-                total += data_loss_sum(output, loss, work + rows * per_row,
-                                       work + m * last, &Y[start, 0], m, n_out)
+                forward_batch(&s, &params[0], &X[start, 0], m, work, NULL, work + rows * s.per_row)
+                total += data_loss_sum(&s, work + rows * s.per_row, work + m * last,
+                                       &Y[start, 0], NULL if w == NULL else w + start, m)
                 start += m
-            total = total / n
-            if l2 != 0:
-                total += l2 / (2.0 * n) * weight_sq_sum(&params[0], &sizes[0], <int>L)
+            if w == NULL:
+                M = n
+            else:
+                for i in range(n):
+                    M += w[i]
+            total = (total + penalty(&s, &params[0], l2, l1)) / M
     finally:
         free(work)
     return total
 
 
 def full_pass(const floating[::1] params, const floating[:, ::1] X,
-              const floating[:, ::1] Y, const Py_ssize_t[::1] sizes,
-              int hidden, int output, int loss, double l2,
+              const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
+              int hidden, int output, int loss, double l2, double l1,
               floating[::1] acts, floating[::1] deltas, floating[::1] grads,
               zs=None):
     """Forward + backward over all rows as one batch.
 
-    OUT: acts, deltas (stacked per layer, m x sizes[l+1] each), grads
-    (params layout), zs if given (pre-activations, acts layout).
-    Returns the objective.
+    OUT: acts, deltas (stacked per layer, n x sizes[l+1] each), grads
+    (params layout, L1 term included), zs if given (pre-activations, acts
+    layout).  Returns the objective.
     """
-    cdef Py_ssize_t n = X.shape[0], L = sizes.shape[0] - 1
-    cdef Py_ssize_t n_out = sizes[L]
-    cdef Py_ssize_t last = acts.shape[0] - n * n_out
+    cdef Spec s = make_spec(sizes, hidden, output, loss)
+    cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L], i
+    cdef Py_ssize_t last = n * (s.per_row - n_out)
+    cdef floating[::1] wv = sample_weight
+    cdef const floating* w = weights_ptr(sample_weight, wv)
     cdef floating[::1] zs_view
     cdef floating* zs_ptr = NULL
-    cdef double total
+    cdef double total, M = 0
     cdef floating* zout = <floating*>malloc(n * n_out * sizeof(floating))
     if zout == NULL:
         raise MemoryError()
@@ -448,62 +547,121 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
         zs_ptr = &zs_view[0]
     try:
         with nogil:
-            forward_batch(&params[0], &sizes[0], <int>L, hidden, output,
-                          &X[0, 0], n, &acts[0], zs_ptr, zout)
-            total = data_loss_sum(output, loss, zout, &acts[last], &Y[0, 0], n, n_out) / n
-            if l2 != 0:
-                total += l2 / (2.0 * n) * weight_sq_sum(&params[0], &sizes[0], <int>L)
-            backward_batch(<floating*>&params[0], &sizes[0], <int>L, hidden, output, loss,
-                           &X[0, 0], &Y[0, 0], n, &acts[0], &deltas[0], &grads[0],
-                           l2, 0)
+            if w == NULL:
+                M = n
+            else:
+                for i in range(n):
+                    M += w[i]
+            forward_batch(&s, &params[0], &X[0, 0], n, &acts[0], zs_ptr, zout)
+            total = (data_loss_sum(&s, zout, &acts[last], &Y[0, 0], w, n)
+                     + penalty(&s, &params[0], l2, l1)) / M
+            backward_batch(&s, <floating*>&params[0], &X[0, 0], &Y[0, 0], w, n, M,
+                           &acts[0], &deltas[0], &grads[0], l2, 0, NULL)
+            if l1 != 0:
+                add_l1_gradient(&s, &params[0], &grads[0], <floating>(l1 / M))
     finally:
         free(zout)
     return total
 
 
+cdef int check_signals() except -1 with gil:
+    """Run Python's signal handlers (Ctrl-C) from inside a nogil loop."""
+    if PyErr_CheckSignals() < 0:
+        return -1
+    return 0
+
+
 def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1] Y,
-          const Py_ssize_t[::1] sizes, int hidden, int output, int loss,
-          double learning_rate, double l2, Py_ssize_t batch_size, Py_ssize_t epochs,
-          Py_ssize_t[::1] order, bint shuffle, uint64_t[::1] rng_state,
-          double[::1] epoch_loss):
-    """Run ``epochs`` epochs of minibatch SGD on params, in place.
+          sample_weight, const Py_ssize_t[::1] sizes, int hidden, int output, int loss,
+          double learning_rate, double l2, double l1, Py_ssize_t batch_size,
+          Py_ssize_t epochs, Py_ssize_t[::1] order, bint shuffle,
+          uint64_t[::1] rng_state, double[::1] epoch_loss,
+          int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
+          double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
+          double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
+          int[::1] stop=None, Py_ssize_t check_every=0):
+    """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
     ``batch_size`` rows (the last may be smaller): forward, batch objective,
-    backward fused with the update.  ``epoch_loss[e]`` gets the epoch's
-    objective: the sum over batches of ``m_B * objective_B`` divided by n,
-    each measured before that batch's update (for a full batch, exactly the
-    objective at the start of the epoch).
+    backward, then the update.  Plain SGD (no momentum, clipping or L1) is
+    fused into the backward pass; otherwise the gradient goes to a buffer,
+    is clipped to global norm ``clip_norm`` if that is > 0, and the optimizer
+    step is taken with ``opt_state`` (n_params values for SGD with momentum,
+    2 * n_params for Adam) and ``step[0]`` (Adam's step count, advanced).
 
-    Returns the number of epochs completed.  A non-finite batch objective
-    stops training before that batch's update is applied; the epoch's entry
-    is then NaN and it is not counted.
+    ``epoch_loss[e]`` gets the epoch's objective: the sum over its batches of
+    ``M_B * objective_B`` divided by the total weight, each measured before
+    that batch's update (for a full batch: the objective at the epoch's start).
+
+    Returns the number of epochs completed.  A non-finite batch objective or
+    gradient stops training before that batch's update; that epoch's entry
+    is then the non-finite value and it is not counted.
+
+    With ``check_every`` > 0, Python's signal handlers run every
+    ``check_every`` batches; if one sets ``stop[0]`` (fit's Ctrl-C handler)
+    training stops after the current batch and the partial epoch is not
+    counted.  An exception raised by a handler propagates after the
+    workspace is freed; params then hold the last completed step.
     """
-    cdef Py_ssize_t n = X.shape[0], L = sizes.shape[0] - 1
-    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[L]
-    cdef Py_ssize_t bs = min(batch_size, n), per_row = act_total(sizes)
-    cdef Py_ssize_t last = per_row - n_out
-    cdef Py_ssize_t e, start, m, i, done = 0
+    cdef Spec s = make_spec(sizes, hidden, output, loss)
+    cdef Py_ssize_t n = X.shape[0], n_in = sizes[0], n_out = sizes[s.L]
+    cdef Py_ssize_t bs = min(batch_size, n), P = s.n_params
+    cdef Py_ssize_t e, start, m, i, done = 0, batches = 0
+    cdef int* stop_ptr = NULL if stop is None else &stop[0]
+    cdef bint halted = False
     cdef bint gather = shuffle and bs < n
+    cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
+    cdef bint keep_z = loss == LOSS_LOG
     cdef floating lr = <floating>learning_rate
-    cdef double batch_obj, total
+    cdef double batch_obj, total, M, W_total = 0, gnorm
+    cdef floating[::1] wv = sample_weight
+    cdef const floating* w = weights_ptr(sample_weight, wv)
+    cdef floating[::1] state_view
+    cdef floating* state = NULL
+    cdef Py_ssize_t* t = NULL
     cdef const floating* Xb
     cdef const floating* Yb
-    cdef floating* acts = NULL
-    cdef floating* deltas = NULL
-    cdef floating* zout = NULL
+    cdef const floating* wb
+    cdef floating* acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
+    cdef floating* deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
+    cdef floating* zout = <floating*>malloc(bs * n_out * sizeof(floating)) if keep_z else NULL
+    cdef Py_ssize_t widest = 0
+    cdef floating* scratch = NULL
+    cdef floating* grads = NULL
     cdef floating* xbuf = NULL
     cdef floating* ybuf = NULL
-    acts = <floating*>malloc(bs * per_row * sizeof(floating))
-    deltas = <floating*>malloc(bs * per_row * sizeof(floating))
-    zout = <floating*>malloc(bs * n_out * sizeof(floating))
+    cdef floating* wbuf = NULL
+    if opt_state is not None:
+        state_view = opt_state
+        state = &state_view[0]
+    if step is not None:
+        t = &step[0]
+    if not fused:
+        grads = <floating*>malloc(P * sizeof(floating))
+    for i in range(sizes.shape[0]):
+        widest = max(widest, sizes[i])
+    scratch = <floating*>malloc(widest * sizeof(floating))
     if gather:
         xbuf = <floating*>malloc(bs * n_in * sizeof(floating))
         ybuf = <floating*>malloc(bs * n_out * sizeof(floating))
+        if w != NULL:
+            wbuf = <floating*>malloc(bs * sizeof(floating))
     try:
-        if acts == NULL or deltas == NULL or zout == NULL or (gather and (xbuf == NULL or ybuf == NULL)):
+        if (acts == NULL or deltas == NULL or scratch == NULL or (keep_z and zout == NULL)
+                or (not fused and grads == NULL)
+                or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
+        if not fused and momentum != 0 and state == NULL:
+            raise ValueError("opt_state is required for momentum")
+        if optimizer == OPT_ADAM and (state == NULL or t == NULL):
+            raise ValueError("opt_state and step are required for Adam")
         with nogil:
+            if w == NULL:
+                W_total = n
+            else:
+                for i in range(n):
+                    W_total += w[i]
             for e in range(epochs):
                 if gather:
                     shuffle_index(&order[0], n, &rng_state[0])
@@ -515,32 +673,76 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         for i in range(m):
                             memcpy(xbuf + i * n_in, &X[order[start + i], 0], n_in * sizeof(floating))
                             memcpy(ybuf + i * n_out, &Y[order[start + i], 0], n_out * sizeof(floating))
+                            if w != NULL:
+                                wbuf[i] = w[order[start + i]]
                         Xb = xbuf
                         Yb = ybuf
+                        wb = wbuf
                     else:
                         Xb = &X[start, 0]
                         Yb = &Y[start, 0]
-                    forward_batch(&params[0], &sizes[0], <int>L, hidden, output,
-                                  Xb, m, acts, NULL, zout)
-                    batch_obj = data_loss_sum(output, loss, zout, acts + m * last, Yb, m, n_out)
-                    if l2 != 0:
-                        batch_obj += 0.5 * l2 * weight_sq_sum(&params[0], &sizes[0], <int>L)
+                        wb = NULL if w == NULL else w + start
+                    if wb == NULL:
+                        M = m
+                    else:
+                        M = 0
+                        for i in range(m):
+                            M += wb[i]
+                    if check_every > 0:
+                        batches += 1
+                        if batches >= check_every:
+                            batches = 0
+                            check_signals()
+                            if stop_ptr != NULL and stop_ptr[0] != 0:
+                                halted = True
+                                break
+                    forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
+                    batch_obj = (data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
+                                 + penalty(&s, &params[0], l2, l1))
                     if not isfinite(batch_obj):
                         total = batch_obj
                         break
-                    total += batch_obj
-                    backward_batch(&params[0], &sizes[0], <int>L, hidden, output, loss,
-                                   Xb, Yb, m, acts, deltas, NULL, l2, lr)
                     start += m
-                epoch_loss[e] = total / n
+                    if M <= 0:          # a batch of zero total weight carries no gradient
+                        continue
+                    total += batch_obj
+                    if fused:
+                        backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
+                                       NULL, l2, lr, scratch)
+                        continue
+                    backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
+                                   grads, l2, 0, NULL)
+                    if l1 != 0:
+                        add_l1_gradient(&s, &params[0], grads, <floating>(l1 / M))
+                    gnorm = sq_norm(grads, P)
+                    if not isfinite(gnorm):
+                        total = gnorm
+                        break
+                    if clip_norm > 0 and gnorm > clip_norm * clip_norm:
+                        gnorm = clip_norm / sqrt(gnorm)
+                        for i in range(P):
+                            grads[i] = grads[i] * <floating>gnorm
+                    if optimizer == OPT_ADAM:
+                        t[0] += 1
+                        apply_step(optimizer, &params[0], grads, state, P, learning_rate,
+                                   momentum, nesterov, beta1, beta2, epsilon, t[0])
+                    else:
+                        apply_step(optimizer, &params[0], grads, state, P, learning_rate,
+                                   momentum, nesterov, beta1, beta2, epsilon, 0)
+                if halted:
+                    break
                 if not isfinite(total):
                     epoch_loss[e] = total
                     break
+                epoch_loss[e] = total / W_total
                 done += 1
     finally:
         free(acts)
         free(deltas)
         free(zout)
+        free(grads)
         free(xbuf)
         free(ybuf)
+        free(wbuf)
+        free(scratch)
     return done

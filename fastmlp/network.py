@@ -24,13 +24,15 @@ class Network(BaseNetwork):
     l2 : float
         L2 penalty ``l2 / (2m) * sum(W**2)`` over weights (not biases), part of
         the objective used by ``loss``, ``gradients`` and ``fit``.
+    l1 : float
+        L1 penalty ``l1 / m * sum(|W|)`` over weights, likewise.
     init : {'xavier', 'he', 'plain'}
         Weights drawn from N(0, 1/n_in), N(0, 2/n_in) or N(0, 0.1^2); biases 0.
     dtype : {'float64', 'float32'}
         Precision of parameters and computation.
     seed : int or None
-        Seeds initialisation and shuffling; the same seed gives the same run
-        bit for bit.
+        Seeds initialisation, shuffling and validation splits; the same seed
+        gives the same run bit for bit.
 
     Attributes
     ----------
@@ -59,11 +61,12 @@ class Network(BaseNetwork):
         _kernels.forward(self.params, X, self._sizes, hidden, output, out)
         return out
 
-    def _objective(self, X, Y):
+    def _objective(self, X, Y, sw):
         hidden, output, loss = self._codes
-        return _kernels.objective(self.params, X, Y, self._sizes, hidden, output, loss, self.l2)
+        return _kernels.objective(self.params, X, Y, sw, self._sizes, hidden, output, loss,
+                                  self.l2, self.l1)
 
-    def _full_pass(self, X, Y, keep_z):
+    def _full_pass(self, X, Y, sw, keep_z):
         n = X.shape[0]
         total = n * int(self._sizes[1:].sum())
         acts = np.empty(total, dtype=self.dtype)
@@ -71,8 +74,8 @@ class Network(BaseNetwork):
         zs = np.empty(total, dtype=self.dtype) if keep_z else None
         grads = np.empty(self.n_params, dtype=self.dtype)
         hidden, output, loss = self._codes
-        obj = _kernels.full_pass(self.params, X, Y, self._sizes, hidden, output, loss,
-                                 self.l2, acts, deltas, grads, zs)
+        obj = _kernels.full_pass(self.params, X, Y, sw, self._sizes, hidden, output, loss,
+                                 self.l2, self.l1, acts, deltas, grads, zs)
         return (obj, self._per_layer(acts, n), None if zs is None else self._per_layer(zs, n),
                 self._per_layer(deltas, n), grads)
 
@@ -83,8 +86,12 @@ class Network(BaseNetwork):
             off += n * k
         return out
 
-    def _train_epochs(self, X, Y, lr, batch_size, epochs, order, shuffle, rng_state, out):
+    def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
+                      out, optimizer, clip_norm, stop, check_every):
         hidden, output, loss = self._codes
-        return _kernels.train(self.params, X, Y, self._sizes, hidden, output, loss,
-                              lr, self.l2, batch_size, epochs, order, shuffle,
-                              rng_state, out)
+        return _kernels.train(
+            self.params, X, Y, sw, self._sizes, hidden, output, loss, lr, self.l2, self.l1,
+            batch_size, epochs, order, shuffle, rng_state, out,
+            optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
+            optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
+            stop, check_every)

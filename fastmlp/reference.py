@@ -8,8 +8,10 @@ the math below, written for reading rather than speed.
 Forward, per layer ``l``: ``z = a_prev @ W + b``, ``a = f(z)``.
 Backward: the output delta (``p - y`` for sigmoid/softmax with log loss and
 identity with squared error; the output-activation Jacobian times ``p - y``
-otherwise), then ``delta_prev = (delta @ W.T) * f'(a_prev)``,
-``dW = a_prev.T @ delta + (l2 / m) W``, ``db = delta.sum(0)``.
+otherwise), scaled by ``w_i / M``; then ``delta_prev = (delta @ W.T) * f'(a_prev)``,
+``dW = a_prev.T @ delta + (l2 / M) W + (l1 / M) sign(W)``, ``db = delta.sum(0)``,
+where ``w`` are the sample weights (ones by default) and ``M = sum(w)``.
+Updates follow scikit-learn's SGD (with momentum / Nesterov) and Adam.
 """
 import numpy as np
 
@@ -42,21 +44,21 @@ HIDDEN = {
 OUTPUT = {"identity": lambda z: z, "sigmoid": sigmoid, "softmax": softmax}
 
 
-def data_loss_sum(output, loss, z, p, y):
-    """Sum over rows of the per-row data loss, in float64.
+def row_losses(output, loss, z, p, y):
+    """The data loss of every row, in float64.
 
     Log loss is computed from the logits ``z`` so that it stays finite for
     any magnitude.
     """
     z, p, y = (np.asarray(a, dtype=np.float64) for a in (z, p, y))
     if loss == "squared_error":
-        return 0.5 * np.sum((y - p) ** 2)
+        return 0.5 * np.sum((y - p) ** 2, axis=1)
     if output == "sigmoid":
         # -[y log p + (1-y) log(1-p)] with p = sigmoid(z) equals softplus(z) - y z
-        return np.sum(np.logaddexp(0, z) - y * z)
+        return np.sum(np.logaddexp(0, z) - y * z, axis=1)
     mx = z.max(axis=1, keepdims=True)
     lse = mx + np.log(np.exp(z - mx).sum(axis=1, keepdims=True))
-    return np.sum(y * (lse - z))
+    return np.sum(y * (lse - z), axis=1)
 
 
 def output_delta(output, loss, p, y):
@@ -94,52 +96,102 @@ class Network(BaseNetwork):
     def _forward(self, X):
         return self._forward_all(X)[1][-1]
 
-    def _weight_term(self, m):
-        if self.l2 == 0:
+    def _penalty(self):
+        """``l2 / 2 * sum(W**2) + l1 * sum(|W|)``: divided by M where used."""
+        if self.l2 == 0 and self.l1 == 0:
             return 0.0
-        return self.l2 / (2.0 * m) * sum(float(np.sum(W.astype(np.float64) ** 2)) for W in self.weights)
+        Ws = [W.astype(np.float64) for W in self.weights]
+        return 0.5 * self.l2 * sum(np.sum(W ** 2) for W in Ws) + self.l1 * sum(np.sum(np.abs(W)) for W in Ws)
 
-    def _objective(self, X, Y):
-        zs, acts = self._forward_all(X)
-        m = X.shape[0]
-        return data_loss_sum(self.output, self.loss_name, zs[-1], acts[-1], Y) / m + self._weight_term(m)
+    @staticmethod
+    def _total_weight(X, sw):
+        return float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
 
-    def _full_pass(self, X, Y, keep_z):
-        m = X.shape[0]
+    def _objective(self, X, Y, sw):
         zs, acts = self._forward_all(X)
-        obj = data_loss_sum(self.output, self.loss_name, zs[-1], acts[-1], Y) / m + self._weight_term(m)
+        rows = row_losses(self.output, self.loss_name, zs[-1], acts[-1], Y)
+        total = rows.sum() if sw is None else np.dot(sw.astype(np.float64), rows)
+        return (total + self._penalty()) / self._total_weight(X, sw)
+
+    def _full_pass(self, X, Y, sw, keep_z):
+        M = self._total_weight(X, sw)
+        zs, acts = self._forward_all(X)
+        rows = row_losses(self.output, self.loss_name, zs[-1], acts[-1], Y)
+        obj = ((rows.sum() if sw is None else np.dot(sw.astype(np.float64), rows))
+               + self._penalty()) / M
         _, dact = HIDDEN[self.activation]
-        delta = output_delta(self.output, self.loss_name, acts[-1], Y) / self.dtype.type(m)
+        scale = np.full((X.shape[0], 1), 1 / M) if sw is None else (sw / M)[:, None]
+        delta = output_delta(self.output, self.loss_name, acts[-1], Y) * scale.astype(self.dtype)
         deltas = [None] * self.n_layers
         grads = np.empty(self.n_params, dtype=self.dtype)
         gW, gb = self._split(grads)
         for l in range(self.n_layers - 1, -1, -1):
             deltas[l] = delta
             a_prev = X if l == 0 else acts[l - 1]
-            gW[l][...] = a_prev.T @ delta + self.dtype.type(self.l2 / m) * self.weights[l]
+            W = self.weights[l]
+            gW[l][...] = (a_prev.T @ delta + self.dtype.type(self.l2 / M) * W
+                          + self.dtype.type(self.l1 / M) * np.sign(W))
             gb[l][...] = delta.sum(axis=0)
             if l > 0:
-                delta = (delta @ self.weights[l].T) * dact(a_prev)
+                delta = (delta @ W.T) * dact(a_prev)
         return obj, acts, (zs if keep_z else None), deltas, grads
 
-    def _train_epochs(self, X, Y, lr, batch_size, epochs, order, shuffle, rng_state, out):
+    def _step(self, grads, lr, optimizer, clip_norm):
+        """Clip, then one optimizer step on the flat parameters (sklearn's rules)."""
+        norm = np.sqrt(np.sum(grads.astype(np.float64) ** 2))
+        if not np.isfinite(norm):
+            return False
+        if clip_norm > 0 and norm > clip_norm:
+            grads = grads * self.dtype.type(clip_norm / norm)
+        t = self.dtype.type
+        if optimizer.name == "adam":
+            optimizer.step[0] += 1
+            k = int(optimizer.step[0])
+            b1, b2 = t(optimizer.beta1), t(optimizer.beta2)
+            m1, m2 = optimizer.state[:self.n_params], optimizer.state[self.n_params:]
+            m1[...] = b1 * m1 + (1 - b1) * grads
+            m2[...] = b2 * m2 + (1 - b2) * grads * grads
+            lr_t = t(lr * np.sqrt(1 - optimizer.beta2 ** k) / (1 - optimizer.beta1 ** k))
+            self.params[...] -= lr_t * m1 / (np.sqrt(m2) + t(optimizer.epsilon))
+        elif optimizer.momentum > 0:
+            mu = t(optimizer.momentum)
+            velocity = optimizer.state
+            velocity[...] = mu * velocity - t(lr) * grads
+            if optimizer.nesterov:
+                self.params[...] += mu * velocity - t(lr) * grads
+            else:
+                self.params[...] += velocity
+        else:
+            self.params[...] -= t(lr) * grads
+        return True
+
+    def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
+                      out, optimizer, clip_norm, stop, check_every):
         n = X.shape[0]
         gather = shuffle and batch_size < n
-        lr = self.dtype.type(lr)
+        total_weight = self._total_weight(X, sw)
         for e in range(epochs):
             if gather:
                 _shuffle.shuffle(order, rng_state)
             total = 0.0
             for start in range(0, n, batch_size):
+                if stop is not None and stop[0]:
+                    return e
                 rows = order[start:start + batch_size] if gather else slice(start, start + batch_size)
                 Xb, Yb = X[rows], Y[rows]
-                m = Xb.shape[0]
+                swb = None if sw is None else sw[rows]
+                M = self._total_weight(Xb, swb)
+                if M <= 0:                      # zero total weight: no gradient, no step
+                    continue
                 with np.errstate(over="ignore", invalid="ignore"):   # divergence is reported below
-                    obj, _, _, _, grads = self._full_pass(Xb, Yb, keep_z=False)
-                if not np.isfinite(obj):
-                    out[e] = obj
-                    return e
-                total += obj * m
-                self.params -= lr * grads
-            out[e] = total / n
+                    obj, _, _, _, grads = self._full_pass(Xb, Yb, swb, keep_z=False)
+                    obj *= M
+                    if not np.isfinite(obj):
+                        out[e] = obj
+                        return e
+                    total += obj
+                    if not self._step(grads, lr, optimizer, clip_norm):
+                        out[e] = np.inf
+                        return e
+            out[e] = total / total_weight
         return epochs

@@ -111,7 +111,7 @@ def test_stable_for_huge_logits(cls):
         loss = net.loss(X, Y)
     assert loss == pytest.approx(1e4, rel=1e-12)     # the second row costs 2e4, averaged over 2
     P = net.predict(X)
-    assert np.all(np.isfinite(P)) and P[0, 0] == 1.0 and P[1, 0] == 0.0
+    assert np.all(np.isfinite(P)) and P[0, 0] == 1.0 and 0 <= P[1, 0] < 1e-300
     soft = cls([1, 3], output="softmax", loss="log_loss", seed=0)
     soft.weights[0][...] = [[1.0, 0.0, -1.0]]
     assert soft.loss(np.array([[1e4]]), [2]) == pytest.approx(2e4, rel=1e-12)

@@ -1,0 +1,242 @@
+"""The fit loop shared by the compiled and reference networks.
+
+It checks the training settings, owns the optimizer state, the learning-rate
+schedule, validation, early stopping, callbacks, progress and Ctrl-C, and
+calls the network's ``_train_epochs`` (the kernels, or NumPy) for the math.
+Without per-epoch work (no validation, callbacks, progress or schedule) all
+epochs run in one kernel call.
+"""
+import signal
+import threading
+import time
+
+import numpy as np
+
+from . import _validation as v
+from .errors import DivergenceError
+from .history import History
+
+OPTIMIZERS = {"sgd": 0, "adam": 1}
+SCHEDULES = ("constant", "invscaling", "plateau")
+
+# Multiply-adds between two checks for Ctrl-C inside a kernel call.
+_WORK_PER_SIGNAL_CHECK = 2e6
+
+
+class OptimizerState:
+    """Optimizer settings plus their state buffers (kept between partial_fit calls)."""
+
+    def __init__(self, name, momentum, nesterov, beta1, beta2, epsilon, n_params, dtype):
+        self.name = name
+        self.code = OPTIMIZERS[name]
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        n_state = 2 * n_params if name == "adam" else (n_params if momentum > 0 else 0)
+        self.state = np.zeros(max(n_state, 1), dtype=dtype) if n_state else None
+        self.step = np.zeros(1, dtype=np.intp)
+
+    def settings(self):
+        return (self.name, self.momentum, self.nesterov, self.beta1, self.beta2, self.epsilon)
+
+
+def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of 'sgd', 'adam'; got {optimizer!r}")
+    momentum = v.check_nonnegative("momentum", momentum)
+    if momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
+    for name, value in (("beta1", beta1), ("beta2", beta2)):
+        value = v.check_nonnegative(name, value)
+        if value >= 1:
+            raise ValueError(f"{name} must be in [0, 1); got {value!r}")
+    epsilon = v.check_positive("epsilon", epsilon)
+    return (optimizer, momentum, bool(nesterov), float(beta1), float(beta2), epsilon)
+
+
+def check_sample_weight(sample_weight, n, dtype):
+    """None, or a C-contiguous 1-D array of n finite weights >= 0 with a positive sum."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must hold real numbers; got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per row of X; got shape {w.shape}")
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0; got negative or non-finite values")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight must have a positive sum; got all zeros")
+    return w
+
+
+def check_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable as cb(net, epoch, logs); got {cb!r}")
+    return callbacks
+
+
+def _accuracy(net, P, Y):
+    if net.output == "softmax":
+        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
+    return float(np.mean(np.all((P > 0.5) == (Y > 0.5), axis=1)))
+
+
+class _CtrlC:
+    """Turns Ctrl-C during a fit into a flag the kernel checks between batches."""
+
+    def __init__(self):
+        self.flag = np.zeros(1, dtype=np.intc)
+        self._previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag[0] = 1
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
+        optimizer, schedule, power_t, clip_norm, validation, early_stopping,
+        patience, tol, callbacks, verbose):
+    """Train ``net`` in place; returns the History.  Arguments already checked."""
+    n = X.shape[0]
+    batch_size = n if batch_size is None else min(batch_size, n)
+    rng_state = np.array([net._rng.integers(0, 2**63)], dtype=np.uint64)
+    order = np.arange(n, dtype=np.intp)
+    s = net.layer_sizes
+    work_per_row = 3.0 * sum(s[i] * s[i + 1] for i in range(len(s) - 1))
+    check_every = max(1, int(_WORK_PER_SIGNAL_CHECK / (work_per_row * batch_size)))
+    per_epoch = (validation is not None or early_stopping or callbacks or verbose
+                 or schedule != "constant")
+    history = History()
+    losses = np.full(epochs, np.nan)
+    lr = learning_rate
+    best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0
+    bar = _progress(epochs) if verbose else None
+    start = time.perf_counter()
+    done = 0
+    with _CtrlC() as ctrl_c:
+        try:
+            while done < epochs:
+                if schedule == "invscaling":
+                    lr = learning_rate / (net._samples_seen + 1) ** power_t
+                k = 1 if per_epoch else epochs - done
+                t0 = time.perf_counter()
+                completed = net._train_epochs(
+                    X, Y, sample_weight, lr, batch_size, k, order, bool(shuffle),
+                    rng_state, losses[done:done + k], optimizer, clip_norm,
+                    ctrl_c.flag, check_every)
+                elapsed = time.perf_counter() - t0
+                net._samples_seen += completed * n
+                history.loss.extend(losses[done:done + completed].tolist())
+                history.learning_rate.extend([lr] * completed)
+                history.epoch_seconds.extend([elapsed / max(completed, 1)] * completed)
+                done += completed
+                if ctrl_c.flag[0]:
+                    raise KeyboardInterrupt
+                if completed < k:
+                    history.seconds = time.perf_counter() - start
+                    net.history = history
+                    raise DivergenceError(
+                        f"training diverged at epoch {done}: the loss became "
+                        f"{float(losses[done])!r} with learning_rate={lr!r}; try a lower "
+                        "learning_rate or clip_norm (the update that met it was not applied)",
+                        epoch=done, history=history)
+                if not per_epoch:
+                    continue
+                epoch = done - 1
+                logs = {"loss": history.loss[-1], "learning_rate": lr, "seconds": elapsed}
+                monitored = history.loss[-1]
+                if validation is not None:
+                    Xv, Yv, swv = validation
+                    logs["val_loss"] = float(net._objective(Xv, Yv, swv))
+                    history.val_loss.append(logs["val_loss"])
+                    monitored = logs["val_loss"]
+                    if net.output != "identity":
+                        logs["val_accuracy"] = _accuracy(net, net._forward(Xv), Yv)
+                        history.val_accuracy.append(logs["val_accuracy"])
+                if bar is not None:
+                    bar.update(done, history.loss[-1], elapsed)
+                stop = False
+                if schedule == "plateau":
+                    if history.loss[-1] > min(history.loss[:-1], default=np.inf) - tol:
+                        plateau_wait += 1
+                    else:
+                        plateau_wait = 0
+                    if plateau_wait > patience:
+                        plateau_wait = 0
+                        learning_rate = lr = lr / 5
+                        if lr <= 1e-6:
+                            stop = True
+                if early_stopping:
+                    if monitored < best - tol:
+                        best, best_epoch, waited = monitored, epoch, 0
+                        best_params = net.params.copy()
+                    else:
+                        waited += 1
+                        if monitored < best:
+                            best = monitored
+                        if waited >= patience:
+                            stop = True
+                for cb in callbacks:
+                    if cb(net, epoch, dict(logs)):
+                        stop = True
+                if stop:
+                    history.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            history.seconds = time.perf_counter() - start
+            net.history = history
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    if early_stopping and best_params is not None:
+        net.params[...] = best_params
+        history.best_epoch = best_epoch
+    history.seconds = time.perf_counter() - start
+    net.history = history
+    return history
+
+
+def _progress(total):
+    try:
+        from .progress import ProgressBar
+    except ImportError:        # the progress module is optional
+        return _PlainProgress(total)
+    return ProgressBar(total)
+
+
+class _PlainProgress:
+    """Fallback progress report: a line about every tenth of the epochs."""
+
+    def __init__(self, total):
+        self.total = total
+        self.every = max(1, total // 10)
+        self.start = time.perf_counter()
+
+    def update(self, epoch, loss, seconds):
+        if epoch % self.every == 0 or epoch == self.total:
+            rate = epoch / max(time.perf_counter() - self.start, 1e-9)
+            print(f"epoch {epoch}/{self.total}  loss {loss:.6g}  {rate:.1f} epochs/s", flush=True)
+
+    def close(self):
+        pass
