@@ -26,7 +26,7 @@ from libc.math cimport exp, log, log1p, sqrt, pow, fabs, isfinite
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from cpython.exc cimport PyErr_CheckSignals
 
 cdef extern from "_vmath.h" nogil:
@@ -123,6 +123,36 @@ cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
                 else:
                     for j in range(N):
                         Crow[j] += aip * B[j * ldb + p]
+        return
+    cdef char trans
+    cdef int one = 1, rows, cols, incx
+    if M == 1:
+        # a row vector times op(B): y(N) = op(B)^T a, B read column-major
+        if tb == c'N':
+            trans, rows, cols = c'N', N, K
+        else:
+            trans, rows, cols = c'T', K, N
+        incx = 1 if ta == c'N' else lda
+        if floating is float:
+            sgemv(&trans, &rows, &cols, &alpha, <float*>B, &ldb, <float*>A, &incx,
+                  &beta, C, &one)
+        else:
+            dgemv(&trans, &rows, &cols, &alpha, <double*>B, &ldb, <double*>A, &incx,
+                  &beta, C, &one)
+        return
+    if N == 1:
+        # op(A) times a column vector: y(M) = op(A) b, A read column-major
+        if ta == c'N':
+            trans, rows, cols = c'T', K, M
+        else:
+            trans, rows, cols = c'N', M, K
+        incx = ldb if tb == c'N' else 1
+        if floating is float:
+            sgemv(&trans, &rows, &cols, &alpha, <float*>A, &lda, <float*>B, &incx,
+                  &beta, C, &ldc)
+        else:
+            dgemv(&trans, &rows, &cols, &alpha, <double*>A, &lda, <double*>B, &incx,
+                  &beta, C, &ldc)
         return
     if floating is float:
         sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda,

@@ -1,0 +1,271 @@
+"""Training features of fit: optimizers, penalties, weights, schedules, validation."""
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import reference
+
+from helpers import make_targets, randomise_biases
+
+TOL = {"float64": 1e-11, "float32": 2e-5}
+
+OPTIONS = [
+    dict(optimizer="sgd", momentum=0.9),
+    dict(optimizer="sgd", momentum=0.8, nesterov=True),
+    dict(optimizer="adam"),
+    dict(optimizer="adam", beta1=0.5, beta2=0.9, epsilon=1e-6),
+    dict(optimizer="sgd", clip_norm=0.05),
+    dict(optimizer="adam", clip_norm=0.1),
+    dict(optimizer="sgd", sample_weight="random"),
+    dict(optimizer="adam", momentum=0.0, sample_weight="random"),
+]
+NETS = [("tanh", "softmax", "log_loss"), ("relu", "sigmoid", "squared_error"),
+        ("sigmoid", "identity", "squared_error")]
+
+
+def setup(dtype, act, out, loss, l1=0.0, seed=0):
+    kw = dict(activation=act, output=out, loss=loss, l2=0.05, l1=l1, dtype=dtype, seed=seed, init="he")
+    fast, ref = fastmlp.Network([5, 6, 4, 3], **kw), reference.Network([5, 6, 4, 3], **kw)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(23, 5)).astype(dtype)
+    Y = make_targets(rng, 23, 3, out, loss, dtype)
+    return fast, ref, X, Y, rng
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("net", NETS, ids=lambda n: "-".join(n))
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_optimizers_match_reference(options, net, dtype):
+    fast, ref, X, Y, rng = setup(dtype, *net, l1=0.01)
+    options = dict(options)
+    if options.get("sample_weight") == "random":
+        options["sample_weight"] = rng.random(23) * 2
+        options["sample_weight"][3] = 0.0
+    lr = 0.01 if options["optimizer"] == "adam" else 0.1
+    hf = fast.fit(X, Y, epochs=4, learning_rate=lr, batch_size=5, **options)
+    hr = ref.fit(X, Y, epochs=4, learning_rate=lr, batch_size=5, **options)
+    scale = np.abs(ref.params).max()
+    np.testing.assert_allclose(fast.params, ref.params, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+    np.testing.assert_allclose(hf.loss, hr.loss, rtol=TOL[dtype])
+    assert not np.allclose(fast.params, setup(dtype, *net)[0].params)     # it trained
+
+
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+def test_weighted_and_l1_gradients_agree_with_central_differences(cls):
+    rng = np.random.default_rng(4)
+    net = cls([4, 5, 3], activation="tanh", output="softmax", loss="log_loss", l2=0.1, l1=0.05, seed=1)
+    randomise_biases(net, rng)
+    X = rng.normal(size=(7, 4))
+    Y = make_targets(rng, 7, 3, "softmax", "log_loss")
+    w = rng.random(7) * 3
+    result = fastmlp.check_gradients(_Weighted(net, w), X, Y)
+    assert result.max_rel_error < 1e-6
+
+
+class _Weighted:
+    """Presents a network with fixed sample weights to check_gradients."""
+
+    def __init__(self, net, w):
+        self.net, self.w = net, w
+        self.params, self.layer_sizes = net.params, net.layer_sizes
+
+    def loss(self, X, Y):
+        return self.net.loss(X, Y, sample_weight=self.w)
+
+    def gradients(self, X, Y):
+        return self.net.gradients(X, Y, sample_weight=self.w)
+
+
+def test_sample_weights_act_like_repeated_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 3))
+    y = rng.random(6)
+    net = fastmlp.Network([3, 4, 1], l2=0.2, seed=0)
+    w = np.array([1, 2, 0, 1, 3, 1])
+    repeated = np.repeat(np.arange(6), w)
+    assert net.loss(X, y, sample_weight=w) == pytest.approx(net.loss(X[repeated], y[repeated]), rel=1e-12)
+    for (a, b), (c, d) in zip(net.gradients(X, y, sample_weight=w), net.gradients(X[repeated], y[repeated])):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(b, d, rtol=1e-12, atol=1e-15)
+
+
+def test_l1_shrinks_useless_weights():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 6))
+    y = X[:, 0] * 2.0 - X[:, 1] + rng.normal(size=60)      # columns 2..5 are noise
+    plain = fastmlp.Network([6, 1], output="identity", seed=0)
+    sparse = fastmlp.Network([6, 1], output="identity", l1=20.0, seed=0)
+    plain.fit(X, y, epochs=300, learning_rate=0.1)
+    sparse.fit(X, y, epochs=300, learning_rate=0.1)
+    noise_plain = np.abs(plain.weights[0][2:]).sum()
+    noise_sparse = np.abs(sparse.weights[0][2:]).sum()
+    assert noise_sparse < 0.25 * noise_plain and noise_plain > 0.3
+    assert abs(sparse.weights[0][0, 0]) > 1.5              # the real signal survives
+
+
+def test_clipping_tames_an_exploding_rate():
+    rng = np.random.default_rng(0)
+    X = rng.normal(scale=10, size=(50, 3))
+    y = X @ np.array([1.0, -2.0, 0.5])
+    with pytest.raises(fastmlp.DivergenceError):            # lr * curvature ~ 5 > 2
+        fastmlp.Network([3, 1], output="identity", seed=0).fit(X, y, epochs=600, learning_rate=0.05)
+    net = fastmlp.Network([3, 1], output="identity", seed=0)
+    hist = net.fit(X, y, epochs=600, learning_rate=0.05, clip_norm=1.0)
+    assert np.all(np.isfinite(hist.loss)) and max(hist.loss) <= hist.loss[0] * 1.01
+    assert hist.loss[-1] < 0.1 * hist.loss[0]
+
+
+def test_early_stopping_restores_the_best_weights():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(40, 2))
+    y = (X[:, 0] > 0).astype(float)
+    Xv = rng.normal(size=(40, 2))
+    yv = rng.random(40)                          # unrelated targets: validation gets worse
+    snapshots = []
+    net = fastmlp.Network([2, 8, 1], loss="log_loss", seed=0)
+    hist = net.fit(X, y, epochs=200, learning_rate=1.0, validation_data=(Xv, yv),
+                   early_stopping=True, patience=5, tol=0.0,
+                   callbacks=[lambda n, e, logs: snapshots.append(n.params.copy())])
+    assert hist.stopped_early and len(hist.loss) < 200
+    best = int(np.argmin(hist.val_loss))
+    assert hist.best_epoch == best
+    assert np.array_equal(net.params, snapshots[best])
+    assert net.loss(Xv, yv) == pytest.approx(min(hist.val_loss), rel=1e-12)
+    assert len(hist.val_accuracy) == len(hist.val_loss) == len(hist.loss)
+
+
+def test_validation_split_is_seeded_and_scored():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 3))
+    y = rng.integers(0, 3, 50)
+    runs = []
+    for _ in range(2):
+        net = fastmlp.Network([3, 5, 3], output="softmax", loss="log_loss", seed=5)
+        runs.append(net.fit(X, y, epochs=5, learning_rate=0.5, validation_split=0.2))
+    assert runs[0].val_loss == runs[1].val_loss and len(runs[0].val_loss) == 5
+    assert all(0 <= a <= 1 for a in runs[0].val_accuracy)
+    with pytest.raises(ValueError, match="validation_split"):
+        fastmlp.Network([3, 3], output="softmax", loss="log_loss").fit(X, y, validation_split=1.5)
+
+
+def test_callbacks_see_logs_and_can_stop():
+    X, y = fastmlp.datasets.xor()
+    seen = []
+
+    def cb(net, epoch, logs):
+        seen.append((epoch, sorted(logs)))
+        return epoch == 4
+
+    hist = fastmlp.Network([2, 3, 1], seed=0).fit(X, y, epochs=100, learning_rate=1.0, callbacks=[cb])
+    assert len(hist.loss) == 5 and hist.stopped_early
+    assert seen[0] == (0, ["learning_rate", "loss", "seconds"])
+    with pytest.raises(TypeError, match=r"callbacks\[0\] must be callable"):
+        fastmlp.Network([2, 1]).fit(X, y, callbacks=[42])
+
+
+def test_schedules():
+    X, y = fastmlp.datasets.xor()
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    hist = net.fit(X, y, epochs=5, learning_rate=0.8, schedule="invscaling", power_t=0.5)
+    np.testing.assert_allclose(hist.learning_rate, [0.8 / (4 * e + 1) ** 0.5 for e in range(5)])
+    hist = fastmlp.Network([2, 3, 1], seed=0).fit(X, y, epochs=60, learning_rate=1e-4,
+                                                  schedule="plateau", patience=3, tol=1.0)
+    # after the first epoch none improves by tol=1: once more than 3 epochs have not
+    # improved the rate falls 5x; training stops when it would fall below 1e-6
+    np.testing.assert_allclose(hist.learning_rate, [1e-4] * 5 + [2e-5] * 4 + [4e-6] * 4)
+    assert hist.stopped_early
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        net.fit(X, y, schedule="cosine")
+
+
+def test_partial_fit_keeps_the_optimizer_state():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), rng.random(30)
+    a = fastmlp.Network([3, 4, 1], seed=0)
+    b = fastmlp.Network([3, 4, 1], seed=0)
+    a.fit(X, y, epochs=3, learning_rate=0.01, batch_size=7, shuffle=False, optimizer="adam")
+    for _ in range(3):
+        hist = b.partial_fit(X, y, learning_rate=0.01, batch_size=7, shuffle=False, optimizer="adam")
+    assert len(hist.loss) == 1
+    np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_fit_continues_from_the_current_weights():
+    X, y = fastmlp.datasets.xor()
+    a, b = fastmlp.Network([2, 3, 1], seed=0), fastmlp.Network([2, 3, 1], seed=0)
+    a.fit(X, y, epochs=200, learning_rate=1.0)
+    a.fit(X, y, epochs=300, learning_rate=1.0)
+    b.fit(X, y, epochs=500, learning_rate=1.0)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+def test_pickle_round_trip_keeps_views_and_predictions(cls):
+    X, y = fastmlp.datasets.xor()
+    net = cls([2, 3, 1], seed=0, l1=0.001)
+    net.fit(X, y, epochs=50, learning_rate=1.0, optimizer="adam")
+    copy = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(copy.predict(X), net.predict(X))
+    assert np.shares_memory(copy.weights[0], copy.params)
+    copy.fit(X, y, epochs=5, learning_rate=1.0)        # the lock was rebuilt
+    assert repr(copy) == repr(net)
+
+
+def test_concurrent_fit_on_one_network_is_refused():
+    X, y = fastmlp.datasets.xor()
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    before = net.params.copy()
+    with net._fit_lock:                                 # as if another thread were training
+        with pytest.raises(RuntimeError, match="already training in another thread"):
+            net.fit(X, y, epochs=5)
+    assert np.array_equal(net.params, before)
+    errors = []
+
+    def train():
+        try:
+            net.fit(X, y, epochs=2000, learning_rate=1.0)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=train) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert np.all(np.isfinite(net.params))
+
+
+def test_verbose_reports_progress(capsys):
+    X, y = fastmlp.datasets.xor()
+    fastmlp.Network([2, 3, 1], seed=0).fit(X, y, epochs=20, learning_rate=1.0, verbose=True)
+    captured = capsys.readouterr()
+    assert "20/20" in captured.out + captured.err
+
+
+BAD_FIT = [
+    (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of 'sgd', 'adam'; got 'rmsprop'"),
+    (dict(momentum=1.0), ValueError, r"momentum must be in \[0, 1\)"),
+    (dict(nesterov="yes"), TypeError, "nesterov must be True or False"),
+    (dict(beta2=1.5), ValueError, "beta2"),
+    (dict(epsilon=0), ValueError, "epsilon must be a finite number > 0"),
+    (dict(clip_norm=-1), ValueError, "clip_norm must be a finite number > 0"),
+    (dict(sample_weight=[1, 2]), ValueError, r"sample_weight must have shape \(4,\)"),
+    (dict(sample_weight=[1, -1, 1, 1]), ValueError, "sample_weight must be finite and >= 0"),
+    (dict(sample_weight=[0, 0, 0, 0]), ValueError, "positive sum"),
+    (dict(validation_data=(np.zeros((2, 3)), np.zeros(2))), ValueError, "X must have 2 columns"),
+    (dict(validation_data=np.zeros(3)), TypeError, "validation_data must be a tuple"),
+    (dict(patience=0), ValueError, "patience must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,message", BAD_FIT)
+def test_bad_fit_settings_are_refused_before_training(kwargs, exc, message):
+    X, y = fastmlp.datasets.xor()
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    before = net.params.copy()
+    with pytest.raises(exc, match=message):
+        net.fit(X, y, epochs=5, **kwargs)
+    assert np.array_equal(net.params, before)
