@@ -36,6 +36,12 @@ cdef extern from "_vmath.h" nogil:
     void fm_times_dact_f(float* D, const float* A, Py_ssize_t n, int act)
     void fm_colsum_d(const double* D, Py_ssize_t m, Py_ssize_t k, double* out)
     void fm_colsum_f(const float* D, Py_ssize_t m, Py_ssize_t k, float* out)
+    void fm_small_gemm_d(char ta, char tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                         double alpha, const double* A, Py_ssize_t lda, const double* B,
+                         Py_ssize_t ldb, double beta, double* C, Py_ssize_t ldc)
+    void fm_small_gemm_f(char ta, char tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                         float alpha, const float* A, Py_ssize_t lda, const float* B,
+                         Py_ssize_t ldb, float beta, float* C, Py_ssize_t ldc)
     double fm_exp_scalar_d(double x)
     float fm_exp_scalar_f(float x)
 
@@ -103,26 +109,11 @@ cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     the rest call BLAS with the operands swapped, since a row-major matrix
     read as column-major is its transpose.
     """
-    cdef Py_ssize_t i, j, p
-    cdef floating aip
-    cdef floating* Crow
-    if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 0:
-        for i in range(M):
-            Crow = C + i * ldc
-            if beta == 0:
-                for j in range(N):
-                    Crow[j] = 0
-            elif beta != 1:
-                for j in range(N):
-                    Crow[j] = Crow[j] * beta
-            for p in range(K):
-                aip = alpha * (A[i * lda + p] if ta == c'N' else A[p * lda + i])
-                if tb == c'N':
-                    for j in range(N):
-                        Crow[j] += aip * B[p * ldb + j]
-                else:
-                    for j in range(N):
-                        Crow[j] += aip * B[j * ldb + p]
+    if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K <= 2:
+        if floating is float:
+            fm_small_gemm_f(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        else:
+            fm_small_gemm_d(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     cdef char trans
     cdef int one = 1, rows, cols, incx
@@ -468,6 +459,17 @@ def shuffle(Py_ssize_t[::1] order, uint64_t[::1] state):
     """Permute ``order`` in place (one epoch's shuffle), advancing ``state``."""
     with nogil:
         shuffle_index(&order[0], order.shape[0], &state[0])
+
+
+def all_finite(const floating[:, ::1] X):
+    """True when every value of the C-contiguous 2-D array X is finite."""
+    cdef Py_ssize_t i, n = X.shape[0] * X.shape[1]
+    cdef const floating* p = &X[0, 0]
+    cdef floating acc = 0
+    with nogil:
+        for i in range(n):
+            acc = acc + p[i] * 0     # inf * 0 and NaN * 0 are NaN: one test at the end
+    return acc == 0
 
 
 def exp_poly(floating[::1] x):

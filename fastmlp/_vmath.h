@@ -89,25 +89,32 @@ FM_INLINE float fm_exp_f(float x)
     return p * scale;
 }
 
-/* A = act(A + b) for an m x k row-major block (b broadcast over rows). */
+/* Activation in place over n contiguous values (codes 0-3). */
+#define FM_DEFINE_ACT(T, SUF, EXP, TANH)                                        \
+FM_INLINE void fm_act_flat_##SUF(T *restrict A, fm_idx n, int act)              \
+{                                                                               \
+    fm_idx i;                                                                   \
+    if (act == 1) {                                                             \
+        for (i = 0; i < n; i++) A[i] = (T)1 / ((T)1 + EXP(-A[i]));              \
+    } else if (act == 2) {                                                      \
+        for (i = 0; i < n; i++) A[i] = TANH(A[i]);                              \
+    } else if (act == 3) {                                                      \
+        for (i = 0; i < n; i++) A[i] = A[i] > 0 ? A[i] : (T)0;                  \
+    }                                                                           \
+}
+
+/* A = act(A + b) for an m x k row-major block (b broadcast over rows).
+ * Wide rows are done in one fused pass per row; narrow ones (k < 16, too
+ * short to fill a vector) get the bias per row, then one flat pass. */
 #define FM_DEFINE_BIAS_ACT(T, SUF, EXP, TANH)                                   \
-FM_CLONES static void fm_bias_act_##SUF(T *A, const T *b, fm_idx m, fm_idx k, int act) \
+FM_DEFINE_ACT(T, SUF, EXP, TANH)                                                \
+FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     \
+                                        fm_idx m, fm_idx k, int act)            \
 {                                                                               \
     fm_idx i, j;                                                                \
-    for (i = 0; i < m; i++) {                                                   \
-        T *row = A + i * k;                                                     \
-        if (act == 1) {                                                         \
-            for (j = 0; j < k; j++)                                             \
-                row[j] = (T)1 / ((T)1 + EXP(-(row[j] + b[j])));                  \
-        } else if (act == 2) {                                                  \
-            for (j = 0; j < k; j++)                                             \
-                row[j] = TANH(row[j] + b[j]);                                   \
-        } else if (act == 3) {                                                  \
-            for (j = 0; j < k; j++) {                                           \
-                T z = row[j] + b[j];                                            \
-                row[j] = z > 0 ? z : (T)0;                                      \
-            }                                                                   \
-        } else if (act == 4) {                                                  \
+    if (act == 4) {                                                             \
+        for (i = 0; i < m; i++) {                                               \
+            T *restrict row = A + i * k;                                        \
             T mx, s = 0;                                                        \
             for (j = 0; j < k; j++)                                             \
                 row[j] += b[j];                                                 \
@@ -121,9 +128,81 @@ FM_CLONES static void fm_bias_act_##SUF(T *A, const T *b, fm_idx m, fm_idx k, in
             s = (T)1 / s;                                                       \
             for (j = 0; j < k; j++)                                             \
                 row[j] *= s;                                                    \
-        } else {                                                                \
+        }                                                                       \
+        return;                                                                 \
+    }                                                                           \
+    if (k < 16 || act == 0 || act == 2) {                                       \
+        for (i = 0; i < m; i++)                                                 \
             for (j = 0; j < k; j++)                                             \
-                row[j] += b[j];                                                 \
+                A[i * k + j] += b[j];                                           \
+        fm_act_flat_##SUF(A, m * k, act);                                       \
+        return;                                                                 \
+    }                                                                           \
+    for (i = 0; i < m; i++) {                                                   \
+        T *restrict row = A + i * k;                                            \
+        if (act == 1) {                                                         \
+            for (j = 0; j < k; j++)                                             \
+                row[j] = (T)1 / ((T)1 + EXP(-(row[j] + b[j])));                 \
+        } else {                                                                \
+            for (j = 0; j < k; j++) {                                           \
+                T z = row[j] + b[j];                                            \
+                row[j] = z > 0 ? z : (T)0;                                      \
+            }                                                                   \
+        }                                                                       \
+    }                                                                           \
+}
+
+/* Small row-major products C = alpha * op(A) op(B) + beta * C, as plain loops
+ * for the sizes where a BLAS call costs more than the arithmetic. */
+#define FM_DEFINE_SMALL_GEMM(T, SUF)                                            \
+static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, \
+                                T alpha, const T *restrict A, fm_idx lda,       \
+                                const T *restrict B, fm_idx ldb, T beta,        \
+                                T *restrict C, fm_idx ldc)                      \
+{                                                                               \
+    fm_idx i, j, p;                                                             \
+    for (i = 0; i < M; i++) {                                                   \
+        T *restrict c = C + i * ldc;                                            \
+        if (beta == 0) { for (j = 0; j < N; j++) c[j] = 0; }                    \
+        else if (beta != 1) { for (j = 0; j < N; j++) c[j] *= beta; }           \
+    }                                                                           \
+    if (ta == 'N' && tb == 'N') {                                               \
+        for (i = 0; i < M; i++) {                                               \
+            T *restrict c = C + i * ldc;                                        \
+            for (p = 0; p < K; p++) {                                           \
+                T a = alpha * A[i * lda + p];                                   \
+                const T *restrict brow = B + p * ldb;                           \
+                for (j = 0; j < N; j++) c[j] += a * brow[j];                    \
+            }                                                                   \
+        }                                                                       \
+    } else if (ta == 'T' && tb == 'N') {                                        \
+        for (p = 0; p < K; p++) {                                               \
+            const T *restrict arow = A + p * lda;                               \
+            const T *restrict brow = B + p * ldb;                               \
+            for (i = 0; i < M; i++) {                                           \
+                T a = alpha * arow[i];                                          \
+                T *restrict c = C + i * ldc;                                    \
+                for (j = 0; j < N; j++) c[j] += a * brow[j];                    \
+            }                                                                   \
+        }                                                                       \
+    } else if (ta == 'N' && tb == 'T') {                                        \
+        for (i = 0; i < M; i++) {                                               \
+            const T *restrict arow = A + i * lda;                               \
+            T *restrict c = C + i * ldc;                                        \
+            for (j = 0; j < N; j++) {                                           \
+                const T *restrict bcol = B + j * ldb;                           \
+                T t = 0;                                                        \
+                for (p = 0; p < K; p++) t += arow[p] * bcol[p];                 \
+                c[j] += alpha * t;                                              \
+            }                                                                   \
+        }                                                                       \
+    } else {                                                                    \
+        for (i = 0; i < M; i++) {                                               \
+            T *restrict c = C + i * ldc;                                        \
+            for (p = 0; p < K; p++) {                                           \
+                T a = alpha * A[p * lda + i];                                   \
+                for (j = 0; j < N; j++) c[j] += a * B[j * ldb + p];             \
+            }                                                                   \
         }                                                                       \
     }                                                                           \
 }
@@ -158,6 +237,8 @@ FM_DEFINE_DACT(double, d)
 FM_DEFINE_DACT(float, f)
 FM_DEFINE_COLSUM(double, d)
 FM_DEFINE_COLSUM(float, f)
+FM_DEFINE_SMALL_GEMM(double, d)
+FM_DEFINE_SMALL_GEMM(float, f)
 
 /* Scalar exp used by tests to measure the polynomial's accuracy. */
 static double fm_exp_scalar_d(double x) { return fm_exp_d(x); }

@@ -55,6 +55,16 @@ class Network(BaseNetwork):
     [0, 1, 1, 0]
     """
 
+    def _check_X(self, X):
+        # Fast path for the common case (the network's dtype, C order, the
+        # right width, all finite, checked in C); anything else gets the full
+        # checks and conversion.
+        if (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
+                and X.shape[1] == self.layer_sizes[0] and X.shape[0] > 0
+                and X.flags.c_contiguous and _kernels.all_finite(X)):
+            return X
+        return super()._check_X(X)
+
     def _forward(self, X):
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         hidden, output, _ = self._codes
