@@ -2,7 +2,11 @@
 
 Public names: :class:`Network` (compiled kernels), :mod:`fastmlp.reference`
 (the plain-NumPy twin), :func:`check_gradients`, :class:`History`,
-:class:`DivergenceError` and the built-in :mod:`fastmlp.datasets`.
+:class:`DivergenceError` and the built-in :mod:`fastmlp.datasets`.  Loaded on
+first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
+:class:`MLPClassifier` and :class:`MLPRegressor` (scikit-learn estimators),
+:mod:`fastmlp.io` (``save`` / ``load``), :mod:`fastmlp.interop`,
+:mod:`fastmlp.plot` and :mod:`fastmlp.progress`.
 """
 from . import datasets, reference
 from .errors import DivergenceError
@@ -19,3 +23,20 @@ except ImportError:  # built by a tool that did not run setup.py's writer
 
 __all__ = ["Network", "reference", "check_gradients", "GradientCheck", "History",
            "DivergenceError", "datasets", "__version__"]
+
+_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io")
+
+
+def __getattr__(name):
+    # scikit-learn, matplotlib and torch stay optional: what needs them loads on first use
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    if name in _LAZY_MODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"MLPClassifier", "MLPRegressor", *_LAZY_MODULES})

@@ -48,6 +48,7 @@ class BaseNetwork:
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
         self.l1 = v.check_nonnegative("l1", l1)
+        seed = v.check_seed(seed)
         self.layer_sizes = tuple(sizes)
         self.activation = activation
         self.output = output
@@ -100,6 +101,24 @@ class BaseNetwork:
             W[...] = self._rng.standard_normal((n_in, n_out)) * scale
         for b in self.biases:
             b[...] = 0
+
+    @classmethod
+    def from_sklearn(cls, model, dtype=None):
+        """A network of this class with the weights of a fitted scikit-learn MLP.
+
+        See :func:`fastmlp.interop.from_sklearn`.
+        """
+        from .interop import from_sklearn
+        return from_sklearn(model, dtype=dtype, network_cls=cls)
+
+    @classmethod
+    def from_torch(cls, model, dtype=None, loss=None):
+        """A network of this class with the weights of a torch ``nn.Sequential``.
+
+        See :func:`fastmlp.interop.from_torch`.
+        """
+        from .interop import from_torch
+        return from_torch(model, dtype=dtype, loss=loss, network_cls=cls)
 
     def get_params(self):
         """Return a copy of the flat parameter vector."""
@@ -287,13 +306,14 @@ class BaseNetwork:
     def partial_fit(self, X, Y, learning_rate=0.1, batch_size=None, shuffle=True, *,
                     optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
                     beta2=0.999, epsilon=1e-8, schedule="constant", power_t=0.5,
-                    clip_norm=None, sample_weight=None):
+                    clip_norm=None, sample_weight=None, reset_optimizer=False):
         """One epoch over (X, Y), keeping the optimizer state between calls.
 
         Same parameters as :meth:`fit`. The optimizer's state (momentum,
         Adam moments and step) and the samples seen (for ``invscaling``)
         carry over from the previous ``partial_fit`` with the same optimizer
-        settings; ``fit`` starts them afresh.
+        settings; ``fit`` starts them afresh, and so does ``partial_fit``
+        with ``reset_optimizer=True``.
 
         Returns
         -------
@@ -303,7 +323,7 @@ class BaseNetwork:
         return self._fit(X, Y, 1, learning_rate, batch_size, shuffle, optimizer,
                          momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
                          clip_norm, sample_weight, None, 0.0, False, 10, 1e-4, (),
-                         False, fresh=False)
+                         False, fresh=bool(reset_optimizer))
 
     def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
              nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,

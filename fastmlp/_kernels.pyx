@@ -46,8 +46,10 @@ cdef extern from "_vmath.h" nogil:
     float fm_exp_scalar_f(float x)
 
 # Products with M*N*K at or below this run as plain C loops; larger ones go to
-# BLAS (whose call overhead dominates below it).
-cdef Py_ssize_t SMALL_PRODUCT = 4096
+# BLAS.  Measured with bench/products.py (2 cores, Zen 4, scipy's OpenBLAS):
+# BLAS wins from about 8x8x8 on; the loops only for XOR-sized layers and for
+# rank-1 products (K == 1), where BLAS's packing costs more than the work.
+cdef Py_ssize_t SMALL_PRODUCT = 128
 
 cdef enum:
     ACT_IDENTITY = 0
@@ -109,7 +111,7 @@ cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     the rest call BLAS with the operands swapped, since a row-major matrix
     read as column-major is its transpose.
     """
-    if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K <= 2:
+    if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
         if floating is float:
             fm_small_gemm_f(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         else:
@@ -459,6 +461,32 @@ def shuffle(Py_ssize_t[::1] order, uint64_t[::1] state):
     """Permute ``order`` in place (one epoch's shuffle), advancing ``state``."""
     with nogil:
         shuffle_index(&order[0], order.shape[0], &state[0])
+
+
+def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
+            floating[:, ::1] C, double alpha=1.0, double beta=0.0, int path=0,
+            Py_ssize_t repeat=1):
+    """``C = alpha * op(A) @ op(B) + beta * C`` through the kernels' product.
+
+    ``path``: 0 as the kernels choose, 1 the C loops, 2 BLAS.  For tests of
+    every transposition case and for measuring where the switch belongs.
+    """
+    cdef char cta = ord(ta), ctb = ord(tb)
+    cdef int M = C.shape[0], N = C.shape[1]
+    cdef int K = A.shape[1] if ta == "N" else A.shape[0]
+    cdef Py_ssize_t saved = SMALL_PRODUCT, r
+    global SMALL_PRODUCT
+    if path == 1:
+        SMALL_PRODUCT = 1 << 62
+    elif path == 2:
+        SMALL_PRODUCT = -1
+    try:
+        with nogil:
+            for r in range(repeat):
+                gemm_rm(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
+                        &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
+    finally:
+        SMALL_PRODUCT = saved
 
 
 def all_finite(const floating[:, ::1] X):

@@ -124,8 +124,11 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
     s = net.layer_sizes
     work_per_row = 3.0 * sum(s[i] * s[i + 1] for i in range(len(s) - 1))
     check_every = max(1, int(_WORK_PER_SIGNAL_CHECK / (work_per_row * batch_size)))
-    per_epoch = (validation is not None or early_stopping or callbacks or verbose
+    # Python runs between epochs only when something needs it there; a
+    # progress bar alone just needs the kernel to come back now and then.
+    per_epoch = (validation is not None or early_stopping or bool(callbacks)
                  or schedule != "constant")
+    chunk = 1 if per_epoch else (max(1, epochs // 100) if verbose else epochs)
     history = History()
     losses = np.full(epochs, np.nan)
     lr = learning_rate
@@ -138,7 +141,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
             while done < epochs:
                 if schedule == "invscaling":
                     lr = learning_rate / (net._samples_seen + 1) ** power_t
-                k = 1 if per_epoch else epochs - done
+                k = min(chunk, epochs - done)
                 t0 = time.perf_counter()
                 completed = net._train_epochs(
                     X, Y, sample_weight, lr, batch_size, k, order, bool(shuffle),
@@ -161,6 +164,8 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                         "learning_rate or clip_norm (the update that met it was not applied)",
                         epoch=done, history=history)
                 if not per_epoch:
+                    if bar is not None:
+                        bar.update(done, history.loss[-1], lr)
                     continue
                 epoch = done - 1
                 logs = {"loss": history.loss[-1], "learning_rate": lr, "seconds": elapsed}
@@ -174,7 +179,8 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                         logs["val_accuracy"] = _accuracy(net, net._forward(Xv), Yv)
                         history.val_accuracy.append(logs["val_accuracy"])
                 if bar is not None:
-                    bar.update(done, history.loss[-1], elapsed)
+                    bar.update(done, history.loss[-1], lr,
+                               **{k: logs[k] for k in ("val_loss", "val_accuracy") if k in logs})
                 stop = False
                 if schedule == "plateau":
                     if history.loss[-1] > min(history.loss[:-1], default=np.inf) - tol:
@@ -218,25 +224,5 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
 
 
 def _progress(total):
-    try:
-        from .progress import ProgressBar
-    except ImportError:        # the progress module is optional
-        return _PlainProgress(total)
+    from .progress import ProgressBar
     return ProgressBar(total)
-
-
-class _PlainProgress:
-    """Fallback progress report: a line about every tenth of the epochs."""
-
-    def __init__(self, total):
-        self.total = total
-        self.every = max(1, total // 10)
-        self.start = time.perf_counter()
-
-    def update(self, epoch, loss, seconds):
-        if epoch % self.every == 0 or epoch == self.total:
-            rate = epoch / max(time.perf_counter() - self.start, 1e-9)
-            print(f"epoch {epoch}/{self.total}  loss {loss:.6g}  {rate:.1f} epochs/s", flush=True)
-
-    def close(self):
-        pass

@@ -47,7 +47,7 @@ def check_settings(layer_sizes, activation, output, loss, l2, init, dtype):
     _choice("output", output, OUTPUTS)
     _choice("loss", loss, LOSSES)
     _choice("init", init, INITS)
-    dtype_name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    dtype_name = _dtype_name(dtype)
     _choice("dtype", dtype_name, DTYPES)
     if loss == "log_loss" and output == "identity":
         raise ValueError(
@@ -61,6 +61,56 @@ def check_settings(layer_sizes, activation, output, loss, l2, init, dtype):
         )
     l2 = check_nonnegative("l2", l2)
     return sizes, dtype_name, l2
+
+
+def _dtype_name(dtype):
+    """'float32' / 'float64' for any spelling numpy understands ('f4', np.float32, ...)."""
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return dtype
+    try:
+        return np.dtype(dtype).name
+    except (TypeError, ValueError):
+        return dtype          # reported by _choice with the valid names
+
+
+def check_choice(name, value, valid):
+    """``value`` must be one of the strings in ``valid``; the message lists them."""
+    return _choice(name, value, valid)
+
+
+def check_seed(seed):
+    """None, a non-negative integer, a SeedSequence or a Generator (what
+    ``np.random.default_rng`` takes, minus the ambiguous cases)."""
+    if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.Generator,
+                                         np.random.BitGenerator)):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
+    return int(seed)
+
+
+def check_fraction(name, value, low=0.0, high=1.0, low_open=False, high_open=True):
+    """A real number in an interval, e.g. momentum in [0, 1) or beta in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    lo_ok = value > low if low_open else value >= low
+    hi_ok = value < high if high_open else value <= high
+    if not np.isfinite(value) or not lo_ok or not hi_ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}; got {value!r}")
+    return value
+
+
+def check_optional_positive(name, value):
+    """None (meaning off), or a finite number > 0 (e.g. a clipping norm)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be None or a positive real number; got {value!r}")
+    return check_positive(name, value)
 
 
 def check_nonnegative(name, value):
@@ -93,15 +143,56 @@ def check_count(name, value, allow_none=False):
 
 
 def _as_numeric_array(name, value):
-    arr = np.asarray(value)
+    if isinstance(value, np.ma.MaskedArray) and np.ma.getmaskarray(value).any():
+        raise ValueError(
+            f"{name} must be a plain array of numbers; got a masked array with "
+            f"{int(np.ma.getmaskarray(value).sum())} masked entries (fill or drop them first)")
+    if hasattr(value, "toarray") and hasattr(value, "nnz"):
+        raise TypeError(
+            f"{name} must be a dense array of numbers; got a sparse {type(value).__name__} "
+            "(convert it with .toarray())")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be an array-like of numbers with a regular shape; got "
+            f"{type(value).__name__} that numpy cannot convert ({exc})") from None
     kind = arr.dtype.kind
     if kind == "b":
-        raise TypeError(f"{name} must hold numbers; got a boolean array (convert it with .astype(float))")
+        raise TypeError(
+            f"{name} must hold numbers (int or float); got a boolean array "
+            "(convert it with .astype(float))")
     if kind == "c":
-        raise TypeError(f"{name} must hold real numbers; got complex dtype {arr.dtype}")
+        raise TypeError(f"{name} must hold real numbers (int or float); got complex dtype {arr.dtype}")
+    if kind == "O":
+        raise TypeError(
+            f"{name} must hold real numbers (int or float); got dtype object "
+            "(mixed or non-numeric values; convert with np.asarray(..., dtype=float))")
     if kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+        raise TypeError(f"{name} must hold real numbers (int or float); got dtype {arr.dtype}")
     return arr
+
+
+def _where_not_finite(name, arr):
+    """'NaN at X[3, 1] (2 non-finite values)' for the first bad entry."""
+    bad = ~np.isfinite(arr)
+    count = int(bad.sum())
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = arr[first]
+    what = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    index = ", ".join(map(str, first))
+    return f"{what} at {name}[{index}] ({count} non-finite value{'s' if count != 1 else ''})"
+
+
+def _check_finite(name, original, converted, dtype):
+    if np.isfinite(converted).all():
+        return
+    if original.dtype.kind == "f" and not np.isfinite(original).all():
+        raise ValueError(f"{name} must be finite; got {_where_not_finite(name, original)}")
+    big = np.finfo(dtype).max
+    raise ValueError(
+        f"{name} must fit in the network's dtype {np.dtype(dtype).name} (|values| <= {big:.3g}); "
+        f"got {_where_not_finite(name, converted)} after conversion")
 
 
 def check_X(X, n_in, dtype):
@@ -114,11 +205,9 @@ def check_X(X, n_in, dtype):
         raise ValueError(f"X must have at least one row; got shape {arr.shape}")
     if arr.shape[1] != n_in:
         raise ValueError(f"X must have {n_in} columns (the network's input size); got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
-        raise ValueError(
-            f"X must be finite; it contains NaN or inf (or values too large for {np.dtype(dtype).name})"
-        )
+    with np.errstate(over="ignore"):                 # overflow is reported below
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite("X", arr, out, dtype)
     return out
 
 
@@ -134,10 +223,16 @@ def check_Y(Y, n, n_out, output, loss, dtype):
     elif arr.ndim == 1:
         if arr.shape[0] != n:
             raise ValueError(f"Y must have {n} rows, one per row of X; got shape {arr.shape}")
-        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ValueError(
                 f"a 1-D Y for {n_out} outputs must hold integer class labels in [0, {n_out}); "
-                "got non-integer values"
+                f"got {_where_not_finite('Y', arr)}"
+            )
+        if not np.all(arr == np.round(arr)):
+            first = int(np.argmax(arr != np.round(arr)))
+            raise ValueError(
+                f"a 1-D Y for {n_out} outputs must hold integer class labels in [0, {n_out}); "
+                f"got non-integer values such as Y[{first}] = {float(arr[first])!r}"
             )
         lo, hi = arr.min(), arr.max()
         if lo < 0 or hi >= n_out:
@@ -154,12 +249,12 @@ def check_Y(Y, n, n_out, output, loss, dtype):
         raise ValueError(f"Y must have {n} rows, one per row of X; got shape {arr.shape}")
     if arr.shape[1] != n_out:
         raise ValueError(f"Y must have {n_out} columns (the network's output size); got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
-        raise ValueError("Y must be finite; it contains NaN or inf")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite("Y", arr, out, dtype)
     if loss == "log_loss" and (out.min() < 0 or out.max() > 1):
         raise ValueError(
-            "loss='log_loss' needs targets in [0, 1]; "
+            "Y must hold targets in [0, 1] for loss='log_loss'; "
             f"got values from {out.min():g} to {out.max():g}"
         )
     return out

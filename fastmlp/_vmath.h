@@ -185,7 +185,7 @@ static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, 
                 for (j = 0; j < N; j++) c[j] += a * brow[j];                    \
             }                                                                   \
         }                                                                       \
-    } else if (ta == 'N' && tb == 'T') {                                        \
+    } else if (ta == 'N' && tb == 'T' && K > 2) {                               \
         for (i = 0; i < M; i++) {                                               \
             const T *restrict arow = A + i * lda;                               \
             T *restrict c = C + i * ldc;                                        \
@@ -194,6 +194,14 @@ static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, 
                 T t = 0;                                                        \
                 for (p = 0; p < K; p++) t += arow[p] * bcol[p];                 \
                 c[j] += alpha * t;                                              \
+            }                                                                   \
+        }                                                                       \
+    } else if (ta == 'N') {               /* N, T with K <= 2: rank-1 updates */ \
+        for (i = 0; i < M; i++) {                                               \
+            T *restrict c = C + i * ldc;                                        \
+            for (p = 0; p < K; p++) {                                           \
+                T a = alpha * A[i * lda + p];                                   \
+                for (j = 0; j < N; j++) c[j] += a * B[j * ldb + p];             \
             }                                                                   \
         }                                                                       \
     } else {                                                                    \

@@ -19,3 +19,25 @@ class DivergenceError(FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.history = history
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be loaded: not a fastmlp file, truncated, corrupted,
+    of an unsupported format version, or tampered with (header and arrays
+    disagree, unexpected arrays, wrong dtypes, non-finite values, pickled
+    objects).
+
+    The message names the file and what is wrong. Files that cannot be opened
+    at all (missing, a directory, no permission) raise the usual ``OSError``
+    instead.
+
+    Attributes
+    ----------
+    path : str
+        The file that was being loaded.
+    """
+
+    def __init__(self, path, problem):
+        super().__init__(f"cannot load a fastmlp model from {str(path)!r}: {problem}")
+        self.path = str(path)
+        self.problem = problem

@@ -1,7 +1,9 @@
 """The command line and the demo (the main job)."""
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastmlp import cli
@@ -37,3 +39,219 @@ def test_python_dash_m_runs_the_demo():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "accuracy 100%" in proc.stdout
+
+
+# ------------------------------------------------------------ demo --plot
+def test_demo_plot_writes_the_three_panels(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "xor.png"
+    assert cli.main(["demo", "xor", "--plot", str(path)]) == 0
+    assert f"plot: {path}" in capsys.readouterr().out
+    assert path.stat().st_size > 10_000
+
+
+def test_demo_plot_with_several_demos_names_files_per_demo(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "run_demo", lambda task, **kw: calls.append((task, kw["plot"])) or True)
+    assert cli.main(["demo", "xor", "disk", "--plot", str(tmp_path / "out.png")]) == 0
+    assert calls == [("xor", str(tmp_path / "out-xor.png")), ("disk", str(tmp_path / "out-disk.png"))]
+
+
+# ------------------------------------------------------- train / predict
+def _write_csv(path, header, rows):
+    with open(path, "w") as fh:
+        fh.write(",".join(header) + "\n")
+        for r in rows:
+            fh.write(",".join(repr(float(v)) if not float(v).is_integer() else str(int(v))
+                              for v in r) + "\n")
+
+
+def _read(path):
+    import csv
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], rows[1:]
+
+
+@pytest.fixture
+def blobs_csv(tmp_path):
+    """Three classes labelled 3, 5, 7 around different centres, target in the middle column."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0, 0], [4, 4, 0], [0, 4, 4]], float)
+    labels = rng.integers(0, 3, size=300)
+    X = centres[labels] + rng.normal(size=(300, 3))
+    y = np.array([3, 5, 7])[labels]
+    path = tmp_path / "blobs.csv"
+    _write_csv(path, ["a", "label", "b", "c"], np.c_[X[:, 0], y, X[:, 1:]])
+    return path, X, y
+
+
+def test_train_and_predict_classification_end_to_end(tmp_path, blobs_csv, capsys):
+    path, X, y = blobs_csv
+    model = tmp_path / "blobs.npz"
+    code = cli.main(["train", str(path), "--target", "label", "--hidden", "16,8",
+                     "--epochs", "60", "--lr", "0.01", "--out", str(model), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "classification with 3 classes" in out and "3-16-8-3" in out
+    acc = float(out.split("held-out accuracy ")[1].split("%")[0])
+    assert acc >= 90
+    assert model.exists() and (tmp_path / "blobs.npz.json").exists()
+    meta = json.loads((tmp_path / "blobs.npz.json").read_text())
+    assert meta["features"] == ["a", "b", "c"] and meta["classes"] == [3, 5, 7]
+
+    preds = tmp_path / "preds.csv"
+    assert cli.main(["predict", str(model), str(path), "--out", str(preds), "--proba"]) == 0
+    header, rows = _read(preds)
+    assert header == ["label", "p_3", "p_5", "p_7"]
+    got = np.array([int(r[0]) for r in rows])
+    assert set(got) <= {3, 5, 7} and np.mean(got == y) >= 0.9
+    P = np.array([[float(v) for v in r[1:]] for r in rows])
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_train_and_predict_regression_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, size=(400, 2)) * [100, 0.01]          # wildly different scales
+    y = 3 * X[:, 0] / 100 - 200 * X[:, 1] + 50 + rng.normal(scale=0.05, size=400)
+    data = tmp_path / "reg.csv"
+    _write_csv(data, ["x1", "x2", "y"], np.c_[X, y])
+    model = tmp_path / "reg.npz"
+    assert cli.main(["train", str(data), "--target", "y", "--hidden", "16", "--activation", "tanh",
+                     "--epochs", "80", "--lr", "0.01", "--dtype", "float64", "--out", str(model),
+                     "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "regression" in out
+    r2 = float(out.split("held-out R^2 ")[1].split(",")[0])
+    assert r2 > 0.95
+    # the saved network takes raw rows and gives raw targets (scaling folded in)
+    assert cli.main(["predict", str(model), str(data)]) == 0
+    header, rows = _read_lines(capsys.readouterr().out)
+    assert header == ["y"]
+    pred = np.array([float(r[0]) for r in rows])
+    assert np.sqrt(np.mean((pred - y) ** 2)) < 0.2 * y.std()
+
+
+def _read_lines(text):
+    import csv
+    rows = list(csv.reader(text.splitlines()))
+    return rows[0], rows[1:]
+
+
+def test_binary_without_sidecar_uses_all_columns(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    data = tmp_path / "bin.csv"
+    _write_csv(data, ["p", "q", "target"], np.c_[X, y])
+    model = tmp_path / "bin.npz"
+    assert cli.main(["train", str(data), "--target", "target", "--epochs", "100", "--lr", "0.01",
+                     "--optimizer", "adam", "--test-size", "0", "--quiet",
+                     "--out", str(model)]) == 0
+    assert "held-out accuracy" not in capsys.readouterr().out
+    (tmp_path / "bin.npz.json").unlink()
+    inputs = tmp_path / "inputs.csv"
+    _write_csv(inputs, ["p", "q"], X)
+    assert cli.main(["predict", str(model), str(inputs)]) == 0
+    header, rows = _read_lines(capsys.readouterr().out)
+    assert header == ["prediction"]
+    assert np.mean(np.array([int(r[0]) for r in rows]) == y) > 0.9
+    # the file with the target has one column too many, and nothing says which
+    assert cli.main(["predict", str(model), str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "3 columns but the model takes 2 inputs" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{missing}", "--target", "y"], "cannot read"),
+    (["train", "{data}", "--target", "nope"], "'nope' is not a column"),
+    (["train", "{bad}", "--target", "y"], "line 3, column 'x': 'abc' is not a number"),
+    (["train", "{hole}", "--target", "y"], "a missing value is not a number"),
+    (["train", "{data}", "--target", "y", "--hidden", "4,x"], "--hidden must be sizes"),
+    (["train", "{data}", "--target", "y", "--task", "classification"], "whole-number"),
+    (["train", "{data}", "--target", "y", "--epochs", "0"], "--epochs out of range"),
+    (["predict", "{missing}", "{data}"], "does not exist"),
+    (["predict", "{notamodel}", "{data}"], "notamodel"),
+])
+def test_errors_are_one_line_and_exit_1(tmp_path, capsys, argv, message):
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n1,0.5\n2,1.5\n3,2.5\n4,3.25\n5,4.5\n6,5.5\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\nabc,3\n")
+    hole = tmp_path / "hole.csv"
+    hole.write_text("x,y\n1,2\n,3\n")
+    notamodel = tmp_path / "notamodel.npz"
+    notamodel.write_text("hello")
+    paths = dict(missing=tmp_path / "missing.csv", data=data, bad=bad, hole=hole,
+                 notamodel=notamodel)
+    argv = [a.format(**paths) for a in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"fastmlp {argv[0]}: error: ") and message in err
+
+
+def test_usage_errors_are_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "data.csv"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "--target" in err and "fastmlp train --help" in err
+
+
+@pytest.mark.parametrize("command, words", [
+    ([], ["demo", "train", "predict", "bench", "examples"]),
+    (["demo"], ["xor", "disk", "--plot", "--dtype", "--seed"]),
+    (["train"], ["--target", "--hidden", "--epochs", "--lr", "--batch-size", "--optimizer",
+                 "--activation", "--task", "--test-size", "--early-stopping", "--out",
+                 "--dtype", "--seed", "--l2", "--momentum", "--quiet", "--no-standardize"]),
+    (["predict"], ["MODEL.npz", "DATA.csv", "--out", "--proba"]),
+    (["bench"], ["--quick", "--bench-dir", "compare.py"]),
+])
+def test_help_is_complete(capsys, command, words):
+    with pytest.raises(SystemExit) as info:
+        cli.main(command + ["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for w in words:
+        assert w in out, w
+
+
+# ------------------------------------------------------------------ bench
+def test_bench_without_the_bench_folder_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["bench", "--bench-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "bench/compare.py not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_runs_compare_py_on_the_no_install_workloads(tmp_path, capfd):
+    (tmp_path / "compare.py").write_text(
+        "import sys\nprint('ARGS', ' '.join(sys.argv[1:]))\nsys.exit(0)\n")
+    assert cli.main(["bench", "--bench-dir", str(tmp_path), "--quick"]) == 0
+    out = capfd.readouterr().out
+    args = out.split("ARGS ")[1].split()
+    assert args[args.index("--systems") + 1] == "fastmlp-f32,fastmlp-f64,numpy"
+    workloads = args[args.index("--workloads") + 1].split(",")
+    assert {"xor", "mnist-shape", "predict-1", "predict-batch", "sgemm"} <= set(workloads)
+    assert "--quick" in args
+    assert cli.main(["bench", "--bench-dir", str(tmp_path), "--", "--workloads", "xor",
+                     "--repeats", "9"]) == 0
+    args = capfd.readouterr().out.split("ARGS ")[1].split()
+    assert args[args.index("--workloads") + 1] == "xor" and args.count("--workloads") == 1
+    assert args[-2:] == ["--repeats", "9"]
+
+
+def test_python_dash_m_train_and_predict(tmp_path, blobs_csv):
+    path, _, _ = blobs_csv
+    model = tmp_path / "m.npz"
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", str(path), "--target",
+                           "label", "--epochs", "20", "--out", str(model)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "held-out accuracy" in proc.stdout
+    assert "20/20" in proc.stderr            # the progress bar
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", "predict", str(model), str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "label" and len(proc.stdout.splitlines()) == 301

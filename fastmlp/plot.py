@@ -1,0 +1,420 @@
+"""Pictures of training: learning curves, decision boundaries, seed 000's three panels.
+
+Needs matplotlib (``pip install fastmlp[plot]``), imported only when a function
+here is called. Figures are made with matplotlib's object API on the Agg
+canvas: nothing here touches pyplot's global state or needs a display, so it
+works the same on a headless server, in a script and in a notebook (where a
+returned :class:`~matplotlib.figure.Figure` shows itself).
+
+Functions
+---------
+learning_curves(history)
+    Loss (train and validation) and accuracy (validation, and train when
+    recorded) per epoch.
+decision_boundary(model, X, y)
+    The predicted class over the plane of a 2-D classifier, with the data.
+training_view(model, X, y, record)
+    Seed 000's three panels: accuracy, decision boundary, loss.
+record_training(net, X, y, epochs, ...)
+    Train a :class:`fastmlp.Network` and record loss, accuracy and weight
+    snapshots per epoch (the input of the two functions below).
+animate_training(net, X, y, epochs, path, ...)
+    An animated GIF of the three panels while training (Pillow writer).
+
+Every function that draws takes an optional ``path``: when given, the figure is
+also saved there (format from the suffix: .png, .svg, .pdf ...).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["learning_curves", "decision_boundary", "training_view", "record_training",
+           "animate_training", "TrainingRecord"]
+
+_CMAP = "RdBu"
+
+
+def _mpl():
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError("fastmlp.plot needs matplotlib: pip install matplotlib "
+                          "(or pip install fastmlp[plot])") from err
+    return Figure, FigureCanvasAgg
+
+
+def _figure(ncols, width=5.0, height=4.0):
+    Figure, Canvas = _mpl()
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    Canvas(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _save(fig, path, dpi=100):
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+# ------------------------------------------------------------ learning curves
+def _curves(history):
+    """(loss, val_loss, accuracy, val_accuracy) lists from what fit produced."""
+    if isinstance(history, dict):
+        get = history.get
+    else:
+        def get(name, default=None):
+            return getattr(history, name, default)
+    loss = get("loss", None)
+    if loss is None or np.ndim(loss) == 0:           # an estimator: loss_ is a float
+        loss = get("loss_curve_", None)
+    if loss is None:
+        raise TypeError("learning_curves needs a History, a fitted fastmlp or scikit-learn "
+                        "MLP estimator, a TrainingRecord or a dict with 'loss'; got "
+                        f"{type(history).__name__}")
+    val_loss = get("val_loss", None) or []
+    accuracy = get("accuracy", None) or []
+    val_accuracy = get("val_accuracy", None) or get("validation_scores_", None) or []
+    return list(loss), list(val_loss), list(accuracy), list(val_accuracy)
+
+
+def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
+    """Loss and accuracy per epoch, training and validation.
+
+    Parameters
+    ----------
+    history : History, TrainingRecord, fitted MLP estimator, or dict
+        ``fit``'s History (``loss``, ``val_loss``, ``val_accuracy``); a
+        :class:`TrainingRecord` (adds training accuracy); a fitted
+        ``MLPClassifier`` / ``MLPRegressor`` (``loss_curve_`` and
+        ``validation_scores_``); or a dict with those keys.
+    path : str or path-like, optional
+        Also save the figure there.
+    title : str, optional
+    log_loss_axis : bool or None
+        Logarithmic loss axis; None chooses it when the loss spans more than
+        two decades.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel (loss) or two (loss, accuracy) when there is an accuracy.
+    """
+    loss, val_loss, acc, val_acc = _curves(history)
+    if not loss:
+        raise ValueError("the history has no epochs to plot")
+    fig, axes = _figure(2 if (acc or val_acc) else 1)
+    ax = axes[0]
+    epochs = np.arange(1, len(loss) + 1)
+    ax.plot(epochs, loss, label="train", color="C0")
+    if val_loss:
+        ax.plot(np.arange(1, len(val_loss) + 1), val_loss, label="validation", color="C1")
+    finite = np.asarray([v for v in loss + val_loss if np.isfinite(v) and v > 0])
+    if log_loss_axis is None:
+        log_loss_axis = finite.size > 0 and finite.max() / finite.min() > 100
+    if log_loss_axis:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if acc or val_acc:
+        ax = axes[1]
+        if acc:
+            ax.plot(np.arange(1, len(acc) + 1), acc, label="train", color="C0")
+        if val_acc:
+            ax.plot(np.arange(1, len(val_acc) + 1), val_acc, label="validation", color="C1")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_title("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------- decision boundary
+def _scores(model, X):
+    """Per point: the probability of the positive class (binary) or the class index."""
+    if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+        P = np.asarray(model.predict_proba(X))
+        return (P[:, 1], True) if P.shape[1] == 2 else (P.argmax(axis=1), False)
+    if hasattr(model, "layer_sizes") and hasattr(model, "predict"):      # a Network
+        P = np.asarray(model.predict(X))
+        if P.shape[1] == 1:
+            return P[:, 0], model.output == "sigmoid"
+        return P.argmax(axis=1), False
+    if callable(model):
+        P = np.asarray(model(X))
+        if P.ndim == 2 and P.shape[1] > 1:
+            return P.argmax(axis=1), False
+        return P.reshape(-1), True
+    raise TypeError("decision_boundary needs a fastmlp Network, a classifier with "
+                    f"predict_proba, or a callable; got {type(model).__name__}")
+
+
+def _labels(y):
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
+    return y
+
+
+def _draw_boundary(ax, model, X, y, resolution=200, padding=0.15):
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"decision_boundary needs 2-D points, X of shape (n, 2); got shape {X.shape}")
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    lo, hi = lo - padding * span, hi + padding * span
+    xs = np.linspace(lo[0], hi[0], resolution)
+    ys = np.linspace(lo[1], hi[1], resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.c_[gx.ravel(), gy.ravel()]
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        grid = grid.astype(dtype)
+    scores, is_prob = _scores(model, grid)
+    Z = scores.reshape(gx.shape).astype(float)
+    labels = _labels(y)
+    artists = []
+    if is_prob:
+        artists.append(ax.contourf(gx, gy, Z, levels=np.linspace(0, 1, 21), cmap=_CMAP,
+                                   alpha=0.75, vmin=0, vmax=1))
+        if Z.min() < 0.5 < Z.max():
+            artists.append(ax.contour(gx, gy, Z, levels=[0.5], colors="k", linewidths=1.5))
+    else:
+        top = int(max(Z.max(), np.max(labels) if labels.dtype.kind in "iuf" else 0))
+        artists.append(ax.contourf(gx, gy, Z, levels=np.arange(-1, top + 1) + 0.5,
+                                   cmap="tab10", alpha=0.35, vmin=0, vmax=9))
+    few = len(X) <= 50
+    artists.append(ax.scatter(X[:, 0], X[:, 1], c=labels, cmap=_CMAP if is_prob else "tab10",
+                              edgecolors="w" if few else "k", linewidths=1.5 if few else 0.6,
+                              s=120 if few else (28 if len(X) <= 500 else 10),
+                              vmin=0, vmax=1 if is_prob else 9, zorder=3))
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    return artists
+
+
+def decision_boundary(model, X, y, *, path=None, title="decision boundary", resolution=200,
+                      padding=0.15):
+    """The predicted class over the plane, with the data points on it.
+
+    Parameters
+    ----------
+    model : fastmlp.Network, fitted classifier with predict_proba, or callable
+        For one sigmoid output (or a binary classifier) the probability of
+        class 1 is shaded, with its 0.5 contour; otherwise each region takes
+        the colour of its predicted class.
+    X : array of shape (n, 2)
+    y : array of shape (n,) (or one-hot (n, k))
+        Colours of the points.
+    path : optional, save there too
+    resolution : int
+        Grid points per axis.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, (ax,) = _figure(1, 5.5, 4.5)
+    _draw_boundary(ax, model, X, y, resolution, padding)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------ recording training
+@dataclass
+class TrainingRecord:
+    """Per-epoch record of :func:`record_training`.
+
+    Attributes
+    ----------
+    epoch : list of int
+        1-based epoch numbers recorded.
+    loss, accuracy : list of float
+        Training objective (from fit) and accuracy on (X, y) after each epoch.
+    snapshots : list of (int, ndarray)
+        ``(epoch, params copy)`` every ``every`` epochs (and the last).
+    history : History or None
+        What ``fit`` returned.
+    """
+
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+    history: object = None
+
+
+def _accuracy(net, X, y):
+    P = net.predict(X)
+    labels = _labels(y)
+    pred = (P[:, 0] > 0.5) if P.shape[1] == 1 else P.argmax(axis=1)
+    if np.asarray(y).ndim == 2 and np.asarray(y).shape[1] > 1 and P.shape[1] == 1:
+        labels = np.asarray(y)[:, 0]
+    return float(np.mean(pred == labels))
+
+
+def record_training(net, X, y, epochs, *, snapshots=30, **fit_kwargs):
+    """Train ``net`` with ``fit`` and record loss, accuracy and weights per epoch.
+
+    Parameters
+    ----------
+    net : fastmlp.Network (or the reference twin)
+    X, y : training data (accuracy is measured on it after every epoch)
+    epochs : int
+    snapshots : int
+        About how many copies of the weights to keep, evenly spaced (the
+        frames of :func:`animate_training`); the first epoch and the last are
+        always among them.
+    **fit_kwargs
+        Passed to ``net.fit`` (learning_rate, batch_size, optimizer ...). A
+        ``callbacks`` entry is kept and run after the recorder.
+
+    Returns
+    -------
+    TrainingRecord
+    """
+    every = max(1, int(epochs) // max(1, int(snapshots)))
+    rec = TrainingRecord()
+    rec.snapshots.append((0, net.params.copy()))
+    user_callbacks = tuple(fit_kwargs.pop("callbacks", ()) or ())
+
+    def recorder(n, epoch, logs):
+        e = epoch + 1
+        rec.epoch.append(e)
+        rec.loss.append(float(logs["loss"]))
+        rec.accuracy.append(_accuracy(n, X, y))
+        if e % every == 0 or e == epochs:
+            rec.snapshots.append((e, n.params.copy()))
+        return False
+
+    rec.history = net.fit(X, y, epochs=epochs, callbacks=(recorder,) + user_callbacks,
+                          **fit_kwargs)
+    if rec.epoch and rec.snapshots[-1][0] != rec.epoch[-1]:
+        rec.snapshots.append((rec.epoch[-1], net.params.copy()))
+    return rec
+
+
+# -------------------------------------------------------- seed 000's panels
+class _Panels:
+    """Seed 000's three axes, drawn once and then updated in place (fast frames)."""
+
+    def __init__(self, axes, X, y, record, resolution):
+        self.ax_acc, self.ax_db, self.ax_loss = axes
+        self.X, self.y, self.record, self.resolution = X, y, record, resolution
+        total = record.epoch[-1] if record.epoch else 1
+        self.acc_line, = self.ax_acc.plot([], [], color="C2")
+        self.ax_acc.set_xlim(0, total)
+        self.ax_acc.set_ylim(-0.02, 1.02)
+        self.ax_acc.set_xlabel("epoch")
+        self.ax_acc.grid(True, alpha=0.3)
+        self.loss_line, = self.ax_loss.plot([], [], color="C3")
+        self.ax_loss.set_xlim(0, total)
+        finite = [v for v in record.loss if np.isfinite(v)]
+        top = max(finite) if finite else 1.0
+        self.ax_loss.set_ylim(0, top * 1.05 if top > 0 else 1.0)
+        self.ax_loss.set_xlabel("epoch")
+        self.ax_loss.grid(True, alpha=0.3)
+        self.boundary = []
+
+    def update(self, model, upto=None):
+        rec = self.record
+        n = len(rec.epoch) if upto is None else upto
+        ep = rec.epoch[:n]
+        self.acc_line.set_data(ep, rec.accuracy[:n])
+        self.loss_line.set_data(ep, rec.loss[:n])
+        self.ax_acc.set_title("accuracy" + (f" {rec.accuracy[n - 1]:.1%}" if n else ""))
+        self.ax_loss.set_title("loss" + (f" {rec.loss[n - 1]:.4g}" if n else ""))
+        for artist in self.boundary:
+            artist.remove()
+        self.boundary = _draw_boundary(self.ax_db, model, self.X, self.y, self.resolution)
+        self.ax_db.set_title("decision boundary" + (f" (epoch {ep[-1]})" if n else " (start)"))
+
+
+def training_view(model, X, y, record, *, path=None, title=None, resolution=150):
+    """Seed 000's three panels: accuracy, decision boundary and loss.
+
+    Parameters
+    ----------
+    model : fastmlp.Network (or a classifier, see :func:`decision_boundary`)
+        Its current weights draw the boundary.
+    X, y : the 2-D training data
+    record : TrainingRecord, or a dict with ``loss`` and ``accuracy`` lists
+        (``epoch`` optional) as from :func:`record_training`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if isinstance(record, dict):
+        loss = list(record["loss"])
+        record = TrainingRecord(epoch=list(record.get("epoch", range(1, len(loss) + 1))),
+                                loss=loss, accuracy=list(record["accuracy"]))
+    fig, axes = _figure(3, 4.5, 4.0)
+    _Panels(axes, X, y, record, resolution).update(model)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def animate_training(net, X, y, epochs, path, *, frames=30, fps=6, dpi=72, title=None,
+                     resolution=80, **fit_kwargs):
+    """Train ``net`` and write an animated GIF of the three panels as it learns.
+
+    Parameters
+    ----------
+    net : fastmlp.Network
+        Trained in place (ends with the final weights).
+    X, y : 2-D training data
+    epochs : int
+    path : str or path-like
+        The ``.gif`` to write (matplotlib's Pillow writer; needs Pillow).
+    frames : int
+        About how many frames (evenly spaced epochs).
+    fps : int
+        Frames per second.
+    **fit_kwargs
+        Passed to ``net.fit``.
+
+    Returns
+    -------
+    TrainingRecord
+        What was recorded (the GIF's frames are ``record.snapshots``).
+    """
+    _mpl()
+    try:
+        from matplotlib.animation import PillowWriter
+        import PIL  # noqa: F401
+    except ImportError as err:
+        raise ImportError("animate_training needs Pillow: pip install pillow") from err
+    record = record_training(net, X, y, epochs, snapshots=frames, **fit_kwargs)
+    final = net.params.copy()
+    fig, axes = _figure(3, 4.5, 4.0)
+    if title:
+        fig.suptitle(title)
+    panels = _Panels(axes, X, y, record, resolution)
+    writer = PillowWriter(fps=fps)
+    try:
+        net.params[...] = record.snapshots[-1][1]
+        panels.update(net)
+        fig.canvas.draw()                 # lay out once, on the final frame ...
+        fig.set_layout_engine("none")     # ... then keep it: frames only redraw
+        with writer.saving(fig, str(path), dpi):
+            for epoch, params in record.snapshots:
+                net.params[...] = params
+                panels.update(net, upto=epoch)
+                writer.grab_frame()
+    finally:
+        net.params[...] = final
+    return record

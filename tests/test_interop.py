@@ -1,0 +1,213 @@
+"""fastmlp.interop: serve scikit-learn and PyTorch MLPs through the kernels."""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import interop
+
+
+def test_import_interop_imports_neither_library():
+    code = ("import sys, fastmlp, fastmlp.interop; "
+            "bad = [m for m in ('sklearn', 'torch') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------- scikit-learn
+@pytest.fixture(scope="module")
+def sk():
+    pytest.importorskip("sklearn")
+    from sklearn import datasets, neural_network
+    return datasets, neural_network
+
+
+def _fit_quietly(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y)
+
+
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_from_sklearn_classifier_predicts_the_same(sk, activation, task):
+    datasets, nn = sk
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5))
+    if task == "binary":
+        y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    elif task == "multiclass":
+        y = np.digitize(X[:, 0], [-0.5, 0.5])
+    else:
+        y = (X[:, :3] > 0).astype(int)
+    mlp = _fit_quietly(nn.MLPClassifier((7, 4), activation=activation, max_iter=30,
+                                        random_state=0), X, y)
+    net = interop.from_sklearn(mlp)
+    assert isinstance(net, fastmlp.Network)
+    assert net.activation == {"logistic": "sigmoid"}.get(activation, activation)
+    assert net.loss_name == "log_loss"
+    P = mlp.predict_proba(X)
+    expected = P[:, 1:] if task == "binary" else P
+    np.testing.assert_allclose(net.predict(X), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("n_targets", [1, 3])
+def test_from_sklearn_regressor_predicts_the_same(sk, n_targets):
+    datasets, nn = sk
+    X, y = datasets.make_regression(100, 4, n_targets=n_targets, random_state=0)
+    mlp = _fit_quietly(nn.MLPRegressor(hidden_layer_sizes=(6,), max_iter=50, random_state=0),
+                       X, y / 100)
+    net = interop.from_sklearn(mlp)
+    assert (net.output, net.loss_name) == ("identity", "squared_error")
+    np.testing.assert_allclose(net.predict(X), mlp.predict(X).reshape(len(X), -1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_from_sklearn_float32_and_reference_twin(sk):
+    datasets, nn = sk
+    X, y = datasets.make_moons(100, random_state=0)
+    X32 = X.astype(np.float32)
+    mlp = _fit_quietly(nn.MLPClassifier((5,), max_iter=20, random_state=0), X32, y)
+    net = interop.from_sklearn(mlp)
+    assert net.dtype == np.float32
+    np.testing.assert_allclose(net.predict(X32), mlp.predict_proba(X32)[:, 1:], rtol=1e-5,
+                               atol=1e-6)
+    ref = interop.from_sklearn(mlp, dtype="float64", network_cls=fastmlp.reference.Network)
+    assert isinstance(ref, fastmlp.reference.Network) and ref.dtype == np.float64
+    np.testing.assert_allclose(ref.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
+
+
+def test_from_sklearn_no_hidden_layer(sk):
+    datasets, nn = sk
+    X, y = datasets.make_moons(100, random_state=0)
+    mlp = _fit_quietly(nn.MLPClassifier((), max_iter=20, random_state=0), X, y)
+    net = interop.from_sklearn(mlp)
+    assert net.layer_sizes == (2, 1)
+    np.testing.assert_allclose(net.predict(X), mlp.predict_proba(X)[:, 1:], rtol=1e-12)
+
+
+def test_from_sklearn_accepts_fastmlp_estimators(sk):
+    from fastmlp.estimators import MLPClassifier
+    datasets, _ = sk
+    X, y = datasets.load_iris(return_X_y=True)
+    clf = _fit_quietly(MLPClassifier((8,), max_iter=20, random_state=0), X, y)
+    net = interop.from_sklearn(clf)
+    assert net is not clf.network_
+    np.testing.assert_array_equal(net.predict(X), clf.predict_proba(X))
+
+
+def test_from_sklearn_clear_errors(sk):
+    datasets, nn = sk
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = datasets.make_moons(60, random_state=0)
+    with pytest.raises(TypeError, match="MLPClassifier or MLPRegressor; got .*LogisticRegression"):
+        interop.from_sklearn(LogisticRegression().fit(X, y))
+    with pytest.raises(TypeError, match="Pipeline"):
+        interop.from_sklearn(make_pipeline(StandardScaler(), nn.MLPClassifier()))
+    with pytest.raises(ValueError, match="fitted"):
+        interop.from_sklearn(nn.MLPClassifier())
+    poisson = _fit_quietly(nn.MLPRegressor(loss="poisson", hidden_layer_sizes=(3,), max_iter=5),
+                           X, y + 1.0)
+    with pytest.raises(ValueError, match="'exp'"):
+        interop.from_sklearn(poisson)
+    with pytest.raises(ValueError, match="dtype"):
+        interop.from_sklearn(_fit_quietly(nn.MLPClassifier((3,), max_iter=5), X, y),
+                             dtype="int32")
+
+
+# -------------------------------------------------------------------- torch
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+def _torch_out(model, X):
+    import torch
+    with torch.no_grad():
+        return model(torch.as_tensor(X)).numpy()
+
+
+@pytest.mark.parametrize("act", ["Sigmoid", "Tanh", "ReLU", None])
+@pytest.mark.parametrize("head", [None, "Sigmoid", "Softmax"])
+def test_from_torch_predicts_the_same(torch, act, head):
+    nn = torch.nn
+    torch.manual_seed(0)
+    layers = [nn.Linear(5, 8)]
+    if act:
+        layers.append(getattr(nn, act)())
+    layers += [nn.Linear(8, 6)]
+    if act:
+        layers.append(getattr(nn, act)())
+    layers.append(nn.Linear(6, 3))
+    if head == "Softmax":
+        layers.append(nn.Softmax(dim=-1))
+    elif head:
+        layers.append(getattr(nn, head)())
+    model = nn.Sequential(*layers).double()
+    X = np.random.default_rng(0).normal(size=(50, 5))
+    net = interop.from_torch(model)
+    assert net.dtype == np.float64
+    assert net.layer_sizes == (5, 8, 6, 3)
+    assert net.activation == {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu",
+                              None: "identity"}[act]
+    assert net.output == {None: "identity", "Sigmoid": "sigmoid", "Softmax": "softmax"}[head]
+    assert net.loss_name == ("squared_error" if head is None else "log_loss")
+    np.testing.assert_allclose(net.predict(X), _torch_out(model, X), rtol=1e-12, atol=1e-13)
+
+
+def test_from_torch_float32_nested_and_skipped_layers(torch):
+    nn = torch.nn
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 16), nn.ReLU()),
+                          nn.Dropout(0.5), nn.Linear(16, 2, bias=False), nn.Identity()).eval()
+    X = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32)
+    net = interop.from_torch(model)
+    assert net.dtype == np.float32 and net.layer_sizes == (4, 16, 2)
+    np.testing.assert_array_equal(net.biases[1], 0)
+    np.testing.assert_allclose(net.predict(X), _torch_out(model, X), rtol=1e-5, atol=1e-6)
+    single = interop.from_torch(nn.Linear(4, 1), dtype="float64", loss="squared_error")
+    assert single.layer_sizes == (4, 1) and single.dtype == np.float64
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.LogSoftmax(dim=1)), TypeError, "LogSoftmax"),
+    (lambda nn: nn.Sequential(nn.Conv1d(1, 1, 1)), TypeError, "Conv1d"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.Tanh(),
+                              nn.Linear(4, 1)), ValueError, "different activations"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=0)), ValueError, "dim=0"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 1)), ValueError, "takes 5 inputs"),
+    (lambda nn: nn.Sequential(nn.ReLU(), nn.Linear(3, 1)), ValueError, "before the first"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.ReLU()), ValueError, "output activation"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1), nn.Linear(4, 2)),
+     ValueError, "only supported after the last"),
+    (lambda nn: nn.Sequential(), ValueError, "no nn.Linear"),
+    (lambda nn: nn.LSTM(3, 4), TypeError, "nn.Sequential"),
+])
+def test_from_torch_clear_errors(torch, build, error, match):
+    with pytest.raises(error, match=match):
+        interop.from_torch(build(torch.nn))
+
+
+def test_from_torch_rejects_non_modules(torch):
+    with pytest.raises(TypeError, match="torch.nn.Sequential"):
+        interop.from_torch([1, 2, 3])
+
+
+@pytest.mark.skipif(not hasattr(fastmlp.Network, "from_torch"),
+                    reason="Network.from_torch / from_sklearn classmethods not wired yet")
+def test_network_classmethods(torch):
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1), nn.Sigmoid()).double()
+    net = fastmlp.Network.from_torch(model)
+    assert type(net) is fastmlp.Network
+    ref = fastmlp.reference.Network.from_torch(model)
+    assert type(ref) is fastmlp.reference.Network
+    X = np.random.default_rng(2).normal(size=(10, 2))
+    np.testing.assert_allclose(net.predict(X), ref.predict(X), rtol=1e-12)

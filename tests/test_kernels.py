@@ -1,0 +1,64 @@
+"""Pieces of the compiled core tested on their own: products, exp, finiteness."""
+import numpy as np
+import pytest
+
+from fastmlp import _kernels
+
+SHAPES = [(1, 1, 1), (4, 3, 2), (4000, 3, 1), (3, 1, 7), (1, 9, 5), (7, 5, 1), (33, 17, 9), (64, 48, 40)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("path", [0, 1, 2], ids=["auto", "loops", "blas"])
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("N", "T"), ("T", "N"), ("T", "T")])
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_product_every_transposition_and_path(M, N, K, ta, tb, path, dtype):
+    rng = np.random.default_rng(M * 100 + N * 10 + K)
+    A = rng.normal(size=(M, K) if ta == "N" else (K, M)).astype(dtype)
+    B = rng.normal(size=(K, N) if tb == "N" else (N, K)).astype(dtype)
+    C0 = rng.normal(size=(M, N)).astype(dtype)
+    for alpha, beta in [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)]:
+        C = C0.copy()
+        _kernels.product(ta, tb, A, B, C, alpha=alpha, beta=beta, path=path)
+        expected = alpha * ((A if ta == "N" else A.T).astype(np.float64)
+                            @ (B if tb == "N" else B.T).astype(np.float64)) + beta * C0
+        tol = 1e-12 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(C, expected, rtol=tol, atol=tol * np.sqrt(K) * 4)
+
+
+def test_beta_zero_ignores_nan_in_the_output():
+    A, B = np.ones((3, 2)), np.ones((2, 4))
+    for path in (1, 2):
+        C = np.full((3, 4), np.nan)
+        _kernels.product("N", "N", A, B, C, beta=0.0, path=path)
+        assert np.array_equal(C, np.full((3, 4), 2.0))
+
+
+@pytest.mark.parametrize("dtype,ulps", [(np.float64, 4), (np.float32, 4)])
+def test_polynomial_exp_accuracy(dtype, ulps):
+    lo, hi = (-700.0, 700.0) if dtype == np.float64 else (-86.0, 87.0)
+    x = np.concatenate([np.linspace(lo, hi, 200001), np.linspace(-1, 1, 20001), [0.0]]).astype(dtype)
+    y = x.copy()
+    _kernels.exp_poly(y)
+    exact = np.exp(x.astype(np.float64))
+    rel = np.abs(y.astype(np.float64) - exact) / exact
+    assert rel.max() < ulps * np.finfo(dtype).eps
+    assert y[-1] == 1.0
+
+
+def test_polynomial_exp_saturates_without_inf_or_nan():
+    y = np.array([-1e4, -800.0, 800.0, 1e4])
+    _kernels.exp_poly(y)
+    assert np.all(np.isfinite(y)) and y[0] < 1e-300 and y[-1] > 1e307
+    z = np.array([-1e4, 1e4], dtype=np.float32)
+    _kernels.exp_poly(z)
+    assert np.all(np.isfinite(z)) and z[0] < 1e-37 and z[1] > 1e38
+
+
+def test_all_finite():
+    X = np.zeros((3, 4))
+    assert _kernels.all_finite(X)
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[2, 3] = bad
+        assert not _kernels.all_finite(Y)
+    assert _kernels.all_finite(np.full((2, 2), 3e38, dtype=np.float32))

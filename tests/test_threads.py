@@ -1,0 +1,188 @@
+"""Threads: one network used from many threads at once.
+
+predict / loss / gradients allocate their scratch per call and release the
+GIL in the kernels, so concurrent calls give exactly the serial answers and
+really run in parallel. fit on a network another thread is fitting raises a
+clear error instead of silently interleaving updates.
+"""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import reference
+
+N_THREADS = 8
+
+
+def _setup(cls, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    net = cls([20, 64, 32, 5], activation="tanh", output="softmax", loss="log_loss",
+              l2=0.01, dtype=dtype, seed=seed)
+    for b in net.biases:
+        b[...] = rng.normal(scale=0.3, size=b.shape)
+    # Different inputs per thread, of sizes on both sides of the kernels'
+    # 1024-row chunking and the BLAS switch.
+    inputs = []
+    for t in range(N_THREADS):
+        n = [1, 3, 50, 700, 1500, 2100, 17, 1025][t]
+        X = rng.normal(size=(n, 20)).astype(dtype)
+        y = rng.integers(0, 5, size=n)
+        inputs.append((X, y))
+    return net, inputs
+
+
+def _answers(net, X, y):
+    return (net.predict(X), net.loss(X, y),
+            np.concatenate([np.concatenate([dW.ravel(), db]) for dW, db in net.gradients(X, y)]))
+
+
+def _run_threads(target, n=N_THREADS):
+    errors = []
+    barrier = threading.Barrier(n)
+
+    def wrapped(i):
+        try:
+            barrier.wait()
+            target(i)
+        except BaseException as exc:        # reported in the main thread
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+def test_concurrent_predict_loss_gradients_equal_serial_exactly(cls, dtype):
+    net, inputs = _setup(cls, dtype)
+    params = net.params.copy()
+    serial = [_answers(net, X, y) for X, y in inputs]
+    repeats = 6 if cls is fastmlp.Network else 2
+    mismatches = []
+
+    def work(i):
+        for r in range(repeats):
+            j = (i + r) % N_THREADS                 # every thread visits several inputs
+            X, y = inputs[j]
+            P, loss, g = _answers(net, X, y)
+            if not (np.array_equal(P, serial[j][0]) and loss == serial[j][1]
+                    and np.array_equal(g, serial[j][2])):
+                mismatches.append((i, r, j))
+
+    _run_threads(work)
+    assert not mismatches, f"concurrent results differ from serial ones: {mismatches[:5]}"
+    assert np.array_equal(net.params, params)
+
+
+def test_kernels_release_the_gil():
+    """While one thread is inside a long predict, the main thread keeps running:
+    the longest pause between two of its heartbeats is far shorter than the call."""
+    net = fastmlp.Network([256, 1024, 1024, 10], activation="relu", output="softmax",
+                          dtype="float32", seed=0)
+    X = np.random.default_rng(0).normal(size=(4096, 256)).astype(np.float32)
+    t0 = time.perf_counter()
+    net.predict(X)
+    one_call = time.perf_counter() - t0
+    calls = max(1, int(np.ceil(0.6 / one_call)))     # at least ~0.6 s inside kernels
+    done = threading.Event()
+
+    def busy():
+        for _ in range(calls):
+            net.predict(X)
+        done.set()
+
+    worker = threading.Thread(target=busy)
+    beats = []
+    worker.start()
+    while not done.is_set():
+        beats.append(time.perf_counter())
+        time.sleep(0.001)
+    worker.join()
+    total = beats[-1] - beats[0] if len(beats) > 1 else 0.0
+    gaps = np.diff(beats) if len(beats) > 1 else np.array([0.0])
+    # With the GIL held during each call the main thread would stall for a
+    # whole call (one_call seconds) each time.
+    assert len(beats) > 20, (len(beats), total)
+    assert gaps.max() < max(0.05, one_call / 3), (gaps.max(), one_call)
+
+
+def _long_fit_setup(seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(3000, 64)).astype(np.float32)
+    y = rng.integers(0, 4, size=3000)
+    make = lambda: fastmlp.Network([64, 256, 256, 4], activation="relu", output="softmax",  # noqa: E731
+                                   loss="log_loss", dtype="float32", seed=seed)
+    return make, X, y
+
+
+def test_fit_while_another_thread_fits_raises_and_corrupts_nothing():
+    make, X, y = _long_fit_setup()
+    net = make()
+    t0 = time.perf_counter()
+    make().fit(X, y, epochs=2, learning_rate=0.05, batch_size=64)
+    per_epoch = (time.perf_counter() - t0) / 2
+    epochs = max(4, int(np.ceil(1.5 / per_epoch)))    # ~1.5 s of training
+    serial = make()
+    serial.fit(X, y, epochs=epochs, learning_rate=0.05, batch_size=64)
+
+    started, result = threading.Event(), {}
+
+    def first():
+        started.set()
+        try:
+            result["history"] = net.fit(X, y, epochs=epochs, learning_rate=0.05, batch_size=64)
+        except BaseException as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    started.wait()
+    time.sleep(min(0.3, per_epoch * epochs / 4))
+    assert worker.is_alive(), "the first fit ended too soon for the test to mean anything"
+    with pytest.raises(RuntimeError, match=r"(?i)fit"):
+        net.fit(X, y, epochs=1, learning_rate=0.05, batch_size=64)
+    worker.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    # the refused call changed nothing: the first fit ran exactly as if alone
+    assert np.array_equal(net.params, serial.params)
+    assert net.history.loss == serial.history.loss
+    # and the network is usable again afterwards
+    net.fit(X[:100], y[:100], epochs=1, learning_rate=0.05)
+
+
+def test_predict_during_fit_is_safe():
+    make, X, y = _long_fit_setup(seed=4)
+    net = make()
+    serial = make()
+    serial.fit(X, y, epochs=6, learning_rate=0.05, batch_size=64)
+    result = {}
+
+    def first():
+        try:
+            net.fit(X, y, epochs=6, learning_rate=0.05, batch_size=64)
+        except BaseException as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    outputs = []
+    while worker.is_alive():
+        try:
+            outputs.append(net.predict(X[:200]))
+        except RuntimeError as exc:              # allowed: a clear refusal
+            assert "fit" in str(exc)
+        time.sleep(0.01)
+    worker.join()
+    assert "error" not in result, result.get("error")
+    for P in outputs:                            # some consistent-enough state: finite probabilities
+        assert np.all(np.isfinite(P))
+        np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-4)
+    assert np.array_equal(net.params, serial.params), "predict disturbed the training run"
