@@ -42,6 +42,8 @@ cdef extern from "_vmath.h" nogil:
     void fm_small_gemm_f(char ta, char tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                          float alpha, const float* A, Py_ssize_t lda, const float* B,
                          Py_ssize_t ldb, float beta, float* C, Py_ssize_t ldc)
+    int fm_all_finite_d(const double* x, Py_ssize_t n)
+    int fm_all_finite_f(const float* x, Py_ssize_t n)
     double fm_exp_scalar_d(double x)
     float fm_exp_scalar_f(float x)
 
@@ -491,13 +493,16 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
 
 def all_finite(const floating[:, ::1] X):
     """True when every value of the C-contiguous 2-D array X is finite."""
-    cdef Py_ssize_t i, n = X.shape[0] * X.shape[1]
-    cdef const floating* p = &X[0, 0]
-    cdef floating acc = 0
+    cdef Py_ssize_t n = X.shape[0] * X.shape[1]
+    cdef int ok
+    if n == 0:
+        return True
     with nogil:
-        for i in range(n):
-            acc = acc + p[i] * 0     # inf * 0 and NaN * 0 are NaN: one test at the end
-    return acc == 0
+        if floating is float:
+            ok = fm_all_finite_f(&X[0, 0], n)
+        else:
+            ok = fm_all_finite_d(&X[0, 0], n)
+    return ok != 0
 
 
 def exp_poly(floating[::1] x):

@@ -248,6 +248,19 @@ FM_DEFINE_COLSUM(float, f)
 FM_DEFINE_SMALL_GEMM(double, d)
 FM_DEFINE_SMALL_GEMM(float, f)
 
+/* 1 when all n values are finite: x - x is 0 for finite x, NaN otherwise;
+ * an integer OR reduction, which vectorises. */
+#define FM_DEFINE_ALL_FINITE(T, SUF)                                            \
+FM_CLONES static int fm_all_finite_##SUF(const T *restrict x, fm_idx n)         \
+{                                                                               \
+    fm_idx i;                                                                   \
+    int bad = 0;                                                                \
+    for (i = 0; i < n; i++) bad |= !(x[i] - x[i] == 0);                         \
+    return !bad;                                                                \
+}
+FM_DEFINE_ALL_FINITE(double, d)
+FM_DEFINE_ALL_FINITE(float, f)
+
 /* Scalar exp used by tests to measure the polynomial's accuracy. */
 static double fm_exp_scalar_d(double x) { return fm_exp_d(x); }
 static float fm_exp_scalar_f(float x) { return fm_exp_f(x); }
