@@ -9,7 +9,7 @@ first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
 :mod:`fastmlp.plot` and :mod:`fastmlp.progress`.
 """
 from . import datasets, reference
-from .errors import DivergenceError
+from .errors import DivergenceError, ModelFileError
 from .gradcheck import GradientCheck, check_gradients
 from .history import History
 from .network import Network
@@ -22,7 +22,7 @@ except ImportError:  # built by a tool that did not run setup.py's writer
     __build_info__ = "unknown"
 
 __all__ = ["Network", "reference", "check_gradients", "GradientCheck", "History",
-           "DivergenceError", "datasets", "__version__"]
+           "DivergenceError", "ModelFileError", "datasets", "__version__"]
 
 _LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io")
 
@@ -32,6 +32,9 @@ def __getattr__(name):
     if name in ("MLPClassifier", "MLPRegressor"):
         from . import estimators
         return getattr(estimators, name)
+    if name in ("save", "load"):
+        from . import io
+        return getattr(io, name)
     if name in _LAZY_MODULES:
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
@@ -39,4 +42,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | {"MLPClassifier", "MLPRegressor", *_LAZY_MODULES})
+    return sorted(set(globals()) | {"MLPClassifier", "MLPRegressor", "save", "load", *_LAZY_MODULES})

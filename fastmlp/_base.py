@@ -44,11 +44,12 @@ class BaseNetwork:
 
     def __init__(self, layer_sizes, activation="sigmoid", output="sigmoid",
                  loss="squared_error", l2=0.0, init="xavier", dtype="float64",
-                 seed=None, l1=0.0):
+                 seed=None, l1=0.0, n_threads=None):
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
         self.l1 = v.check_nonnegative("l1", l1)
         seed = v.check_seed(seed)
+        self.n_threads = v.check_count("n_threads", n_threads, allow_none=True)
         self.layer_sizes = tuple(sizes)
         self.activation = activation
         self.output = output
@@ -101,6 +102,24 @@ class BaseNetwork:
             W[...] = self._rng.standard_normal((n_in, n_out)) * scale
         for b in self.biases:
             b[...] = 0
+
+    def save(self, path, metadata=None):
+        """Write this network to one ``.npz`` file, atomically.
+
+        See :func:`fastmlp.io.save`; :meth:`load` or :func:`fastmlp.load`
+        reads it back.
+        """
+        from . import io
+        return io.save(self, path, metadata=metadata)
+
+    @classmethod
+    def load(cls, path):
+        """A network of this class from a file written by :meth:`save`.
+
+        See :func:`fastmlp.io.load`.
+        """
+        from . import io
+        return io.load(path, cls=cls)
 
     @classmethod
     def from_sklearn(cls, model, dtype=None):
@@ -342,12 +361,12 @@ class BaseNetwork:
         tol = v.check_nonnegative("tol", tol)
         callbacks = _training.check_callbacks(callbacks)
         validation = self._validation_set(validation_data, validation_split)
-        if isinstance(validation, float):
-            X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is already training in another thread; "
                                "fit and partial_fit cannot run on it concurrently")
         try:
+            if isinstance(validation, float):
+                X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
             if fresh or self._optimizer is None or self._optimizer.settings() != settings:
                 self._optimizer = _training.OptimizerState(*settings, self.n_params, self.dtype)
                 if fresh:
@@ -382,6 +401,9 @@ class BaseNetwork:
                              f"{n_val} validation and {n - n_val} training rows; both must be >= 1")
         perm = self._rng.permutation(n)
         val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        if sw is not None and (sw[train].sum() <= 0 or sw[val].sum() <= 0):
+            raise ValueError("validation_split left the training or the validation rows with "
+                             "zero total sample_weight; give validation_data explicitly")
         take = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
         return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]), take(sw, train),
                 (np.ascontiguousarray(X[val]), np.ascontiguousarray(Y[val]), take(sw, val)))

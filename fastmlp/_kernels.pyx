@@ -22,7 +22,7 @@ the GIL is released while the math runs.
 """
 cimport cython
 from cython cimport floating
-from libc.math cimport exp, log, log1p, sqrt, pow, fabs, isfinite
+from libc.math cimport exp, log, log1p, sqrt, pow, fabs, isfinite, INFINITY
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
@@ -84,9 +84,11 @@ cdef struct Spec:
     Py_ssize_t n_params
 
 
-cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss):
+cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss) except *:
     cdef Spec s
     cdef Py_ssize_t l
+    if sizes.shape[0] < 2:
+        raise ValueError("sizes must hold at least 2 layer sizes")
     s.sizes = &sizes[0]
     s.L = <int>(sizes.shape[0] - 1)
     s.hidden = hidden
@@ -101,6 +103,30 @@ cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int los
 
 
 # --------------------------------------------------------------------------
+# BLAS threads (functions found by fastmlp/_blas_threads.py)
+# --------------------------------------------------------------------------
+
+cdef extern from "_threads.h" nogil:
+    void fm_install_blas_threads(void* set_fn, void* get_fn)
+    int fm_threads_enter(int want)
+    void fm_threads_exit(int entered)
+
+
+def set_blas_thread_functions(size_t set_address, size_t get_address):
+    """Install the BLAS library's thread-count setter and getter (addresses)."""
+    fm_install_blas_threads(<void*>set_address, <void*>get_address)
+
+
+cdef inline int threads_enter(int want) noexcept nogil:
+    """Run under ``want`` BLAS threads (0: the user's setting) until threads_exit."""
+    return fm_threads_enter(want)
+
+
+cdef inline void threads_exit(int entered) noexcept nogil:
+    fm_threads_exit(entered)
+
+
+# --------------------------------------------------------------------------
 # Matrix products
 # --------------------------------------------------------------------------
 
@@ -110,15 +136,29 @@ cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` (``C`` is M x N).
 
     Tiny products run as C loops (a BLAS call costs more than the work);
-    the rest call BLAS with the operands swapped, since a row-major matrix
-    read as column-major is its transpose.
+    the rest go to BLAS.
     """
     if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
-        if floating is float:
-            fm_small_gemm_f(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-        else:
-            fm_small_gemm_d(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-        return
+        gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef inline void gemm_loops(char ta, char tb, int M, int N, int K, floating alpha,
+                            const floating* A, int lda, const floating* B, int ldb,
+                            floating beta, floating* C, int ldc) noexcept nogil:
+    if floating is float:
+        fm_small_gemm_f(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        fm_small_gemm_d(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef void gemm_blas(char ta, char tb, int M, int N, int K, floating alpha,
+                    const floating* A, int lda, const floating* B, int ldb,
+                    floating beta, floating* C, int ldc) noexcept nogil:
+    """The BLAS side of :func:`gemm_rm`: gemv for vector shapes, else gemm
+    with the operands swapped (a row-major matrix read as column-major is its
+    transpose)."""
     cdef char trans
     cdef int one = 1, rows, cols, incx
     if M == 1:
@@ -389,6 +429,13 @@ cdef void backward_batch(Spec* s, floating* params, const floating* X, const flo
 # Optimizer steps on the flat buffer
 # --------------------------------------------------------------------------
 
+cdef inline bint params_finite(const floating* p, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fm_all_finite_f(p, n) != 0
+    else:
+        return fm_all_finite_d(p, n) != 0
+
+
 cdef double sq_norm(const floating* g, Py_ssize_t n) noexcept nogil:
     cdef double t = 0
     cdef Py_ssize_t i
@@ -476,19 +523,21 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
     cdef char cta = ord(ta), ctb = ord(tb)
     cdef int M = C.shape[0], N = C.shape[1]
     cdef int K = A.shape[1] if ta == "N" else A.shape[0]
-    cdef Py_ssize_t saved = SMALL_PRODUCT, r
-    global SMALL_PRODUCT
-    if path == 1:
-        SMALL_PRODUCT = 1 << 62
-    elif path == 2:
-        SMALL_PRODUCT = -1
-    try:
-        with nogil:
-            for r in range(repeat):
+    cdef Py_ssize_t r
+    if A.shape[0] != (M if ta == "N" else K) or B.shape[0] != (K if tb == "N" else N) \
+            or B.shape[1] != (N if tb == "N" else K):
+        raise ValueError("product: shapes of A, B and C do not match")
+    with nogil:
+        for r in range(repeat):
+            if path == 1:
+                gemm_loops(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
+                           &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
+            elif path == 2:
+                gemm_blas(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
+                          &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
+            else:
                 gemm_rm(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
                         &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
-    finally:
-        SMALL_PRODUCT = saved
 
 
 def all_finite(const floating[:, ::1] X):
@@ -519,28 +568,60 @@ def exp_poly(floating[::1] x):
 # Python entry points (arguments validated by the caller)
 # --------------------------------------------------------------------------
 
+cdef check_shapes(Spec* s, Py_ssize_t n_params, const Py_ssize_t[::1] sizes, Py_ssize_t x_rows,
+                  Py_ssize_t x_cols, Py_ssize_t y_rows, Py_ssize_t y_cols, object sample_weight,
+                  Py_ssize_t w_len):
+    """Constant-time checks that the buffers match ``sizes``: the kernels
+    index by ``sizes`` alone, so a mismatch would read or write out of bounds."""
+    cdef Py_ssize_t l
+    for l in range(sizes.shape[0]):
+        if sizes[l] < 1:
+            raise ValueError(f"sizes[{l}] must be >= 1; got {sizes[l]}")
+    if n_params != s.n_params:
+        raise ValueError(f"params has {n_params} values; layer sizes {list(sizes)} need {s.n_params}")
+    if x_rows < 1 or x_cols != sizes[0]:
+        raise ValueError(f"X must have shape (n >= 1, {sizes[0]}); got ({x_rows}, {x_cols})")
+    if y_rows >= 0 and (y_rows != x_rows or y_cols != sizes[s.L]):
+        raise ValueError(f"Y must have shape ({x_rows}, {sizes[s.L]}); got ({y_rows}, {y_cols})")
+    if sample_weight is not None and w_len != x_rows:
+        raise ValueError(f"sample_weight must have {x_rows} values; got {w_len}")
+
+
 cdef const floating* weights_ptr(object sample_weight, floating[::1] view):
     return NULL if sample_weight is None else &view[0]
 
 
 def forward(const floating[::1] params, const floating[:, ::1] X,
             const Py_ssize_t[::1] sizes, int hidden, int output,
-            floating[:, ::1] out, Py_ssize_t chunk=2048):
-    """Write the network's outputs for every row of X into ``out``."""
+            floating[:, ::1] out, Py_ssize_t chunk=2048, int threads=0):
+    """Write the network's outputs for every row of X into ``out``.
+
+    ``threads`` > 0 sets the BLAS thread count for the call.
+    """
     cdef Spec s = make_spec(sizes, hidden, output, 0)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
     cdef Py_ssize_t rows = min(chunk, n), start, m, last = s.per_row - n_out
     cdef floating* work
+    cdef int before
+    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], -1, 0, None, 0)
+    if out.shape[0] != n or out.shape[1] != n_out:
+        raise ValueError(f"out must have shape ({n}, {n_out}); got ({out.shape[0]}, {out.shape[1]})")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1; got {chunk}")
     if s.L == 1:
         # one layer: write straight into out, no workspace
         with nogil:
+            before = threads_enter(threads)
             forward_batch(&s, &params[0], &X[0, 0], n, &out[0, 0], NULL, NULL)
+            threads_exit(before)
         return
     work = <floating*>malloc(rows * s.per_row * sizeof(floating))
     if work == NULL:
         raise MemoryError()
+    before = 0
     try:
         with nogil:
+            before = threads_enter(threads)
             start = 0
             while start < n:
                 m = min(rows, n - start)
@@ -548,13 +629,14 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
                 memcpy(&out[start, 0], work + m * last, m * n_out * sizeof(floating))
                 start += m
     finally:
+        threads_exit(before)
         free(work)
 
 
 def objective(const floating[::1] params, const floating[:, ::1] X,
               const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
               int hidden, int output, int loss, double l2, double l1,
-              Py_ssize_t chunk=2048):
+              Py_ssize_t chunk=2048, int threads=0):
     """The objective over all rows (one batch): see the module docstring."""
     cdef Spec s = make_spec(sizes, hidden, output, loss)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
@@ -562,11 +644,18 @@ def objective(const floating[::1] params, const floating[:, ::1] X,
     cdef floating[::1] wv = sample_weight
     cdef const floating* w = weights_ptr(sample_weight, wv)
     cdef double total = 0, M = 0
-    cdef floating* work = <floating*>malloc((rows * s.per_row + rows * n_out) * sizeof(floating))
+    cdef int before = 0
+    cdef floating* work
+    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
+                 sample_weight, 0 if sample_weight is None else wv.shape[0])
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1; got {chunk}")
+    work = <floating*>malloc((rows * s.per_row + rows * n_out) * sizeof(floating))
     if work == NULL:
         raise MemoryError()
     try:
         with nogil:
+            before = threads_enter(threads)
             start = 0
             while start < n:
                 m = min(rows, n - start)
@@ -581,6 +670,7 @@ def objective(const floating[::1] params, const floating[:, ::1] X,
                     M += w[i]
             total = (total + penalty(&s, &params[0], l2, l1)) / M
     finally:
+        threads_exit(before)
         free(work)
     return total
 
@@ -589,7 +679,7 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
               const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
               int hidden, int output, int loss, double l2, double l1,
               floating[::1] acts, floating[::1] deltas, floating[::1] grads,
-              zs=None):
+              zs=None, int threads=0):
     """Forward + backward over all rows as one batch.
 
     OUT: acts, deltas (stacked per layer, n x sizes[l+1] each), grads
@@ -604,14 +694,24 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
     cdef floating[::1] zs_view
     cdef floating* zs_ptr = NULL
     cdef double total, M = 0
-    cdef floating* zout = <floating*>malloc(n * n_out * sizeof(floating))
-    if zout == NULL:
-        raise MemoryError()
+    cdef int before = 0
+    cdef floating* zout
+    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
+                 sample_weight, 0 if sample_weight is None else wv.shape[0])
+    if (acts.shape[0] != n * s.per_row or deltas.shape[0] != n * s.per_row
+            or grads.shape[0] != s.n_params):
+        raise ValueError("acts, deltas and grads must hold n * sum(sizes[1:]) and n_params values")
     if zs is not None:
         zs_view = zs
+        if zs_view.shape[0] != n * s.per_row:
+            raise ValueError("zs must hold n * sum(sizes[1:]) values")
         zs_ptr = &zs_view[0]
+    zout = <floating*>malloc(n * n_out * sizeof(floating))
+    if zout == NULL:
+        raise MemoryError()
     try:
         with nogil:
+            before = threads_enter(threads)
             if w == NULL:
                 M = n
             else:
@@ -625,6 +725,7 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
             if l1 != 0:
                 add_l1_gradient(&s, &params[0], &grads[0], <floating>(l1 / M))
     finally:
+        threads_exit(before)
         free(zout)
     return total
 
@@ -644,7 +745,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
-          int[::1] stop=None, Py_ssize_t check_every=0):
+          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
@@ -658,6 +759,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     ``epoch_loss[e]`` gets the epoch's objective: the sum over its batches of
     ``M_B * objective_B`` divided by the total weight, each measured before
     that batch's update (for a full batch: the objective at the epoch's start).
+
+    ``threads`` > 0 sets the BLAS thread count for the call.
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -675,6 +778,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef Py_ssize_t e, start, m, i, done = 0, batches = 0
     cdef int* stop_ptr = NULL if stop is None else &stop[0]
     cdef bint halted = False
+    cdef int before = 0
     cdef bint gather = shuffle and bs < n
     cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
     cdef bint keep_z = loss == LOSS_LOG
@@ -688,21 +792,48 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef const floating* Xb
     cdef const floating* Yb
     cdef const floating* wb
-    cdef floating* acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
-    cdef floating* deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
-    cdef floating* zout = <floating*>malloc(bs * n_out * sizeof(floating)) if keep_z else NULL
+    cdef floating* acts = NULL
+    cdef floating* deltas = NULL
+    cdef floating* zout = NULL
     cdef Py_ssize_t widest = 0
     cdef floating* scratch = NULL
     cdef floating* grads = NULL
     cdef floating* xbuf = NULL
     cdef floating* ybuf = NULL
     cdef floating* wbuf = NULL
+    cdef floating* backup = NULL
+    # every check before the first allocation: nothing leaks on an error
+    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
+                 sample_weight, 0 if sample_weight is None else wv.shape[0])
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
+    if order.shape[0] != n or epoch_loss.shape[0] < epochs or rng_state.shape[0] < 1:
+        raise ValueError("order must hold n indices and epoch_loss at least epochs values")
+    for i in range(n):
+        if order[i] < 0 or order[i] >= n:
+            raise ValueError(f"order[{i}] = {order[i]} is not a row index of X")
     if opt_state is not None:
         state_view = opt_state
+        if state_view.shape[0] < (2 * P if optimizer == OPT_ADAM else P):
+            raise ValueError("opt_state is too short for this optimizer")
         state = &state_view[0]
     if step is not None:
+        if step.shape[0] < 1:
+            raise ValueError("step must hold one count")
         t = &step[0]
-    if not fused:
+    if not fused and momentum != 0 and state == NULL:
+        raise ValueError("opt_state is required for momentum")
+    if optimizer == OPT_ADAM and (state == NULL or t == NULL):
+        raise ValueError("opt_state and step are required for Adam")
+    if stop is not None and stop.shape[0] < 1:
+        raise ValueError("stop must hold one flag")
+    acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
+    deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
+    if keep_z:
+        zout = <floating*>malloc(bs * n_out * sizeof(floating))
+    if fused:
+        backup = <floating*>malloc(P * sizeof(floating))
+    else:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
         widest = max(widest, sizes[i])
@@ -714,14 +845,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             wbuf = <floating*>malloc(bs * sizeof(floating))
     try:
         if (acts == NULL or deltas == NULL or scratch == NULL or (keep_z and zout == NULL)
-                or (not fused and grads == NULL)
+                or (not fused and grads == NULL) or (fused and backup == NULL)
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
-        if not fused and momentum != 0 and state == NULL:
-            raise ValueError("opt_state is required for momentum")
-        if optimizer == OPT_ADAM and (state == NULL or t == NULL):
-            raise ValueError("opt_state and step are required for Adam")
         with nogil:
+            before = threads_enter(threads)
             if w == NULL:
                 W_total = n
             else:
@@ -761,6 +889,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                             if stop_ptr != NULL and stop_ptr[0] != 0:
                                 halted = True
                                 break
+                    if M <= 0:          # a batch of zero total weight carries no gradient
+                        start += m
+                        continue
                     forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
                     batch_obj = (data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
                                  + penalty(&s, &params[0], l2, l1))
@@ -768,12 +899,17 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         total = batch_obj
                         break
                     start += m
-                    if M <= 0:          # a batch of zero total weight carries no gradient
-                        continue
                     total += batch_obj
                     if fused:
+                        # the update is fused into backprop: keep the weights, and put
+                        # them back if the step made any of them non-finite
+                        memcpy(backup, &params[0], P * sizeof(floating))
                         backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
                                        NULL, l2, lr, scratch)
+                        if not params_finite(&params[0], P):
+                            memcpy(&params[0], backup, P * sizeof(floating))
+                            total = INFINITY
+                            break
                         continue
                     backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
                                    grads, l2, 0, NULL)
@@ -781,7 +917,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         add_l1_gradient(&s, &params[0], grads, <floating>(l1 / M))
                     gnorm = sq_norm(grads, P)
                     if not isfinite(gnorm):
-                        total = gnorm
+                        total = INFINITY
                         break
                     if clip_norm > 0 and gnorm > clip_norm * clip_norm:
                         gnorm = clip_norm / sqrt(gnorm)
@@ -802,6 +938,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 epoch_loss[e] = total / W_total
                 done += 1
     finally:
+        threads_exit(before)
         free(acts)
         free(deltas)
         free(zout)
@@ -810,4 +947,5 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(ybuf)
         free(wbuf)
         free(scratch)
+        free(backup)
     return done

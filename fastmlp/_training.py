@@ -92,10 +92,13 @@ def _accuracy(net, P, Y):
 
 
 class _CtrlC:
-    """Turns Ctrl-C during a fit into a flag the kernel checks between batches."""
+    """Ctrl-C during a fit: inside a kernel call it sets a flag the kernel
+    checks between batches (so the weights stop at the end of a step); in
+    Python code between calls it raises KeyboardInterrupt at once."""
 
     def __init__(self):
         self.flag = np.zeros(1, dtype=np.intc)
+        self.in_kernel = False
         self._previous = None
 
     def __enter__(self):
@@ -106,6 +109,8 @@ class _CtrlC:
 
     def _handle(self, signum, frame):
         self.flag[0] = 1
+        if not self.in_kernel:
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -133,6 +138,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
     losses = np.full(epochs, np.nan)
     lr = learning_rate
     best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0
+    epoch_start = None
     bar = _progress(epochs) if verbose else None
     start = time.perf_counter()
     done = 0
@@ -142,11 +148,27 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                 if schedule == "invscaling":
                     lr = learning_rate / (net._samples_seen + 1) ** power_t
                 k = min(chunk, epochs - done)
+                if early_stopping and validation is None:
+                    # the training loss of an epoch is measured on the weights it starts from
+                    epoch_start = net.params.copy()
                 t0 = time.perf_counter()
-                completed = net._train_epochs(
-                    X, Y, sample_weight, lr, batch_size, k, order, bool(shuffle),
-                    rng_state, losses[done:done + k], optimizer, clip_norm,
-                    ctrl_c.flag, check_every)
+                ctrl_c.in_kernel = True
+                try:
+                    completed = net._train_epochs(
+                        X, Y, sample_weight, lr, batch_size, k, order, bool(shuffle),
+                        rng_state, losses[done:done + k], optimizer, clip_norm,
+                        ctrl_c.flag, check_every)
+                except BaseException:
+                    # an exception from a signal handler inside the kernel: the epochs
+                    # it completed have their losses written (the rest are still NaN)
+                    written = losses[done:done + k]
+                    completed = int(np.argmax(~np.isfinite(written))) if not np.isfinite(written).all() else k
+                    history.loss.extend(written[:completed].tolist())
+                    history.learning_rate.extend([lr] * completed)
+                    net._samples_seen += completed * n
+                    raise
+                finally:
+                    ctrl_c.in_kernel = False
                 elapsed = time.perf_counter() - t0
                 net._samples_seen += completed * n
                 history.loss.extend(losses[done:done + completed].tolist())
@@ -193,15 +215,14 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                         if lr <= 1e-6:
                             stop = True
                 if early_stopping:
-                    if monitored < best - tol:
-                        best, best_epoch, waited = monitored, epoch, 0
-                        best_params = net.params.copy()
-                    else:
-                        waited += 1
-                        if monitored < best:
-                            best = monitored
-                        if waited >= patience:
-                            stop = True
+                    # the best weights are kept on any improvement; tol only decides
+                    # whether an epoch counts as progress for the patience
+                    waited = 0 if monitored < best - tol else waited + 1
+                    if monitored < best:
+                        best, best_epoch = monitored, epoch
+                        best_params = epoch_start if validation is None else net.params.copy()
+                    if waited >= patience:
+                        stop = True
                 for cb in callbacks:
                     if cb(net, epoch, dict(logs)):
                         stop = True

@@ -99,7 +99,7 @@ FM_INLINE void fm_act_flat_##SUF(T *restrict A, fm_idx n, int act)              
     } else if (act == 2) {                                                      \
         for (i = 0; i < n; i++) A[i] = TANH(A[i]);                              \
     } else if (act == 3) {                                                      \
-        for (i = 0; i < n; i++) A[i] = A[i] > 0 ? A[i] : (T)0;                  \
+        for (i = 0; i < n; i++) A[i] = !(A[i] <= 0) ? A[i] : (T)0;   /* NaN stays NaN */                  \
     }                                                                           \
 }
 
@@ -146,7 +146,7 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
         } else {                                                                \
             for (j = 0; j < k; j++) {                                           \
                 T z = row[j] + b[j];                                            \
-                row[j] = z > 0 ? z : (T)0;                                      \
+                row[j] = !(z <= 0) ? z : (T)0;                                  \
             }                                                                   \
         }                                                                       \
     }                                                                           \

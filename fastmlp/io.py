@@ -13,7 +13,8 @@ compressed) holding exactly two arrays:
     ``activation``, ``output``, ``loss``, ``init``, ``dtype`` (str),
     ``l2``, ``l1`` (finite floats >= 0), ``seed`` (int or null),
     ``n_params`` (int) and ``rng_state`` (the PCG64 state of the network's
-    generator as numpy reports it, or null).
+    generator as numpy reports it, or null); optionally ``metadata``, a JSON
+    object of the caller's own (see :func:`read_header`).
 ``params``
     1-D array of ``n_params`` finite numbers of ``dtype``: the flat
     parameter buffer (per layer: ``W`` row-major, then ``b``).
@@ -53,7 +54,8 @@ _HEADER_KEYS = frozenset({
     "format", "format_version", "fastmlp_version", "layer_sizes", "activation",
     "output", "loss", "init", "dtype", "l2", "l1", "seed", "n_params", "rng_state",
 })
-_MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes
+_OPTIONAL_KEYS = frozenset({"metadata"})
+_MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes (plus any metadata)
 _MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy header
 
 
@@ -118,7 +120,7 @@ def _check_savable(net):
             "construction and no longer describe what the network computes")
 
 
-def save(net, path):
+def save(net, path, metadata=None):
     """Write ``net`` to ``path`` as one ``.npz`` file, atomically.
 
     Parameters
@@ -128,6 +130,9 @@ def save(net, path):
         Written exactly as given: no ``.npz`` suffix is added (``.npz`` is the
         conventional name). An existing file there is replaced only once the
         new one is completely written and flushed to disk.
+    metadata : dict, optional
+        Anything JSON can hold (str keys; no NaN or inf), stored in the header
+        and returned by :func:`read_header` (e.g. column names, class labels).
 
     Returns
     -------
@@ -137,7 +142,7 @@ def save(net, path):
     Raises
     ------
     TypeError
-        ``net`` is not a fastmlp network.
+        ``net`` is not a fastmlp network, or ``metadata`` is not a JSON object.
     ValueError
         The parameters are not finite (such a file could not be loaded).
     OSError
@@ -147,7 +152,18 @@ def save(net, path):
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    header = json.dumps(_header_for(net), sort_keys=True, allow_nan=False).encode("utf-8")
+    header = _header_for(net)
+    if metadata is not None:
+        if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+            raise TypeError(f"metadata must be a dict with str keys; got {type(metadata).__name__}")
+        header["metadata"] = metadata
+    try:
+        header = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must hold only JSON values (no NaN or inf): {exc}") from None
+    if len(header) > _MAX_HEADER_BYTES:
+        raise ValueError(f"metadata is too large: the header would be {len(header)} bytes; "
+                         f"at most {_MAX_HEADER_BYTES}")
     params = np.ascontiguousarray(net.params).copy()     # a snapshot: no torn read mid-write
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
@@ -197,6 +213,13 @@ def _fsync_directory(directory):
 
 
 # ---------------------------------------------------------------------- load
+def read_header(path):
+    """The validated JSON header of a model file, as a dict (with the caller's
+    ``metadata`` if :func:`save` was given some). The whole file is checked as
+    :func:`load` checks it; no network is built."""
+    return _read(path)[0]
+
+
 def load(path, cls=None):
     """Read a network written by :func:`save`.
 
@@ -226,6 +249,14 @@ def load(path, cls=None):
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    header, params = _read(path)
+    return _build(path, cls, header, params)
+
+
+def _read(path):
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
     with open(path, "rb") as fh:            # OSError for a missing / unreadable path
         magic = fh.read(4)
     if magic[:2] != b"PK":
@@ -248,7 +279,7 @@ def load(path, cls=None):
         # ValueError, EOFError, NotImplementedError for an unknown compression,
         # RuntimeError for an "encrypted" flag, zlib.error, struct.error, ...).
         raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
-    return _build(path, cls, header, params)
+    return header, params
 
 
 def _member_info(path, npz, name):
@@ -362,12 +393,12 @@ def _check_header(path, header):
         raise ModelFileError(path, f"format_version {version} is not supported; this fastmlp "
                                    f"reads {', '.join(map(str, SUPPORTED_VERSIONS))}{newer}")
     keys = set(header)
-    if keys != _HEADER_KEYS:
+    if not _HEADER_KEYS <= keys <= _HEADER_KEYS | _OPTIONAL_KEYS:
         what = []
         if _HEADER_KEYS - keys:
             what.append(f"missing keys {sorted(_HEADER_KEYS - keys)}")
-        if keys - _HEADER_KEYS:
-            what.append(f"unexpected keys {sorted(keys - _HEADER_KEYS)}")
+        if keys - _HEADER_KEYS - _OPTIONAL_KEYS:
+            what.append(f"unexpected keys {sorted(keys - _HEADER_KEYS - _OPTIONAL_KEYS)}")
         raise ModelFileError(path, f"the header has {' and '.join(what)}")
 
     def need(key, ok, expected):
@@ -387,6 +418,8 @@ def _check_header(path, header):
     need("seed", lambda x: x is None or (_is_int(x) and x >= 0), "null or a non-negative integer")
     need("n_params", _is_int, "an integer")
     need("rng_state", lambda x: x is None or _valid_rng_state(x), "null or a PCG64 state")
+    if "metadata" in header:
+        need("metadata", lambda x: isinstance(x, dict), "a JSON object")
     s = header["layer_sizes"]
     n_params = sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
     if header["n_params"] != n_params:

@@ -1,7 +1,7 @@
 """The compiled network: :class:`Network`, whose math runs in ``_kernels``."""
 import numpy as np
 
-from . import _kernels
+from . import _blas_threads, _kernels
 from ._base import BaseNetwork
 
 
@@ -32,7 +32,11 @@ class Network(BaseNetwork):
         Precision of parameters and computation.
     seed : int or None
         Seeds initialisation, shuffling and validation splits; the same seed
-        gives the same run bit for bit.
+        gives the same run bit for bit (for a given ``n_threads``).
+    n_threads : int or None
+        BLAS threads for the products. None: one thread for calls whose
+        largest product is small (where threads cost more than they save on
+        a shared machine), the BLAS library's own setting for large ones.
 
     Attributes
     ----------
@@ -65,16 +69,26 @@ class Network(BaseNetwork):
             return X
         return super()._check_X(X)
 
+    def _threads(self, rows):
+        """BLAS threads for a call whose batches have ``rows`` rows."""
+        return _blas_threads.threads_for(min(rows, 2048) * self._widest_product, self.n_threads)
+
+    @property
+    def _widest_product(self):
+        s = self.layer_sizes
+        return max(s[i] * s[i + 1] for i in range(len(s) - 1))
+
     def _forward(self, X):
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         hidden, output, _ = self._codes
-        _kernels.forward(self.params, X, self._sizes, hidden, output, out)
+        _kernels.forward(self.params, X, self._sizes, hidden, output, out,
+                         threads=self._threads(X.shape[0]))
         return out
 
     def _objective(self, X, Y, sw):
         hidden, output, loss = self._codes
         return _kernels.objective(self.params, X, Y, sw, self._sizes, hidden, output, loss,
-                                  self.l2, self.l1)
+                                  self.l2, self.l1, threads=self._threads(X.shape[0]))
 
     def _full_pass(self, X, Y, sw, keep_z):
         n = X.shape[0]
@@ -85,7 +99,9 @@ class Network(BaseNetwork):
         grads = np.empty(self.n_params, dtype=self.dtype)
         hidden, output, loss = self._codes
         obj = _kernels.full_pass(self.params, X, Y, sw, self._sizes, hidden, output, loss,
-                                 self.l2, self.l1, acts, deltas, grads, zs)
+                                 self.l2, self.l1, acts, deltas, grads, zs,
+                                 threads=_blas_threads.threads_for(n * self._widest_product,
+                                                                   self.n_threads))
         return (obj, self._per_layer(acts, n), None if zs is None else self._per_layer(zs, n),
                 self._per_layer(deltas, n), grads)
 
@@ -104,4 +120,5 @@ class Network(BaseNetwork):
             batch_size, epochs, order, shuffle, rng_state, out,
             optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
-            stop, check_every)
+            stop, check_every, threads=_blas_threads.threads_for(
+                batch_size * self._widest_product, self.n_threads))

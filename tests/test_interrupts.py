@@ -41,9 +41,9 @@ CHILD = textwrap.dedent(r"""
 
     if scenario == "many-epochs":
         # Full batch: one step per epoch, a few ms each; >= 8 s in all.
-        X = rng.normal(size=(500, 64)).astype(np.float32)
-        y = rng.integers(0, 4, size=500)
-        make = lambda: fastmlp.Network([64, 256, 256, 4], activation="tanh", output="softmax",
+        X = rng.normal(size=(200, 64)).astype(np.float32)
+        y = rng.integers(0, 4, size=200)
+        make = lambda: fastmlp.Network([64, 128, 128, 4], activation="tanh", output="softmax",
                                        loss="log_loss", dtype="float32", seed=1)
         per_epoch = timed(lambda: make().fit(X, y, epochs=5, learning_rate=0.1)) / 5
         epochs = int(8.0 / per_epoch) + 10
@@ -116,12 +116,24 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
+def _child_env():
+    """The child imports the very fastmlp this test process imported (the
+    installed wheel in CI, an in-place build in a dev checkout)."""
+    import fastmlp
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 def _interrupt(scenario, after=1.0):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, scenario], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=_child_env())
     try:
         line = proc.stdout.readline()
-        assert line.strip() == "READY", (line, proc.stderr.read() if proc.poll() is not None else "")
+        if line.strip() != "READY":
+            proc.wait(timeout=60)
+            raise AssertionError(f"child did not start: {line!r}\n{proc.stderr.read()}")
         time.sleep(after)
         t_sent = time.monotonic()
         proc.send_signal(signal.SIGINT)

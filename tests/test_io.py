@@ -204,7 +204,11 @@ def test_a_process_killed_mid_save_leaves_the_old_file(good_file):
         fio.np.savez = die_half_way
         fio.save(fastmlp.Network([4, 6, 3], output="softmax", seed=99), {str(path)!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    env = dict(os.environ)     # the child imports the fastmlp this process tests
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=env)
     assert proc.returncode == 3, proc.stderr
     assert open(path, "rb").read() == blob
     assert np.array_equal(fio.load(path).predict(X), net.predict(X))
@@ -450,3 +454,31 @@ def test_duplicate_members_are_refused(parts):
                 zf.writestr(name, good.read(name))
     (tmp / "dup.npz").write_bytes(blob.getvalue())
     refused(tmp / "dup.npz", "duplicate")
+
+
+def test_metadata_round_trips_through_read_header(tmp_path):
+    net, X, _ = trained()
+    meta = {"columns": ["a", "b", "c", "d"], "classes": [0, 1, 2], "note": "é", "nested": {"k": 1.5}}
+    fio.save(net, tmp_path / "m.npz", metadata=meta)
+    header = fio.read_header(tmp_path / "m.npz")
+    assert header["metadata"] == meta and header["layer_sizes"] == [4, 6, 3]
+    assert np.array_equal(fio.load(tmp_path / "m.npz").predict(X), net.predict(X))
+    assert "metadata" not in fio.read_header(fio.save(net, tmp_path / "plain.npz"))
+
+
+@pytest.mark.parametrize("meta,exc", [([1, 2], TypeError), ({1: "a"}, TypeError),
+                                      ({"x": float("nan")}, TypeError), ({"x": object()}, TypeError),
+                                      ({"x": "y" * (2 << 20)}, ValueError)])
+def test_bad_metadata_is_refused_before_writing(tmp_path, meta, exc):
+    net, _, _ = trained()
+    with pytest.raises(exc, match="metadata"):
+        fio.save(net, tmp_path / "m.npz", metadata=meta)
+    assert files_in(tmp_path) == []
+
+
+def test_metadata_that_is_not_an_object_is_refused(parts):
+    header, params, tmp = parts
+    refused(write_npz(tmp / "m.npz", edited(header, metadata=[1, 2]), params), "metadata must be a JSON object")
+    refused(tmp / "m.npz")
+    with pytest.raises(ModelFileError):
+        fio.read_header(tmp / "m.npz")

@@ -65,7 +65,7 @@ def test_concurrent_predict_loss_gradients_equal_serial_exactly(cls, dtype):
     net, inputs = _setup(cls, dtype)
     params = net.params.copy()
     serial = [_answers(net, X, y) for X, y in inputs]
-    repeats = 6 if cls is fastmlp.Network else 2
+    repeats = 3 if cls is fastmlp.Network else 2
     mismatches = []
 
     def work(i):
@@ -125,36 +125,47 @@ def _long_fit_setup(seed=3):
 
 def test_fit_while_another_thread_fits_raises_and_corrupts_nothing():
     make, X, y = _long_fit_setup()
-    net = make()
-    t0 = time.perf_counter()
-    make().fit(X, y, epochs=2, learning_rate=0.05, batch_size=64)
-    per_epoch = (time.perf_counter() - t0) / 2
-    epochs = max(4, int(np.ceil(1.5 / per_epoch)))    # ~1.5 s of training
-    serial = make()
-    serial.fit(X, y, epochs=epochs, learning_rate=0.05, batch_size=64)
+    X, y = X[:600], y[:600]
+    in_fit, release = threading.Event(), threading.Event()
 
-    started, result = threading.Event(), {}
+    def hold(net, epoch, logs):
+        # Keeps the first fit in progress (between two epochs) until the main
+        # thread has tried its own fit: no timing guesses.
+        if epoch == 1:
+            in_fit.set()
+            release.wait(timeout=60)
+
+    kwargs = dict(epochs=4, learning_rate=0.05, batch_size=64, callbacks=[hold])
+    serial = make()
+    serial.fit(X, y, **dict(kwargs, callbacks=[lambda *a: None]))
+    in_fit.clear()
+    net = make()
+    result = {}
 
     def first():
-        started.set()
         try:
-            result["history"] = net.fit(X, y, epochs=epochs, learning_rate=0.05, batch_size=64)
+            result["history"] = net.fit(X, y, **kwargs)
         except BaseException as exc:
             result["error"] = exc
 
     worker = threading.Thread(target=first)
     worker.start()
-    started.wait()
-    time.sleep(min(0.3, per_epoch * epochs / 4))
-    assert worker.is_alive(), "the first fit ended too soon for the test to mean anything"
-    with pytest.raises(RuntimeError, match=r"(?i)fit"):
-        net.fit(X, y, epochs=1, learning_rate=0.05, batch_size=64)
-    worker.join(timeout=300)
+    assert in_fit.wait(timeout=60), "the first fit never reached its second epoch"
+    before = net.params.copy()
+    try:
+        with pytest.raises(RuntimeError, match=r"already training in another thread"):
+            net.fit(X, y, epochs=1, learning_rate=0.05, batch_size=64)
+        with pytest.raises(RuntimeError, match=r"already training in another thread"):
+            net.partial_fit(X, y, learning_rate=0.05)
+        assert np.array_equal(net.params, before), "a refused fit changed the weights"
+    finally:
+        release.set()
+        worker.join(timeout=300)
     assert "error" not in result, result.get("error")
-    # the refused call changed nothing: the first fit ran exactly as if alone
+    # the refused calls changed nothing: the first fit ran exactly as if alone
     assert np.array_equal(net.params, serial.params)
     assert net.history.loss == serial.history.loss
-    # and the network is usable again afterwards
+    # and the network can be trained again afterwards
     net.fit(X[:100], y[:100], epochs=1, learning_rate=0.05)
 
 
@@ -162,12 +173,13 @@ def test_predict_during_fit_is_safe():
     make, X, y = _long_fit_setup(seed=4)
     net = make()
     serial = make()
-    serial.fit(X, y, epochs=6, learning_rate=0.05, batch_size=64)
+    X, y = X[:1500], y[:1500]
+    serial.fit(X, y, epochs=20, learning_rate=0.05, batch_size=64)
     result = {}
 
     def first():
         try:
-            net.fit(X, y, epochs=6, learning_rate=0.05, batch_size=64)
+            net.fit(X, y, epochs=20, learning_rate=0.05, batch_size=64)
         except BaseException as exc:
             result["error"] = exc
 

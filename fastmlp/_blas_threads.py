@@ -1,0 +1,65 @@
+"""Control of the BLAS thread count used by the kernels.
+
+The kernels call scipy's BLAS (``scipy.linalg.cython_blas``). OpenBLAS
+threads every product above a small size; on a 2-core machine that is
+shared, two threads for a product that takes microseconds cost far more in
+waiting than they save (measured: the seed-001 network, 4000x20 -> 8 -> 3 -> 1,
+trains 5-8x slower with 2 threads than with 1 while another process runs).
+So each kernel call runs under a thread count: 1 below a measured product
+size, the library's own setting above it, or what the network's
+``n_threads`` says. Calls asking for different counts never overlap
+(``_threads.h``), so a call's result never depends on what other threads do.
+The set/get functions are looked up once, here, and called from C.
+
+Only OpenBLAS (scipy's bundled one, or a system one) is recognised; with any
+other BLAS the thread count is left alone.
+"""
+import ctypes
+import os
+
+from . import _kernels
+
+# Products (multiply-adds of the largest product in a call) below this run
+# on one BLAS thread by default.
+SINGLE_THREAD_BELOW = 4_000_000
+
+_SYMBOLS = [("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+            ("openblas_set_num_threads", "openblas_get_num_threads")]
+
+
+def _loaded_openblas_paths():
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return []
+    import scipy
+    scipy_libs = os.path.dirname(os.path.dirname(scipy.__file__))
+    # scipy's own copy first: it is the one cython_blas calls
+    return sorted(paths, key=lambda p: (not p.startswith(scipy_libs) or "scipy.libs" not in p, p))
+
+
+def _install():
+    for path in _loaded_openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in _SYMBOLS:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                set_fn, get_fn = getattr(lib, set_name), getattr(lib, get_name)
+                _kernels.set_blas_thread_functions(
+                    ctypes.cast(set_fn, ctypes.c_void_p).value,
+                    ctypes.cast(get_fn, ctypes.c_void_p).value)
+                return path
+    return None
+
+
+BLAS_LIBRARY = _install()
+
+
+def threads_for(largest_product, n_threads):
+    """The BLAS thread count to use for a call (0: the library's own setting)."""
+    if n_threads is not None:
+        return n_threads
+    return 1 if largest_product < SINGLE_THREAD_BELOW else 0

@@ -1,0 +1,71 @@
+/* BLAS thread count for the duration of a kernel call, safe across threads.
+ *
+ * OpenBLAS has one process-wide thread count, and its results can differ in
+ * the last bit between counts.  A kernel call asks for a count; calls that
+ * ask for the same count run together, a call that asks for another waits
+ * until they are done.  So every call runs entirely under the count it asked
+ * for, whatever other threads do, and its result is the serial one.  The
+ * user's own setting is restored when no kernel call is running.
+ * want == 0 means "the setting found when no kernel call was running".
+ */
+#ifndef FASTMLP_THREADS_H
+#define FASTMLP_THREADS_H
+
+#include <pthread.h>
+
+typedef void (*fm_set_threads_fn)(int);
+typedef int (*fm_get_threads_fn)(void);
+
+static fm_set_threads_fn fm_blas_set = 0;
+static fm_get_threads_fn fm_blas_get = 0;
+static pthread_mutex_t fm_threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fm_threads_free = PTHREAD_COND_INITIALIZER;
+static int fm_active = 0;     /* kernel calls running under fm_current */
+static int fm_saved = 0;      /* the count to restore when fm_active drops to 0 */
+static int fm_current = 0;
+
+static void fm_install_blas_threads(void *set_fn, void *get_fn)
+{
+    pthread_mutex_lock(&fm_threads_lock);
+    fm_blas_set = (fm_set_threads_fn)set_fn;
+    fm_blas_get = (fm_get_threads_fn)get_fn;
+    pthread_mutex_unlock(&fm_threads_lock);
+}
+
+/* Returns 1 when a count was taken (call fm_threads_exit after), else 0. */
+static int fm_threads_enter(int want)
+{
+    if (fm_blas_set == 0 || want < 0)
+        return 0;
+    pthread_mutex_lock(&fm_threads_lock);
+    for (;;) {
+        if (fm_active == 0) {
+            fm_saved = fm_blas_get();
+            fm_current = want > 0 ? want : fm_saved;
+            if (fm_current != fm_saved)
+                fm_blas_set(fm_current);
+            break;
+        }
+        if ((want > 0 ? want : fm_saved) == fm_current)
+            break;
+        pthread_cond_wait(&fm_threads_free, &fm_threads_lock);
+    }
+    fm_active++;
+    pthread_mutex_unlock(&fm_threads_lock);
+    return 1;
+}
+
+static void fm_threads_exit(int entered)
+{
+    if (!entered)
+        return;
+    pthread_mutex_lock(&fm_threads_lock);
+    if (--fm_active == 0) {
+        if (fm_current != fm_saved)
+            fm_blas_set(fm_saved);
+        pthread_cond_broadcast(&fm_threads_free);
+    }
+    pthread_mutex_unlock(&fm_threads_lock);
+}
+
+#endif
