@@ -42,6 +42,9 @@ cdef extern from "_vmath.h" nogil:
     void fm_small_gemm_f(char ta, char tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                          float alpha, const float* A, Py_ssize_t lda, const float* B,
                          Py_ssize_t ldb, float beta, float* C, Py_ssize_t ldc)
+    double fm_bce_sum_d(const double* z, const double* y, const double* w, Py_ssize_t m, Py_ssize_t k)
+    double fm_bce_sum_f(const float* z, const float* y, const float* w, Py_ssize_t m, Py_ssize_t k)
+    double fm_exp_d(double x)
     int fm_all_finite_d(const double* x, Py_ssize_t n)
     int fm_all_finite_f(const float* x, Py_ssize_t n)
     double fm_exp_scalar_d(double x)
@@ -242,6 +245,11 @@ cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
     """
     cdef Py_ssize_t i, j, k = s.sizes[s.L]
     cdef double total = 0, row, d, mx, lse
+    if s.loss == LOSS_LOG and s.output == OUT_SIGMOID:
+        if floating is float:
+            return fm_bce_sum_f(Z, Y, w, m, k)
+        else:
+            return fm_bce_sum_d(Z, Y, w, m, k)
     for i in range(m):
         row = 0
         if s.loss == LOSS_SQUARED:
@@ -259,7 +267,7 @@ cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
                     mx = Z[i * k + j]
             lse = 0
             for j in range(k):
-                lse += exp(<double>Z[i * k + j] - mx)
+                lse += fm_exp_d(<double>Z[i * k + j] - mx)
             lse = mx + log(lse)
             for j in range(k):
                 row += <double>Y[i * k + j] * (lse - Z[i * k + j])
