@@ -133,7 +133,7 @@ cdef inline void threads_exit(int entered) noexcept nogil:
 # Matrix products
 # --------------------------------------------------------------------------
 
-cdef void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
+cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
                   const floating* A, int lda, const floating* B, int ldb,
                   floating beta, floating* C, int ldc) noexcept nogil:
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` (``C`` is M x N).

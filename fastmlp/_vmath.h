@@ -155,13 +155,13 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
 /* Small row-major products C = alpha * op(A) op(B) + beta * C, as plain loops
  * for the sizes where a BLAS call costs more than the arithmetic. */
 #define FM_DEFINE_SMALL_GEMM(T, SUF)                                            \
-static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, \
+FM_INLINE void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, \
                                 T alpha, const T *restrict A, fm_idx lda,       \
                                 const T *restrict B, fm_idx ldb, T beta,        \
                                 T *restrict C, fm_idx ldc)                      \
 {                                                                               \
     fm_idx i, j, p;                                                             \
-    if (beta == 0 && ldc == N) {                                                \
+    if (beta == 0 && ldc == N && M * N > 64) {                                  \
         memset(C, 0, (size_t)(M * N) * sizeof(T));    /* one call, not one a row */ \
     } else if (beta != 1) {                                                     \
         for (i = 0; i < M; i++) {                                               \
@@ -242,15 +242,16 @@ FM_CLONES static void fm_colsum_##SUF(const T *restrict D, fm_idx m, fm_idx k,  
 {                                                                               \
     fm_idx i, j, t;                                                             \
     for (j = 0; j < k; j++) out[j] = 0;                                         \
-    if (k < 8) {                                                                \
+    if (k < 8 && m >= 32) {                                                     \
         T acc[64];                                                              \
-        fm_idx L = 8 * k, blocks = m / 8;                                       \
+        fm_idx L = 8 * k, blocks = m / 8, r;                                    \
         for (t = 0; t < L; t++) acc[t] = 0;                                     \
         for (i = 0; i < blocks; i++) {                                          \
             const T *restrict blk = D + i * L;                                  \
             for (t = 0; t < L; t++) acc[t] += blk[t];                           \
         }                                                                       \
-        for (t = 0; t < L; t++) out[t % k] += acc[t];                           \
+        for (r = 0; r < 8; r++)                                                 \
+            for (j = 0; j < k; j++) out[j] += acc[r * k + j];                   \
         for (i = blocks * 8; i < m; i++)                                        \
             for (j = 0; j < k; j++) out[j] += D[i * k + j];                     \
         return;                                                                 \
