@@ -33,10 +33,8 @@ def _loaded_openblas_paths():
             paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line}
     except OSError:
         return []
-    import scipy
-    scipy_libs = os.path.dirname(os.path.dirname(scipy.__file__))
     # scipy's own copy first: it is the one cython_blas calls
-    return sorted(paths, key=lambda p: (not p.startswith(scipy_libs) or "scipy.libs" not in p, p))
+    return sorted(paths, key=lambda p: ("scipy.libs" not in p, p))
 
 
 def _install():

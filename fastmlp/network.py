@@ -1,6 +1,7 @@
 """The compiled network: :class:`Network`, whose math runs in ``_kernels``."""
 import numpy as np
 
+from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's BLAS)
 from . import _blas_threads, _kernels
 from ._base import BaseNetwork
 
