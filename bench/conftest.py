@@ -2,8 +2,8 @@
 
 The package's own test run never collects this folder (its pytest config has
 ``testpaths = ["tests"]``). Sizes are the quick ones unless FASTMLP_BENCH_FULL=1.
-The project runs pytest with ``--import-mode=importlib``, so this folder is put on
-sys.path here for ``import peers``.
+This folder is put on sys.path here for ``import peers`` whatever pytest's
+import mode.
 """
 import os
 import sys
