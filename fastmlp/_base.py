@@ -178,7 +178,7 @@ class BaseNetwork:
         X = self._check_X(X)
         Y = v.check_Y(Y, X.shape[0], self.layer_sizes[-1], self.output,
                       self.loss_name, self.dtype)
-        sw = _training.check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        sw = v.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         return X, Y, sw
 
     # ------------------------------------------------------------ public API
@@ -352,14 +352,13 @@ class BaseNetwork:
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
         batch_size = v.check_count("batch_size", batch_size, allow_none=True)
-        settings = _training.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
-        if not isinstance(schedule, str) or schedule not in _training.SCHEDULES:
-            raise ValueError(f"schedule must be one of 'constant', 'invscaling', 'plateau'; got {schedule!r}")
+        settings = v.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
+        v.check_choice("schedule", schedule, v.SCHEDULES)
         power_t = v.check_nonnegative("power_t", power_t)
-        clip_norm = 0.0 if clip_norm is None else v.check_positive("clip_norm", clip_norm)
+        clip_norm = v.check_optional_positive("clip_norm", clip_norm) or 0.0
         patience = v.check_count("patience", patience)
         tol = v.check_nonnegative("tol", tol)
-        callbacks = _training.check_callbacks(callbacks)
+        callbacks = v.check_callbacks(callbacks)
         validation = self._validation_set(validation_data, validation_split)
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is already training in another thread; "
@@ -388,9 +387,7 @@ class BaseNetwork:
                 raise TypeError("validation_data must be a tuple (X_val, Y_val) or "
                                 f"(X_val, Y_val, sample_weight_val); got {type(validation_data).__name__}")
             return self._check_XY(*validation_data)
-        split = v.check_nonnegative("validation_split", validation_split)
-        if split >= 1:
-            raise ValueError(f"validation_split must be in [0, 1); got {split!r}")
+        split = v.check_fraction("validation_split", validation_split)
         return split if split > 0 else None
 
     def _split_validation(self, X, Y, sw, fraction):

@@ -47,8 +47,7 @@ cdef extern from "_vmath.h" nogil:
     double fm_exp_d(double x)
     int fm_all_finite_d(const double* x, Py_ssize_t n)
     int fm_all_finite_f(const float* x, Py_ssize_t n)
-    double fm_exp_scalar_d(double x)
-    float fm_exp_scalar_f(float x)
+    float fm_exp_f(float x)
 
 # Products with M*N*K at or below this run as plain C loops; larger ones go to
 # BLAS.  Measured with bench/products.py (2 cores, Zen 4, scipy's OpenBLAS):
@@ -305,6 +304,17 @@ cdef void output_delta(Spec* s, const floating* P, const floating* Y, const floa
             for j in range(k):
                 p = P[i * k + j]
                 D[i * k + j] = p * ((p - Y[i * k + j]) - t) * c
+
+
+cdef inline double total_weight(const floating* w, Py_ssize_t n) noexcept nogil:
+    """Sum of the sample weights (``n`` when ``w`` is NULL: unit weights)."""
+    cdef double t = 0
+    cdef Py_ssize_t i
+    if w == NULL:
+        return n
+    for i in range(n):
+        t += w[i]
+    return t
 
 
 cdef double penalty(Spec* s, const floating* params, double l2, double l1) noexcept nogil:
@@ -567,9 +577,9 @@ def exp_poly(floating[::1] x):
     cdef Py_ssize_t i
     for i in range(x.shape[0]):
         if floating is float:
-            x[i] = fm_exp_scalar_f(x[i])
+            x[i] = fm_exp_f(x[i])
         else:
-            x[i] = fm_exp_scalar_d(x[i])
+            x[i] = fm_exp_d(x[i])
 
 
 # --------------------------------------------------------------------------
@@ -671,11 +681,7 @@ def objective(const floating[::1] params, const floating[:, ::1] X,
                 total += data_loss_sum(&s, work + rows * s.per_row, work + m * last,
                                        &Y[start, 0], NULL if w == NULL else w + start, m)
                 start += m
-            if w == NULL:
-                M = n
-            else:
-                for i in range(n):
-                    M += w[i]
+            M = total_weight(w, n)
             total = (total + penalty(&s, &params[0], l2, l1)) / M
     finally:
         threads_exit(before)
@@ -720,11 +726,7 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
     try:
         with nogil:
             before = threads_enter(threads)
-            if w == NULL:
-                M = n
-            else:
-                for i in range(n):
-                    M += w[i]
+            M = total_weight(w, n)
             forward_batch(&s, &params[0], &X[0, 0], n, &acts[0], zs_ptr, zout)
             total = (data_loss_sum(&s, zout, &acts[last], &Y[0, 0], w, n)
                      + penalty(&s, &params[0], l2, l1)) / M
@@ -858,11 +860,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             raise MemoryError()
         with nogil:
             before = threads_enter(threads)
-            if w == NULL:
-                W_total = n
-            else:
-                for i in range(n):
-                    W_total += w[i]
+            W_total = total_weight(w, n)
             for e in range(epochs):
                 if gather:
                     shuffle_index(&order[0], n, &rng_state[0])
@@ -883,12 +881,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         Xb = &X[start, 0]
                         Yb = &Y[start, 0]
                         wb = NULL if w == NULL else w + start
-                    if wb == NULL:
-                        M = m
-                    else:
-                        M = 0
-                        for i in range(m):
-                            M += wb[i]
+                    M = total_weight(wb, m)
                     if check_every > 0:
                         batches += 1
                         if batches >= check_every:

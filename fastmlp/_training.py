@@ -16,8 +16,6 @@ from . import _validation as v
 from .errors import DivergenceError
 from .history import History
 
-OPTIMIZERS = {"sgd": 0, "adam": 1}
-SCHEDULES = ("constant", "invscaling", "plateau")
 
 # Multiply-adds between two checks for Ctrl-C inside a kernel call.
 _WORK_PER_SIGNAL_CHECK = 2e6
@@ -28,7 +26,7 @@ class OptimizerState:
 
     def __init__(self, name, momentum, nesterov, beta1, beta2, epsilon, n_params, dtype):
         self.name = name
-        self.code = OPTIMIZERS[name]
+        self.code = v.OPTIMIZERS[name]
         self.momentum = momentum
         self.nesterov = nesterov
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
@@ -38,51 +36,6 @@ class OptimizerState:
 
     def settings(self):
         return (self.name, self.momentum, self.nesterov, self.beta1, self.beta2, self.epsilon)
-
-
-def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
-    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of 'sgd', 'adam'; got {optimizer!r}")
-    momentum = v.check_nonnegative("momentum", momentum)
-    if momentum >= 1:
-        raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
-    if not isinstance(nesterov, (bool, np.bool_)):
-        raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
-    for name, value in (("beta1", beta1), ("beta2", beta2)):
-        value = v.check_nonnegative(name, value)
-        if value >= 1:
-            raise ValueError(f"{name} must be in [0, 1); got {value!r}")
-    epsilon = v.check_positive("epsilon", epsilon)
-    return (optimizer, momentum, bool(nesterov), float(beta1), float(beta2), epsilon)
-
-
-def check_sample_weight(sample_weight, n, dtype):
-    """None, or a C-contiguous 1-D array of n finite weights >= 0 with a positive sum."""
-    if sample_weight is None:
-        return None
-    w = np.asarray(sample_weight)
-    if w.dtype.kind not in "iuf":
-        raise TypeError(f"sample_weight must hold real numbers; got dtype {w.dtype}")
-    if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"sample_weight must have shape ({n},), one weight per row of X; got shape {w.shape}")
-    w = np.ascontiguousarray(w, dtype=dtype)
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("sample_weight must be finite and >= 0; got negative or non-finite values")
-    if w.sum() <= 0:
-        raise ValueError("sample_weight must have a positive sum; got all zeros")
-    return w
-
-
-def check_callbacks(callbacks):
-    if callbacks is None:
-        return []
-    if callable(callbacks):
-        return [callbacks]
-    callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not callable(cb):
-            raise TypeError(f"callbacks[{i}] must be callable as cb(net, epoch, logs); got {cb!r}")
-    return callbacks
 
 
 def _accuracy(net, P, Y):

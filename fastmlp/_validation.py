@@ -13,6 +13,8 @@ OUTPUTS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 LOSSES = {"squared_error": 0, "log_loss": 1}
 INITS = ("plain", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
+OPTIMIZERS = {"sgd": 0, "adam": 1}
+SCHEDULES = ("constant", "invscaling", "plateau")
 
 
 def _choice(name, value, valid):
@@ -258,3 +260,46 @@ def check_Y(Y, n, n_out, output, loss, dtype):
             f"got values from {out.min():g} to {out.max():g}"
         )
     return out
+
+
+# ------------------------------------------------------------ fit settings
+def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
+    """The optimizer's settings, normalised: (name, momentum, nesterov, beta1, beta2, epsilon)."""
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    momentum = check_fraction("momentum", momentum)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
+    beta1 = check_fraction("beta1", beta1)
+    beta2 = check_fraction("beta2", beta2)
+    epsilon = check_positive("epsilon", epsilon)
+    return (optimizer, momentum, bool(nesterov), beta1, beta2, epsilon)
+
+
+def check_sample_weight(sample_weight, n, dtype):
+    """None, or a C-contiguous 1-D array of n finite weights >= 0 with a positive sum."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must hold real numbers; got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per row of X; got shape {w.shape}")
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0; got negative or non-finite values")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight must have a positive sum; got all zeros")
+    return w
+
+
+def check_callbacks(callbacks):
+    """A list of callables ``cb(net, epoch, logs)`` (one callable or None accepted)."""
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable as cb(net, epoch, logs); got {cb!r}")
+    return callbacks

@@ -326,8 +326,4 @@ FM_CLONES static int fm_all_finite_##SUF(const T *restrict x, fm_idx n)         
 FM_DEFINE_ALL_FINITE(double, d)
 FM_DEFINE_ALL_FINITE(float, f)
 
-/* Scalar exp used by tests to measure the polynomial's accuracy. */
-static double fm_exp_scalar_d(double x) { return fm_exp_d(x); }
-static float fm_exp_scalar_f(float x) { return fm_exp_f(x); }
-
 #endif
