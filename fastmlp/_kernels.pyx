@@ -49,11 +49,28 @@ cdef extern from "_vmath.h" nogil:
     int fm_all_finite_f(const float* x, Py_ssize_t n)
     float fm_exp_f(float x)
 
+cdef extern from "_narrow.h" nogil:
+    int FMN_MAX_LAYERS
+    size_t fm_narrow_work_bytes(const Py_ssize_t* sizes, int L)
+    double fm_narrow_batch_d(const Py_ssize_t* sizes, int L, int hidden, int output, int loss,
+                             const double* params, const double* X, const double* Y,
+                             const double* w, Py_ssize_t m, double inv_M, double* grads,
+                             void* work)
+    double fm_narrow_batch_f(const Py_ssize_t* sizes, int L, int hidden, int output, int loss,
+                             const float* params, const float* X, const float* Y,
+                             const float* w, Py_ssize_t m, double inv_M, float* grads,
+                             void* work)
+
 # Products with M*N*K at or below this run as plain C loops; larger ones go to
 # BLAS.  Measured with bench/products.py (2 cores, Zen 4, scipy's OpenBLAS):
 # BLAS wins from about 8x8x8 on; the loops only for XOR-sized layers and for
 # rank-1 products (K == 1), where BLAS's packing costs more than the work.
 cdef Py_ssize_t SMALL_PRODUCT = 128
+
+# Networks whose layers are all at most this wide train through the
+# feature-major one-pass step of _narrow.h instead of per-layer products
+# (measured with bench/compare.py: clf, xor, digits).
+NARROW_WIDTH = 32
 
 cdef enum:
     ACT_IDENTITY = 0
@@ -444,6 +461,47 @@ cdef void backward_batch(Spec* s, floating* params, const floating* X, const flo
 
 
 # --------------------------------------------------------------------------
+# The one-pass step for narrow networks (_narrow.h)
+# --------------------------------------------------------------------------
+
+cdef bint narrow_step(const Py_ssize_t[::1] sizes, int narrow):
+    """Whether ``train`` takes the one-pass step (see its ``narrow``)."""
+    cdef Py_ssize_t l
+    if narrow == 0 or sizes.shape[0] - 1 > FMN_MAX_LAYERS:
+        return False
+    if narrow > 0:
+        return True
+    for l in range(sizes.shape[0]):
+        if sizes[l] > NARROW_WIDTH:
+            return False
+    return True
+
+
+cdef inline double narrow_batch(Spec* s, const floating* params, const floating* X,
+                                const floating* Y, const floating* w, Py_ssize_t m,
+                                double inv_M, floating* grads, void* work) noexcept nogil:
+    """Forward, loss and backward of one batch in one pass: returns the
+    weighted data-loss sum and writes its gradient (w_i / M included, no
+    penalty terms) into grads."""
+    if floating is float:
+        return fm_narrow_batch_f(s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y, w,
+                                 m, inv_M, grads, work)
+    else:
+        return fm_narrow_batch_d(s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y, w,
+                                 m, inv_M, grads, work)
+
+
+cdef void add_decay(Spec* s, const floating* params, floating* grads, floating c) noexcept nogil:
+    """grads += c * W over the weights (the L2 term's gradient)."""
+    cdef Py_ssize_t l, i, off = 0, nw
+    for l in range(s.L):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(nw):
+            grads[off + i] += c * params[off + i]
+        off += nw + s.sizes[l + 1]
+
+
+# --------------------------------------------------------------------------
 # Optimizer steps on the flat buffer
 # --------------------------------------------------------------------------
 
@@ -755,7 +813,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
-          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0):
+          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0, int narrow=-1):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
@@ -770,7 +828,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     ``M_B * objective_B`` divided by the total weight, each measured before
     that batch's update (for a full batch: the objective at the epoch's start).
 
-    ``threads`` > 0 sets the BLAS thread count for the call.
+    ``threads`` > 0 sets the BLAS thread count for the call.  ``narrow``
+    picks the step: 1 the one-pass feature-major step of ``_narrow.h`` (any
+    widths), 0 the per-layer products, -1 (default) the one-pass step when
+    every layer is at most ``NARROW_WIDTH`` wide.
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -812,6 +873,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef floating* ybuf = NULL
     cdef floating* wbuf = NULL
     cdef floating* backup = NULL
+    cdef void* nwork = NULL
+    cdef bint one_pass = narrow_step(sizes, narrow)
     # every check before the first allocation: nothing leaks on an error
     check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
                  sample_weight, 0 if sample_weight is None else wv.shape[0])
@@ -837,13 +900,16 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         raise ValueError("opt_state and step are required for Adam")
     if stop is not None and stop.shape[0] < 1:
         raise ValueError("stop must hold one flag")
-    acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
-    deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
-    if keep_z:
-        zout = <floating*>malloc(bs * n_out * sizeof(floating))
+    if one_pass:
+        nwork = malloc(fm_narrow_work_bytes(&sizes[0], s.L))
+    else:
+        acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
+        deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
+        if keep_z:
+            zout = <floating*>malloc(bs * n_out * sizeof(floating))
     if fused:
         backup = <floating*>malloc(P * sizeof(floating))
-    else:
+    if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
         widest = max(widest, sizes[i])
@@ -854,8 +920,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         if w != NULL:
             wbuf = <floating*>malloc(bs * sizeof(floating))
     try:
-        if (acts == NULL or deltas == NULL or scratch == NULL or (keep_z and zout == NULL)
-                or (not fused and grads == NULL) or (fused and backup == NULL)
+        if ((one_pass and nwork == NULL)
+                or (not one_pass and (acts == NULL or deltas == NULL or (keep_z and zout == NULL)))
+                or scratch == NULL
+                or ((not fused or one_pass) and grads == NULL) or (fused and backup == NULL)
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
@@ -893,27 +961,39 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                     if M <= 0:          # a batch of zero total weight carries no gradient
                         start += m
                         continue
-                    forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
-                    batch_obj = (data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
-                                 + penalty(&s, &params[0], l2, l1))
+                    if one_pass:
+                        batch_obj = narrow_batch(&s, &params[0], Xb, Yb, wb, m, 1.0 / M,
+                                                 grads, nwork)
+                    else:
+                        forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
+                        batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
+                    batch_obj += penalty(&s, &params[0], l2, l1)
                     if not isfinite(batch_obj):
                         total = batch_obj
                         break
                     start += m
                     total += batch_obj
+                    if one_pass and l2 != 0:
+                        add_decay(&s, &params[0], grads, <floating>(l2 / M))
                     if fused:
-                        # the update is fused into backprop: keep the weights, and put
-                        # them back if the step made any of them non-finite
+                        # plain SGD: fused into backprop, or one pass over the
+                        # gradient; keep the weights, and put them back if the
+                        # step made any of them non-finite
                         memcpy(backup, &params[0], P * sizeof(floating))
-                        backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
-                                       NULL, l2, lr, scratch)
+                        if one_pass:
+                            for i in range(P):
+                                params[i] -= lr * grads[i]
+                        else:
+                            backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
+                                           NULL, l2, lr, scratch)
                         if not params_finite(&params[0], P):
                             memcpy(&params[0], backup, P * sizeof(floating))
                             total = INFINITY
                             break
                         continue
-                    backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
-                                   grads, l2, 0, NULL)
+                    if not one_pass:
+                        backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
+                                       grads, l2, 0, NULL)
                     if l1 != 0:
                         add_l1_gradient(&s, &params[0], grads, <floating>(l1 / M))
                     gnorm = sq_norm(grads, P)
@@ -949,4 +1029,5 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(wbuf)
         free(scratch)
         free(backup)
+        free(nwork)
     return done

@@ -60,6 +60,11 @@ class Network(BaseNetwork):
     [0, 1, 1, 0]
     """
 
+    # Training step: -1 as the kernels choose (the one-pass step of
+    # _narrow.h for narrow networks), 0 per-layer products, 1 the one-pass
+    # step whatever the widths.  Tests set it to cover both.
+    _narrow = -1
+
     def _check_X(self, X):
         # Fast path for the common case (the network's dtype, C order, the
         # right width, all finite, checked in C); anything else gets the full
@@ -122,4 +127,4 @@ class Network(BaseNetwork):
             optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
             stop, check_every, threads=_blas_threads.threads_for(
-                batch_size * self._widest_product, self.n_threads))
+                batch_size * self._widest_product, self.n_threads), narrow=self._narrow)

@@ -57,13 +57,15 @@ def test_forward_loss_gradients_match_reference(shape, act, out, loss, dtype):
                                rtol=tol["rtol"], atol=tol["atol"] * 10)
 
 
+@pytest.mark.parametrize("step", [0, 1], ids=["per-layer", "one-pass"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("act,out,loss", COMBOS)
 @pytest.mark.parametrize("shape", range(len(SHAPES)))
-def test_training_matches_reference(shape, act, out, loss, dtype):
+def test_training_matches_reference(shape, act, out, loss, dtype, step):
     sizes, n, batch = SHAPES[shape]
     rng = np.random.default_rng(100 + shape)
     fast, ref = pair(list(sizes), act, out, loss, dtype, seed=shape, l2=0.1)
+    fast._narrow = step
     X, Y = data(rng, fast, n, dtype)
     lr = 0.05 if out == "identity" or act == "identity" else 0.2
     steps_per_epoch = -(-n // (batch or n))
@@ -108,3 +110,44 @@ def test_large_batch_products_use_blas_and_still_match(dtype):
     tol = TOL[dtype]
     np.testing.assert_allclose(fast.params, ref.params, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
     np.testing.assert_allclose(fast.predict(X), ref.predict(X), rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [8, 9, 16, 17, 1000, 1001])
+@pytest.mark.parametrize("act,out,loss", COMBOS)
+def test_one_pass_step_over_many_chunks_matches_reference(act, out, loss, n, dtype):
+    # full batches of several chunks, with a partial last chunk or none, and
+    # zero and non-unit sample weights: the one-pass step of _narrow.h
+    rng = np.random.default_rng(n)
+    fast, ref = pair([7, 9, 5, 3], act, out, loss, dtype, seed=2, l2=0.05)
+    assert fast._narrow == -1      # narrow enough for the one-pass step by default
+    X, Y = data(rng, fast, n, dtype)
+    w = rng.random(n) * 2
+    w[::5] = 0.0
+    lr = 0.05 if out == "identity" or act == "identity" else 0.3
+    h_fast = fast.fit(X, Y, epochs=5, learning_rate=lr, sample_weight=w)
+    h_ref = ref.fit(X, Y, epochs=5, learning_rate=lr, sample_weight=w)
+    tol = TOL[dtype]
+    scale = np.max(np.abs(ref.params))
+    np.testing.assert_allclose(fast.params, ref.params, rtol=tol["rtol"] * 10,
+                               atol=tol["rtol"] * 10 * scale)
+    np.testing.assert_allclose(h_fast.loss, h_ref.loss, rtol=tol["rtol"] * 10, atol=tol["atol"])
+
+
+def test_one_pass_step_is_taken_only_for_narrow_networks():
+    from fastmlp import _kernels
+    assert _kernels.NARROW_WIDTH >= 8
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(float)
+    runs = {}
+    for step in (-1, 0, 1):
+        net = fastmlp.Network([3, _kernels.NARROW_WIDTH + 1, 1], seed=0)
+        net._narrow = step
+        net.fit(X, y, epochs=3, learning_rate=0.5)
+        runs[step] = net.params.copy()
+    # wider than NARROW_WIDTH: the default is the per-layer step, bit for bit;
+    # forced, the one-pass step agrees to rounding but sums in another order
+    np.testing.assert_array_equal(runs[-1], runs[0])
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12, atol=1e-14)
+    assert not np.array_equal(runs[1], runs[0])

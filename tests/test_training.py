@@ -35,11 +35,13 @@ def setup(dtype, act, out, loss, l1=0.0, seed=0):
     return fast, ref, X, Y, rng
 
 
+@pytest.mark.parametrize("step", [0, 1], ids=["per-layer", "one-pass"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("net", NETS, ids=lambda n: "-".join(n))
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_optimizers_match_reference(options, net, dtype):
+def test_optimizers_match_reference(options, net, dtype, step):
     fast, ref, X, Y, rng = setup(dtype, *net, l1=0.01)
+    fast._narrow = step
     options = dict(options)
     if options.get("sample_weight") == "random":
         options["sample_weight"] = rng.random(23) * 2

@@ -1,0 +1,317 @@
+/* One batch of a narrow network, forward + loss + backward, in one pass over
+ * feature-major chunks.  A template: _narrow.h includes it once per
+ * (element type, vectors per chunk row) with these macros defined:
+ *
+ *   FMN_T    element type (float or double)
+ *   FMN_SUF  name suffix (f or d)
+ *   FMN_NV   vectors per chunk row: a chunk is FMN_NV * VL samples, VL the
+ *            number of FMN_T in one 32-byte vector
+ *   FMN_EXP, FMN_TANH   the element type's exp and tanh
+ *
+ * Layout: a chunk holds C samples; each layer's values for the chunk are a
+ * (units x C) block, sample index contiguous, so every product is a sum of
+ * broadcast weight times vector, and every element-wise pass runs over whole
+ * vectors whatever the layer widths.  Weight gradients are accumulated as
+ * vectors (one per parameter) and folded once per batch.
+ */
+
+#define FMN_CAT2(a, b) a##b
+#define FMN_CAT(a, b) FMN_CAT2(a, b)
+#define FMN_NAME(base) FMN_CAT(FMN_CAT(base, FMN_SUF), FMN_NV)
+#define FMN_V FMN_CAT(fmn_vec_, FMN_SUF)
+#define FMN_VL ((fm_idx)(32 / sizeof(FMN_T)))
+#define FMN_C (FMN_NV * FMN_VL)
+
+/* Forward through one layer: out = b + W^T in (units x C blocks), two output
+ * units at a time so that 2 * NV independent sums are in flight. */
+FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restrict b,
+                                    const FMN_V *restrict in, FMN_V *restrict out,
+                                    fm_idx n_in, fm_idx n_out)
+{
+    fm_idx i, k, v;
+    for (i = 0; i + 1 < n_out; i += 2) {
+        FMN_V a0[FMN_NV], a1[FMN_NV];
+        for (v = 0; v < FMN_NV; v++) {
+            a0[v] = (FMN_V){0} + b[i];
+            a1[v] = (FMN_V){0} + b[i + 1];
+        }
+        for (k = 0; k < n_in; k++) {
+            FMN_V w0 = (FMN_V){0} + W[k * n_out + i];
+            FMN_V w1 = (FMN_V){0} + W[k * n_out + i + 1];
+            const FMN_V *restrict x = in + k * FMN_NV;
+            for (v = 0; v < FMN_NV; v++) {
+                a0[v] += w0 * x[v];
+                a1[v] += w1 * x[v];
+            }
+        }
+        for (v = 0; v < FMN_NV; v++) {
+            out[i * FMN_NV + v] = a0[v];
+            out[(i + 1) * FMN_NV + v] = a1[v];
+        }
+    }
+    if (i < n_out) {
+        FMN_V a0[FMN_NV];
+        for (v = 0; v < FMN_NV; v++)
+            a0[v] = (FMN_V){0} + b[i];
+        for (k = 0; k < n_in; k++) {
+            FMN_V w0 = (FMN_V){0} + W[k * n_out + i];
+            const FMN_V *restrict x = in + k * FMN_NV;
+            for (v = 0; v < FMN_NV; v++)
+                a0[v] += w0 * x[v];
+        }
+        for (v = 0; v < FMN_NV; v++)
+            out[i * FMN_NV + v] = a0[v];
+    }
+}
+
+/* Back through one layer: prev = (W D) * f'(A_prev), two input units at a
+ * time (W's rows are contiguous over the output units). */
+FM_INLINE void FMN_NAME(fmn_back_)(const FMN_T *restrict W, const FMN_V *restrict D,
+                                   const FMN_V *restrict A, FMN_V *restrict prev,
+                                   fm_idx n_in, fm_idx n_out, int act)
+{
+    fm_idx i, k, v;
+    for (k = 0; k < n_in; k++) {
+        FMN_V s[FMN_NV];
+        const FMN_T *restrict wrow = W + k * n_out;
+        for (v = 0; v < FMN_NV; v++)
+            s[v] = (FMN_V){0};
+        for (i = 0; i < n_out; i++) {
+            FMN_V wi = (FMN_V){0} + wrow[i];
+            for (v = 0; v < FMN_NV; v++)
+                s[v] += wi * D[i * FMN_NV + v];
+        }
+        for (v = 0; v < FMN_NV; v++)
+            prev[k * FMN_NV + v] = s[v];
+    }
+    {
+        FMN_T *restrict p = (FMN_T *)prev;
+        const FMN_T *restrict a = (const FMN_T *)A;
+        fm_idx n = n_in * FMN_C, j;
+        if (act == 1) {
+            for (j = 0; j < n; j++) p[j] *= a[j] * ((FMN_T)1 - a[j]);
+        } else if (act == 2) {
+            for (j = 0; j < n; j++) p[j] *= (FMN_T)1 - a[j] * a[j];
+        } else if (act == 3) {
+            for (j = 0; j < n; j++) p[j] = a[j] > 0 ? p[j] : (FMN_T)0;
+        }
+    }
+}
+
+/* Gradient accumulators += A^T D for one layer: G[k * n_out + i] += A[k] * D[i]
+ * (lane-wise; folded across lanes at the end of the batch), and the bias
+ * accumulators GB[i] += D[i]. */
+FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restrict D,
+                                   FMN_V *restrict G, FMN_V *restrict GB,
+                                   fm_idx n_in, fm_idx n_out)
+{
+    fm_idx i, k, v;
+    for (k = 0; k < n_in; k++) {
+        FMN_V a[FMN_NV];
+        for (v = 0; v < FMN_NV; v++)
+            a[v] = A[k * FMN_NV + v];
+        for (i = 0; i < n_out; i++) {
+            FMN_V s = a[0] * D[i * FMN_NV];
+            for (v = 1; v < FMN_NV; v++)
+                s += a[v] * D[i * FMN_NV + v];
+            G[k * n_out + i] += s;
+        }
+    }
+    for (i = 0; i < n_out; i++) {
+        FMN_V s = D[i * FMN_NV];
+        for (v = 1; v < FMN_NV; v++)
+            s += D[i * FMN_NV + v];
+        GB[i] += s;
+    }
+}
+
+/* The batch: returns the weighted sum of the per-sample data losses (not
+ * divided by M) and writes into grads the data part of the objective's
+ * gradient, sum_i (w_i / M) dloss_i / dparams (inv_M = 1 / M; w NULL means
+ * unit weights).  work: fm_narrow_work_bytes(...) bytes. */
+FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
+    const fm_idx *sizes, int L, int hidden, int output, int loss,
+    const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
+    const FMN_T *restrict w, fm_idx m, double inv_M, FMN_T *restrict grads, void *work)
+{
+    const fm_idx C = FMN_C, n_x = sizes[0], n_y = sizes[L];
+    fm_idx l, j, n, k, v, c0, cn, widest = 0, per_chunk = 0, P = 0;
+    double total = 0;
+    FMN_V *base = (FMN_V *)(((uintptr_t)work + 31) & ~(uintptr_t)31);
+    FMN_V *acts[FMN_MAX_LAYERS + 1];
+    FMN_V *zout, *ybuf, *d0, *d1, *gvec;
+    FMN_T wlane[FMN_C], craw[FMN_C];
+    fm_idx off[FMN_MAX_LAYERS + 1];
+
+    for (l = 0; l <= L; l++) {
+        widest = sizes[l] > widest ? sizes[l] : widest;
+        acts[l] = base + per_chunk;
+        per_chunk += sizes[l] * FMN_NV;
+    }
+    for (l = 0; l < L; l++) {
+        off[l] = P;
+        P += sizes[l] * sizes[l + 1] + sizes[l + 1];
+    }
+    zout = base + per_chunk;
+    ybuf = zout + n_y * FMN_NV;
+    d0 = ybuf + n_y * FMN_NV;
+    d1 = d0 + widest * FMN_NV;
+    gvec = d1 + widest * FMN_NV;
+    memset(gvec, 0, (size_t)P * sizeof(FMN_V));
+
+    for (c0 = 0; c0 < m; c0 += C) {
+        cn = m - c0 < C ? m - c0 : C;
+        /* inputs and targets, transposed into the chunk; empty lanes are 0 */
+        {
+            FMN_T *restrict a0 = (FMN_T *)acts[0];
+            FMN_T *restrict yt = (FMN_T *)ybuf;
+            if (cn < C) {
+                memset(a0, 0, (size_t)(n_x * C) * sizeof(FMN_T));
+                memset(yt, 0, (size_t)(n_y * C) * sizeof(FMN_T));
+            }
+            for (n = 0; n < cn; n++)
+                for (k = 0; k < n_x; k++)
+                    a0[k * C + n] = X[(c0 + n) * n_x + k];
+            for (n = 0; n < cn; n++)
+                for (k = 0; k < n_y; k++)
+                    yt[k * C + n] = Y[(c0 + n) * n_y + k];
+            for (n = 0; n < C; n++) {
+                craw[n] = n < cn ? (w ? w[c0 + n] : (FMN_T)1) : (FMN_T)0;
+                wlane[n] = (FMN_T)(n < cn ? (w ? (double)w[c0 + n] * inv_M : inv_M) : 0.0);
+            }
+        }
+        /* forward */
+        for (l = 0; l < L; l++) {
+            const FMN_T *W = params + off[l];
+            fm_idx n_in = sizes[l], n_out = sizes[l + 1];
+            FMN_T *restrict a;
+            FMN_V *dst = l == L - 1 ? zout : acts[l + 1];
+            FMN_NAME(fmn_layer_)(W, W + n_in * n_out, acts[l], dst, n_in, n_out);
+            if (l < L - 1) {
+                a = (FMN_T *)acts[l + 1];
+                if (hidden == 1) {
+                    for (j = 0; j < n_out * C; j++) a[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-a[j]));
+                } else if (hidden == 2) {
+                    for (j = 0; j < n_out * C; j++) a[j] = FMN_TANH(a[j]);
+                } else if (hidden == 3) {
+                    for (j = 0; j < n_out * C; j++) a[j] = !(a[j] <= 0) ? a[j] : (FMN_T)0;
+                }
+                if (cn < C)     /* keep empty lanes at 0 all the way through */
+                    for (j = 0; j < n_out; j++)
+                        for (n = cn; n < C; n++) a[j * C + n] = 0;
+            }
+        }
+        /* output activation, loss and output delta */
+        {
+            const FMN_T *restrict z = (const FMN_T *)zout;
+            const FMN_T *restrict yt = (const FMN_T *)ybuf;
+            FMN_T *restrict p = (FMN_T *)acts[L];
+            FMN_T *restrict d = (FMN_T *)d0;
+            double lane_loss[FMN_C];
+            if (output == 2) {
+                FMN_T mx[FMN_C], s[FMN_C];
+                for (n = 0; n < C; n++) { mx[n] = z[n]; s[n] = 0; }
+                for (j = 1; j < n_y; j++)
+                    for (n = 0; n < C; n++) mx[n] = z[j * C + n] > mx[n] ? z[j * C + n] : mx[n];
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) {
+                        p[j * C + n] = FMN_EXP(z[j * C + n] - mx[n]);
+                        s[n] += p[j * C + n];
+                    }
+                for (n = 0; n < C; n++) s[n] = (FMN_T)1 / s[n];
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) p[j * C + n] *= s[n];
+            } else if (output == 1) {
+                for (j = 0; j < n_y * C; j++) p[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-z[j]));
+            } else {
+                memcpy(p, z, (size_t)(n_y * C) * sizeof(FMN_T));
+            }
+            for (n = 0; n < C; n++) lane_loss[n] = 0;
+            if (loss == 0) {
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) {
+                        double e = (double)yt[j * C + n] - (double)p[j * C + n];
+                        lane_loss[n] += 0.5 * e * e;
+                    }
+            } else if (output == 1) {
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) {
+                        double zi = z[j * C + n], a = zi > 0 ? zi : -zi;
+                        lane_loss[n] += (zi > 0 ? zi : 0.0) + fm_log1p_unit(fm_exp_d(-a))
+                                        - (double)yt[j * C + n] * zi;
+                    }
+            } else {
+                for (n = 0; n < cn; n++) {
+                    double mxd = z[n], se = 0, lse;
+                    for (j = 1; j < n_y; j++)
+                        mxd = z[j * C + n] > mxd ? z[j * C + n] : mxd;
+                    for (j = 0; j < n_y; j++)
+                        se += fm_exp_d((double)z[j * C + n] - mxd);
+                    lse = mxd + log(se);
+                    for (j = 0; j < n_y; j++)
+                        lane_loss[n] += (double)yt[j * C + n] * (lse - z[j * C + n]);
+                }
+            }
+            for (n = 0; n < cn; n++)
+                total += (double)craw[n] * lane_loss[n];
+            /* dObjective/dZ of the output layer, w_i / M included */
+            if (loss == 1 && output == 2) {
+                FMN_T t[FMN_C];
+                for (n = 0; n < C; n++) t[n] = 0;
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) t[n] += yt[j * C + n];
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++)
+                        d[j * C + n] = (t[n] * p[j * C + n] - yt[j * C + n]) * wlane[n];
+            } else if (loss == 1 || output == 0) {
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++)
+                        d[j * C + n] = (p[j * C + n] - yt[j * C + n]) * wlane[n];
+            } else if (output == 1) {
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) {
+                        FMN_T q = p[j * C + n];
+                        d[j * C + n] = (q - yt[j * C + n]) * (q * (1 - q)) * wlane[n];
+                    }
+            } else {
+                FMN_T t[FMN_C];
+                for (n = 0; n < C; n++) t[n] = 0;
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++)
+                        t[n] += (p[j * C + n] - yt[j * C + n]) * p[j * C + n];
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++) {
+                        FMN_T q = p[j * C + n];
+                        d[j * C + n] = q * ((q - yt[j * C + n]) - t[n]) * wlane[n];
+                    }
+            }
+            if (cn < C)     /* empty lanes carry nothing back, whatever they hold */
+                for (j = 0; j < n_y; j++)
+                    for (n = cn; n < C; n++) d[j * C + n] = 0;
+        }
+        /* backward */
+        {
+            FMN_V *dcur = d0, *dprev = d1, *tmp;
+            for (l = L - 1; l >= 0; l--) {
+                fm_idx n_in = sizes[l], n_out = sizes[l + 1];
+                const FMN_T *W = params + off[l];
+                FMN_NAME(fmn_grad_)(acts[l], dcur, gvec + off[l], gvec + off[l] + n_in * n_out,
+                                    n_in, n_out);
+                if (l > 0) {
+                    FMN_NAME(fmn_back_)(W, dcur, acts[l], dprev, n_in, n_out, hidden);
+                    tmp = dcur; dcur = dprev; dprev = tmp;
+                }
+            }
+        }
+    }
+    /* fold the lane accumulators */
+    for (k = 0; k < P; k++) {
+        FMN_T s = 0;
+        for (v = 0; v < FMN_VL; v++) s += gvec[k][v];
+        grads[k] = s;
+    }
+    return total;
+}
+
+#undef FMN_NAME
+#undef FMN_C
