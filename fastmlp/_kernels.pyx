@@ -52,14 +52,24 @@ cdef extern from "_vmath.h" nogil:
 cdef extern from "_narrow.h" nogil:
     int FMN_MAX_LAYERS
     size_t fm_narrow_work_bytes(const Py_ssize_t* sizes, int L)
-    double fm_narrow_batch_d(const Py_ssize_t* sizes, int L, int hidden, int output, int loss,
-                             const double* params, const double* X, const double* Y,
-                             const double* w, Py_ssize_t m, double inv_M, double* grads,
-                             void* work)
-    double fm_narrow_batch_f(const Py_ssize_t* sizes, int L, int hidden, int output, int loss,
-                             const float* params, const float* X, const float* Y,
-                             const float* w, Py_ssize_t m, double inv_M, float* grads,
-                             void* work)
+    int fm_narrow_nv(Py_ssize_t m, size_t elsize)
+    Py_ssize_t fm_narrow_chunk(int nv, size_t elsize)
+    size_t fm_narrow_prep_bytes(Py_ssize_t n_x, Py_ssize_t n_y, Py_ssize_t m, int nv,
+                                size_t elsize)
+    void fm_narrow_prepare_d(int nv, Py_ssize_t n_x, Py_ssize_t n_y, const double* X,
+                             const double* Y, const double* w, Py_ssize_t m, void* out)
+    void fm_narrow_prepare_f(int nv, Py_ssize_t n_x, Py_ssize_t n_y, const float* X,
+                             const float* Y, const float* w, Py_ssize_t m, void* out)
+    double fm_narrow_batch_d(int nv, const Py_ssize_t* sizes, int L, int hidden, int output,
+                             int loss, const double* params, const double* X, const double* Y,
+                             const double* w, const void* prep, Py_ssize_t m, double inv_M,
+                             double* grads, void* work)
+    double fm_narrow_batch_f(int nv, const Py_ssize_t* sizes, int L, int hidden, int output,
+                             int loss, const float* params, const float* X, const float* Y,
+                             const float* w, const void* prep, Py_ssize_t m, double inv_M,
+                             float* grads, void* work)
+    int fm_sgd_step_d(double* p, const double* g, double* backup, double lr, Py_ssize_t n)
+    int fm_sgd_step_f(float* p, const float* g, float* backup, float lr, Py_ssize_t n)
 
 # Products with M*N*K at or below this run as plain C loops; larger ones go to
 # BLAS.  Measured with bench/products.py (2 cores, Zen 4, scipy's OpenBLAS):
@@ -71,6 +81,10 @@ cdef Py_ssize_t SMALL_PRODUCT = 128
 # feature-major one-pass step of _narrow.h instead of per-layer products
 # (measured with bench/compare.py: clf, xor, digits).
 NARROW_WIDTH = 32
+# Largest copy of the training data the one-pass step prepares (transposed
+# into its chunk layout) once for all epochs; bigger data is transposed
+# batch by batch.
+cdef size_t PREPARED_BYTES = 256 << 20
 
 cdef enum:
     ACT_IDENTITY = 0
@@ -477,18 +491,29 @@ cdef bint narrow_step(const Py_ssize_t[::1] sizes, int narrow):
     return True
 
 
-cdef inline double narrow_batch(Spec* s, const floating* params, const floating* X,
-                                const floating* Y, const floating* w, Py_ssize_t m,
-                                double inv_M, floating* grads, void* work) noexcept nogil:
-    """Forward, loss and backward of one batch in one pass: returns the
-    weighted data-loss sum and writes its gradient (w_i / M included, no
-    penalty terms) into grads."""
+cdef inline double narrow_batch(Spec* s, int nv, const floating* params, const floating* X,
+                                const floating* Y, const floating* w, const void* prep,
+                                Py_ssize_t m, double inv_M, floating* grads,
+                                void* work) noexcept nogil:
+    """Forward, loss and backward of one batch in one pass (chunks of nv
+    vectors a row): returns the weighted data-loss sum and writes its
+    gradient (w_i / M included, no penalty terms) into grads.  The rows come
+    from prep (prepared chunk blocks) unless it is NULL, else from X, Y, w."""
     if floating is float:
-        return fm_narrow_batch_f(s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y, w,
-                                 m, inv_M, grads, work)
+        return fm_narrow_batch_f(nv, s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y,
+                                 w, prep, m, inv_M, grads, work)
     else:
-        return fm_narrow_batch_d(s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y, w,
-                                 m, inv_M, grads, work)
+        return fm_narrow_batch_d(nv, s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y,
+                                 w, prep, m, inv_M, grads, work)
+
+
+cdef inline bint sgd_step(floating* p, const floating* g, floating* backup, floating lr,
+                          Py_ssize_t n) noexcept nogil:
+    """p -= lr * g; False (and p unchanged) if that made any value non-finite."""
+    if floating is float:
+        return fm_sgd_step_f(p, g, backup, lr, n) != 0
+    else:
+        return fm_sgd_step_d(p, g, backup, lr, n) != 0
 
 
 cdef void add_decay(Spec* s, const floating* params, floating* grads, floating c) noexcept nogil:
@@ -875,6 +900,16 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef floating* backup = NULL
     cdef void* nwork = NULL
     cdef bint one_pass = narrow_step(sizes, narrow)
+    cdef int nv = fm_narrow_nv(bs, sizeof(floating))
+    cdef Py_ssize_t chunk = fm_narrow_chunk(nv, sizeof(floating))
+    cdef size_t block_bytes = (n_in + n_out + 1) * chunk * sizeof(floating)
+    cdef void* prep = NULL
+    cdef char* prep_base = NULL
+    # unshuffled batches that start on chunk boundaries: their chunk blocks
+    # are prepared once for every epoch (when that copy is not too big)
+    cdef bint prepared = (one_pass and not gather and (bs >= n or bs % chunk == 0)
+                          and fm_narrow_prep_bytes(n_in, n_out, n, nv, sizeof(floating))
+                          <= PREPARED_BYTES)
     # every check before the first allocation: nothing leaks on an error
     check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
                  sample_weight, 0 if sample_weight is None else wv.shape[0])
@@ -902,6 +937,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         raise ValueError("stop must hold one flag")
     if one_pass:
         nwork = malloc(fm_narrow_work_bytes(&sizes[0], s.L))
+        if prepared:
+            prep = malloc(fm_narrow_prep_bytes(n_in, n_out, n, nv, sizeof(floating)))
     else:
         acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
         deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
@@ -920,7 +957,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         if w != NULL:
             wbuf = <floating*>malloc(bs * sizeof(floating))
     try:
-        if ((one_pass and nwork == NULL)
+        if ((one_pass and nwork == NULL) or (prepared and prep == NULL)
                 or (not one_pass and (acts == NULL or deltas == NULL or (keep_z and zout == NULL)))
                 or scratch == NULL
                 or ((not fused or one_pass) and grads == NULL) or (fused and backup == NULL)
@@ -929,6 +966,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         with nogil:
             before = threads_enter(threads)
             W_total = total_weight(w, n)
+            if prepared:
+                if floating is float:
+                    fm_narrow_prepare_f(nv, n_in, n_out, &X[0, 0], &Y[0, 0], w, n, prep)
+                else:
+                    fm_narrow_prepare_d(nv, n_in, n_out, &X[0, 0], &Y[0, 0], w, n, prep)
+                prep_base = <char*>((<size_t>prep + 31) & ~(<size_t>31))
             for e in range(epochs):
                 if gather:
                     shuffle_index(&order[0], n, &rng_state[0])
@@ -962,8 +1005,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         start += m
                         continue
                     if one_pass:
-                        batch_obj = narrow_batch(&s, &params[0], Xb, Yb, wb, m, 1.0 / M,
-                                                 grads, nwork)
+                        batch_obj = narrow_batch(
+                            &s, nv, &params[0], Xb, Yb, wb,
+                            NULL if not prepared else prep_base + (start // chunk) * block_bytes,
+                            m, 1.0 / M, grads, nwork)
                     else:
                         forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
                         batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
@@ -979,13 +1024,14 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         # plain SGD: fused into backprop, or one pass over the
                         # gradient; keep the weights, and put them back if the
                         # step made any of them non-finite
-                        memcpy(backup, &params[0], P * sizeof(floating))
                         if one_pass:
-                            for i in range(P):
-                                params[i] -= lr * grads[i]
-                        else:
-                            backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
-                                           NULL, l2, lr, scratch)
+                            if not sgd_step(&params[0], grads, backup, lr, P):
+                                total = INFINITY
+                                break
+                            continue
+                        memcpy(backup, &params[0], P * sizeof(floating))
+                        backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
+                                       NULL, l2, lr, scratch)
                         if not params_finite(&params[0], P):
                             memcpy(&params[0], backup, P * sizeof(floating))
                             total = INFINITY
@@ -1030,4 +1076,5 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(scratch)
         free(backup)
         free(nwork)
+        free(prep)
     return done

@@ -19,10 +19,32 @@
 
 typedef double fmn_vec_d __attribute__((vector_size(32)));
 typedef float fmn_vec_f __attribute__((vector_size(32)));
+typedef int64_t fmn_mask_d __attribute__((vector_size(32)));
+typedef int32_t fmn_mask_f __attribute__((vector_size(32)));
+
+/* the first 32-byte boundary at or after p */
+#define FMN_ALIGN(p) ((void *)(((uintptr_t)(p) + 31) & ~(uintptr_t)31))
+
+/* sum of a vector's lanes, by halving */
+FM_INLINE double fmn_hsum_d(fmn_vec_d x)
+{
+    x += __builtin_shuffle(x, (fmn_mask_d){2, 3, 0, 1});
+    x += __builtin_shuffle(x, (fmn_mask_d){1, 0, 3, 2});
+    return x[0];
+}
+
+FM_INLINE float fmn_hsum_f(fmn_vec_f x)
+{
+    x += __builtin_shuffle(x, (fmn_mask_f){4, 5, 6, 7, 0, 1, 2, 3});
+    x += __builtin_shuffle(x, (fmn_mask_f){2, 3, 0, 1, 6, 7, 4, 5});
+    x += __builtin_shuffle(x, (fmn_mask_f){1, 0, 3, 2, 5, 4, 7, 6});
+    return x[0];
+}
 
 /* chunks of 1 vector: batches of at most 2 vectors' worth of samples */
 #define FMN_T double
 #define FMN_SUF d
+#define FMN_HSUM fmn_hsum_d
 #define FMN_NV 1
 #define FMN_EXP fm_exp_d
 #define FMN_TANH tanh
@@ -33,11 +55,13 @@ typedef float fmn_vec_f __attribute__((vector_size(32)));
 #undef FMN_NV
 #undef FMN_T
 #undef FMN_SUF
+#undef FMN_HSUM
 #undef FMN_EXP
 #undef FMN_TANH
 
 #define FMN_T float
 #define FMN_SUF f
+#define FMN_HSUM fmn_hsum_f
 #define FMN_NV 1
 #define FMN_EXP fm_exp_f
 #define FMN_TANH tanhf
@@ -48,11 +72,12 @@ typedef float fmn_vec_f __attribute__((vector_size(32)));
 #undef FMN_NV
 #undef FMN_T
 #undef FMN_SUF
+#undef FMN_HSUM
 #undef FMN_EXP
 #undef FMN_TANH
 
-/* Bytes of workspace fm_narrow_batch_* needs for these layer sizes and an
- * element of elsize bytes (the largest chunk, alignment included). */
+/* Bytes of workspace fm_narrow_batch_* needs for these layer sizes (any
+ * element type and chunk: counted in 32-byte vectors, 4 per chunk row). */
 static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
 {
     fm_idx l, widest = 0, units = 0, P = 0;
@@ -62,29 +87,70 @@ static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
     }
     for (l = 0; l < L; l++)
         P += sizes[l] * sizes[l + 1] + sizes[l + 1];
-    /* per chunk row: 4 vectors (NV = 4) of 32 bytes */
-    return (size_t)(units + 2 * sizes[L] + 2 * widest) * 4 * 32 + (size_t)P * 32 + 32;
+    /* activations, logits, 2 deltas, one chunk block (inputs, targets, weights) */
+    return (size_t)(units + 2 * sizes[L] + 2 * widest + 1) * 4 * 32 + (size_t)P * 32 + 32;
 }
 
-/* Vectors per chunk row for a batch of m samples of elements of elsize. */
+/* Vectors per chunk row for batches of up to m samples of elsize bytes:
+ * 1 for tiny batches (at most 2 vectors' worth), else 4. */
 static inline int fm_narrow_nv(fm_idx m, size_t elsize)
 {
     return m <= (fm_idx)(2 * 32 / elsize) ? 1 : 4;
 }
 
-/* fm_narrow_batch_d / _f: one batch (see _narrow_impl.h), in chunks of 1
- * vector for batches of up to 2 vectors' worth of samples, else of 4. */
+/* Samples per chunk for nv vectors per chunk row. */
+static inline fm_idx fm_narrow_chunk(int nv, size_t elsize)
+{
+    return (fm_idx)(nv * 32 / elsize);
+}
+
+/* Bytes of prepared chunk blocks for m samples (alignment included). */
+static inline size_t fm_narrow_prep_bytes(fm_idx n_x, fm_idx n_y, fm_idx m, int nv,
+                                          size_t elsize)
+{
+    fm_idx C = fm_narrow_chunk(nv, elsize), chunks = (m + C - 1) / C;
+    return (size_t)(chunks * (n_x + n_y + 1) * C) * elsize + 32;
+}
+
+/* fm_narrow_batch_d / _f and fm_narrow_prepare_d / _f with nv (1 or 4)
+ * vectors per chunk row; see _narrow_impl.h. */
 #define FMN_DISPATCH(T, SUF)                                                     \
-static double fm_narrow_batch_##SUF(const fm_idx *sizes, int L, int hidden, int output, \
-                                    int loss, const T *params, const T *X, const T *Y, \
-                                    const T *w, fm_idx m, double inv_M, T *grads,  \
-                                    void *work)                                  \
+static double fm_narrow_batch_##SUF(int nv, const fm_idx *sizes, int L, int hidden,  \
+                                    int output, int loss, const T *params,       \
+                                    const T *X, const T *Y, const T *w,          \
+                                    const void *prep, fm_idx m, double inv_M,    \
+                                    T *grads, void *work)                        \
 {                                                                                \
-    if (fm_narrow_nv(m, sizeof(T)) == 1)                                         \
+    if (nv == 1)                                                                 \
         return fm_narrow_batch_##SUF##1(sizes, L, hidden, output, loss, params, X, Y, w, \
-                                        m, inv_M, grads, work);                  \
+                                        prep, m, inv_M, grads, work);            \
     return fm_narrow_batch_##SUF##4(sizes, L, hidden, output, loss, params, X, Y, w, \
-                                    m, inv_M, grads, work);                      \
+                                    prep, m, inv_M, grads, work);                \
+}                                                                                \
+static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
+                                    const T *Y, const T *w, fm_idx m, void *out) \
+{                                                                                \
+    if (nv == 1)                                                                 \
+        fm_narrow_prepare_##SUF##1(n_x, n_y, X, Y, w, m, out);                   \
+    else                                                                         \
+        fm_narrow_prepare_##SUF##4(n_x, n_y, X, Y, w, m, out);                   \
+}                                                                                \
+/* p -= lr * g; if any result is not finite, p is put back as it was and 0 \
+ * returned (backup: n values of scratch) */                                     \
+FM_CLONES static int fm_sgd_step_##SUF(T *restrict p, const T *restrict g,      \
+                                       T *restrict backup, T lr, fm_idx n)       \
+{                                                                                \
+    fm_idx i;                                                                    \
+    int bad = 0;                                                                 \
+    for (i = 0; i < n; i++) {                                                    \
+        T q = p[i] - lr * g[i];                                                  \
+        backup[i] = p[i];                                                        \
+        p[i] = q;                                                                \
+        bad |= !(q - q == 0);                                                    \
+    }                                                                            \
+    if (bad)                                                                     \
+        memcpy(p, backup, (size_t)n * sizeof(T));                                \
+    return !bad;                                                                 \
 }
 FMN_DISPATCH(double, d)
 FMN_DISPATCH(float, f)

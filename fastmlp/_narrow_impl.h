@@ -22,6 +22,14 @@
 #define FMN_VL ((fm_idx)(32 / sizeof(FMN_T)))
 #define FMN_C (FMN_NV * FMN_VL)
 
+#ifndef FMN_ROWS
+/* for each value index j of `rows` chunk rows; the inner loop has a
+ * constant count (C), so it compiles to whole vectors, no remainder code */
+#define FMN_ROWS(j, rows)                                                       \
+    for (fm_idx fmn_r_ = 0; fmn_r_ < (rows); fmn_r_++)                         \
+        for (fm_idx fmn_n_ = 0, j = fmn_r_ * FMN_C; fmn_n_ < FMN_C; fmn_n_++, j++)
+#endif
+
 /* Forward through one layer: out = b + W^T in (units x C blocks), two output
  * units at a time so that 2 * NV independent sums are in flight. */
 FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restrict b,
@@ -87,22 +95,23 @@ FM_INLINE void FMN_NAME(fmn_back_)(const FMN_T *restrict W, const FMN_V *restric
     {
         FMN_T *restrict p = (FMN_T *)prev;
         const FMN_T *restrict a = (const FMN_T *)A;
-        fm_idx n = n_in * FMN_C, j;
         if (act == 1) {
-            for (j = 0; j < n; j++) p[j] *= a[j] * ((FMN_T)1 - a[j]);
+            FMN_ROWS(j, n_in) p[j] *= a[j] * ((FMN_T)1 - a[j]);
         } else if (act == 2) {
-            for (j = 0; j < n; j++) p[j] *= (FMN_T)1 - a[j] * a[j];
+            FMN_ROWS(j, n_in) p[j] *= (FMN_T)1 - a[j] * a[j];
         } else if (act == 3) {
-            for (j = 0; j < n; j++) p[j] = a[j] > 0 ? p[j] : (FMN_T)0;
+            FMN_ROWS(j, n_in) p[j] = a[j] > 0 ? p[j] : (FMN_T)0;
         }
     }
 }
 
-/* Gradient accumulators += A^T D for one layer: G[k * n_out + i] += A[k] * D[i]
- * (lane-wise; folded across lanes at the end of the batch), and the bias
- * accumulators GB[i] += D[i]. */
+/* Gradient of one layer from one chunk: G[k * n_out + i] += A[k] . D[i]
+ * and GB[i] += sum(D[i]).  Lane-wise into vector accumulators (G, GB not
+ * NULL; folded at the end of the batch), or, for a batch of one chunk,
+ * summed across lanes straight into the gradient (g, gb). */
 FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restrict D,
                                    FMN_V *restrict G, FMN_V *restrict GB,
+                                   FMN_T *restrict g, FMN_T *restrict gb,
                                    fm_idx n_in, fm_idx n_out)
 {
     fm_idx i, k, v;
@@ -114,72 +123,113 @@ FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restric
             FMN_V s = a[0] * D[i * FMN_NV];
             for (v = 1; v < FMN_NV; v++)
                 s += a[v] * D[i * FMN_NV + v];
-            G[k * n_out + i] += s;
+            if (G)
+                G[k * n_out + i] += s;
+            else
+                g[k * n_out + i] = FMN_HSUM(s);
         }
     }
     for (i = 0; i < n_out; i++) {
         FMN_V s = D[i * FMN_NV];
         for (v = 1; v < FMN_NV; v++)
             s += D[i * FMN_NV + v];
-        GB[i] += s;
+        if (GB)
+            GB[i] += s;
+        else
+            gb[i] = FMN_HSUM(s);
     }
+}
+
+/* Chunk blocks of a batch, prepared: per chunk of C samples, the inputs
+ * (n_x rows of C), the targets (n_y rows) and the sample weights (1 row),
+ * transposed, with empty lanes 0.  Data that serves several epochs
+ * unshuffled is prepared once (fm_narrow_prepare), else batch by batch. */
+FM_INLINE void FMN_NAME(fmn_prepare_)(fm_idx n_x, fm_idx n_y, const FMN_T *restrict X,
+                                      const FMN_T *restrict Y, const FMN_T *restrict w,
+                                      fm_idx m, FMN_T *restrict out)
+{
+    const fm_idx C = FMN_C, rows = n_x + n_y + 1;
+    fm_idx c0, n, k;
+    for (c0 = 0; c0 < m; c0 += C) {
+        fm_idx cn = m - c0 < C ? m - c0 : C;
+        FMN_T *restrict blk = out + (c0 / C) * rows * C;
+        for (n = 0; n < cn; n++) {
+            for (k = 0; k < n_x; k++)
+                blk[k * C + n] = X[(c0 + n) * n_x + k];
+            for (k = 0; k < n_y; k++)
+                blk[(n_x + k) * C + n] = Y[(c0 + n) * n_y + k];
+            blk[(n_x + n_y) * C + n] = w ? w[c0 + n] : (FMN_T)1;
+        }
+        for (k = 0; k < rows; k++)
+            for (n = cn; n < C; n++)
+                blk[k * C + n] = 0;
+    }
+}
+
+FM_CLONES static void FMN_NAME(fm_narrow_prepare_)(fm_idx n_x, fm_idx n_y,
+                                                   const FMN_T *restrict X,
+                                                   const FMN_T *restrict Y,
+                                                   const FMN_T *restrict w, fm_idx m,
+                                                   void *out)
+{
+    FMN_NAME(fmn_prepare_)(n_x, n_y, X, Y, w, m, (FMN_T *)FMN_ALIGN(out));
 }
 
 /* The batch: returns the weighted sum of the per-sample data losses (not
  * divided by M) and writes into grads the data part of the objective's
  * gradient, sum_i (w_i / M) dloss_i / dparams (inv_M = 1 / M; w NULL means
- * unit weights).  work: fm_narrow_work_bytes(...) bytes. */
+ * unit weights).  The batch's rows come from X, Y, w, or, when prep is not
+ * NULL, from its prepared chunk blocks (at prep, aligned as by
+ * fm_narrow_prepare).  work: fm_narrow_work_bytes(...) bytes. */
 FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
     const fm_idx *sizes, int L, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
-    const FMN_T *restrict w, fm_idx m, double inv_M, FMN_T *restrict grads, void *work)
+    const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
+    FMN_T *restrict grads, void *work)
 {
-    const fm_idx C = FMN_C, n_x = sizes[0], n_y = sizes[L];
-    fm_idx l, j, n, k, v, c0, cn, widest = 0, per_chunk = 0, P = 0;
+    const fm_idx C = FMN_C, n_x = sizes[0], n_y = sizes[L], rows = n_x + n_y + 1;
+    const int one_chunk = m <= C;
+    fm_idx l, j, n, k, c0, cn, widest = 0, per_chunk = 0, P = 0;
     double total = 0;
-    FMN_V *base = (FMN_V *)(((uintptr_t)work + 31) & ~(uintptr_t)31);
+    FMN_V *base = (FMN_V *)FMN_ALIGN(work);
     FMN_V *acts[FMN_MAX_LAYERS + 1];
-    FMN_V *zout, *ybuf, *d0, *d1, *gvec;
-    FMN_T wlane[FMN_C], craw[FMN_C];
+    FMN_V *zout, *d0, *d1, *gvec, *blocks;
+    FMN_T wlane[FMN_C];
     fm_idx off[FMN_MAX_LAYERS + 1];
 
     for (l = 0; l <= L; l++) {
         widest = sizes[l] > widest ? sizes[l] : widest;
-        acts[l] = base + per_chunk;
-        per_chunk += sizes[l] * FMN_NV;
+        if (l > 0) {
+            acts[l] = base + per_chunk;
+            per_chunk += sizes[l] * FMN_NV;
+        }
     }
     for (l = 0; l < L; l++) {
         off[l] = P;
         P += sizes[l] * sizes[l + 1] + sizes[l + 1];
     }
     zout = base + per_chunk;
-    ybuf = zout + n_y * FMN_NV;
-    d0 = ybuf + n_y * FMN_NV;
+    d0 = zout + n_y * FMN_NV;
     d1 = d0 + widest * FMN_NV;
-    gvec = d1 + widest * FMN_NV;
-    memset(gvec, 0, (size_t)P * sizeof(FMN_V));
+    blocks = d1 + widest * FMN_NV;      /* one chunk block, for unprepared rows */
+    gvec = blocks + rows * FMN_NV;
+    if (!one_chunk)
+        memset(gvec, 0, (size_t)P * sizeof(FMN_V));
 
     for (c0 = 0; c0 < m; c0 += C) {
+        const FMN_T *restrict yt, *restrict craw;
         cn = m - c0 < C ? m - c0 : C;
-        /* inputs and targets, transposed into the chunk; empty lanes are 0 */
-        {
-            FMN_T *restrict a0 = (FMN_T *)acts[0];
-            FMN_T *restrict yt = (FMN_T *)ybuf;
-            if (cn < C) {
-                memset(a0, 0, (size_t)(n_x * C) * sizeof(FMN_T));
-                memset(yt, 0, (size_t)(n_y * C) * sizeof(FMN_T));
-            }
-            for (n = 0; n < cn; n++)
-                for (k = 0; k < n_x; k++)
-                    a0[k * C + n] = X[(c0 + n) * n_x + k];
-            for (n = 0; n < cn; n++)
-                for (k = 0; k < n_y; k++)
-                    yt[k * C + n] = Y[(c0 + n) * n_y + k];
-            for (n = 0; n < C; n++) {
-                craw[n] = n < cn ? (w ? w[c0 + n] : (FMN_T)1) : (FMN_T)0;
-                wlane[n] = (FMN_T)(n < cn ? (w ? (double)w[c0 + n] * inv_M : inv_M) : 0.0);
-            }
+        if (prep) {
+            acts[0] = (FMN_V *)FMN_ALIGN(prep) + (c0 / C) * rows * FMN_NV;
+        } else {
+            FMN_NAME(fmn_prepare_)(n_x, n_y, X + c0 * n_x, Y + c0 * n_y, w ? w + c0 : NULL,
+                                   cn, (FMN_T *)blocks);
+            acts[0] = blocks;
         }
+        yt = (const FMN_T *)(acts[0] + n_x * FMN_NV);
+        craw = yt + n_y * C;
+        for (n = 0; n < C; n++)
+            wlane[n] = (FMN_T)((double)craw[n] * inv_M);
         /* forward */
         for (l = 0; l < L; l++) {
             const FMN_T *W = params + off[l];
@@ -190,11 +240,11 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
             if (l < L - 1) {
                 a = (FMN_T *)acts[l + 1];
                 if (hidden == 1) {
-                    for (j = 0; j < n_out * C; j++) a[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-a[j]));
+                    FMN_ROWS(j, n_out) a[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-a[j]));
                 } else if (hidden == 2) {
-                    for (j = 0; j < n_out * C; j++) a[j] = FMN_TANH(a[j]);
+                    FMN_ROWS(j, n_out) a[j] = FMN_TANH(a[j]);
                 } else if (hidden == 3) {
-                    for (j = 0; j < n_out * C; j++) a[j] = !(a[j] <= 0) ? a[j] : (FMN_T)0;
+                    FMN_ROWS(j, n_out) a[j] = !(a[j] <= 0) ? a[j] : (FMN_T)0;
                 }
                 if (cn < C)     /* keep empty lanes at 0 all the way through */
                     for (j = 0; j < n_out; j++)
@@ -204,7 +254,6 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
         /* output activation, loss and output delta */
         {
             const FMN_T *restrict z = (const FMN_T *)zout;
-            const FMN_T *restrict yt = (const FMN_T *)ybuf;
             FMN_T *restrict p = (FMN_T *)acts[L];
             FMN_T *restrict d = (FMN_T *)d0;
             double lane_loss[FMN_C];
@@ -222,7 +271,7 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
                 for (j = 0; j < n_y; j++)
                     for (n = 0; n < C; n++) p[j * C + n] *= s[n];
             } else if (output == 1) {
-                for (j = 0; j < n_y * C; j++) p[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-z[j]));
+                FMN_ROWS(j, n_y) p[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-z[j]));
             } else {
                 memcpy(p, z, (size_t)(n_y * C) * sizeof(FMN_T));
             }
@@ -295,8 +344,12 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
             for (l = L - 1; l >= 0; l--) {
                 fm_idx n_in = sizes[l], n_out = sizes[l + 1];
                 const FMN_T *W = params + off[l];
-                FMN_NAME(fmn_grad_)(acts[l], dcur, gvec + off[l], gvec + off[l] + n_in * n_out,
-                                    n_in, n_out);
+                if (one_chunk)
+                    FMN_NAME(fmn_grad_)(acts[l], dcur, NULL, NULL, grads + off[l],
+                                        grads + off[l] + n_in * n_out, n_in, n_out);
+                else
+                    FMN_NAME(fmn_grad_)(acts[l], dcur, gvec + off[l],
+                                        gvec + off[l] + n_in * n_out, NULL, NULL, n_in, n_out);
                 if (l > 0) {
                     FMN_NAME(fmn_back_)(W, dcur, acts[l], dprev, n_in, n_out, hidden);
                     tmp = dcur; dcur = dprev; dprev = tmp;
@@ -304,12 +357,9 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
             }
         }
     }
-    /* fold the lane accumulators */
-    for (k = 0; k < P; k++) {
-        FMN_T s = 0;
-        for (v = 0; v < FMN_VL; v++) s += gvec[k][v];
-        grads[k] = s;
-    }
+    if (!one_chunk)     /* fold the lane accumulators */
+        for (k = 0; k < P; k++)
+            grads[k] = FMN_HSUM(gvec[k]);
     return total;
 }
 
