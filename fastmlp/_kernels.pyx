@@ -60,14 +60,15 @@ cdef extern from "_narrow.h" nogil:
                              const double* Y, const double* w, Py_ssize_t m, void* out)
     void fm_narrow_prepare_f(int nv, Py_ssize_t n_x, Py_ssize_t n_y, const float* X,
                              const float* Y, const float* w, Py_ssize_t m, void* out)
-    double fm_narrow_batch_d(int nv, const Py_ssize_t* sizes, int L, int hidden, int output,
-                             int loss, const double* params, const double* X, const double* Y,
+    void fm_narrow_init(void* work, const Py_ssize_t* sizes, int L, int nv)
+    double fm_narrow_batch_d(void* work, int hidden, int output, int loss,
+                             const double* params, const double* X, const double* Y,
                              const double* w, const void* prep, Py_ssize_t m, double inv_M,
-                             double* grads, void* work)
-    double fm_narrow_batch_f(int nv, const Py_ssize_t* sizes, int L, int hidden, int output,
-                             int loss, const float* params, const float* X, const float* Y,
+                             double* grads)
+    double fm_narrow_batch_f(void* work, int hidden, int output, int loss,
+                             const float* params, const float* X, const float* Y,
                              const float* w, const void* prep, Py_ssize_t m, double inv_M,
-                             float* grads, void* work)
+                             float* grads)
     int fm_sgd_step_d(double* p, const double* g, double* backup, double lr, Py_ssize_t n)
     int fm_sgd_step_f(float* p, const float* g, float* backup, float lr, Py_ssize_t n)
 
@@ -491,20 +492,20 @@ cdef bint narrow_step(const Py_ssize_t[::1] sizes, int narrow):
     return True
 
 
-cdef inline double narrow_batch(Spec* s, int nv, const floating* params, const floating* X,
-                                const floating* Y, const floating* w, const void* prep,
-                                Py_ssize_t m, double inv_M, floating* grads,
-                                void* work) noexcept nogil:
-    """Forward, loss and backward of one batch in one pass (chunks of nv
-    vectors a row): returns the weighted data-loss sum and writes its
+cdef inline double narrow_batch(Spec* s, void* work, const floating* params,
+                                const floating* X, const floating* Y, const floating* w,
+                                const void* prep, Py_ssize_t m, double inv_M,
+                                floating* grads) noexcept nogil:
+    """Forward, loss and backward of one batch in one pass (``work`` set up
+    by fm_narrow_init): returns the weighted data-loss sum and writes its
     gradient (w_i / M included, no penalty terms) into grads.  The rows come
     from prep (prepared chunk blocks) unless it is NULL, else from X, Y, w."""
     if floating is float:
-        return fm_narrow_batch_f(nv, s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y,
-                                 w, prep, m, inv_M, grads, work)
+        return fm_narrow_batch_f(work, s.hidden, s.output, s.loss, params, X, Y, w, prep, m,
+                                 inv_M, grads)
     else:
-        return fm_narrow_batch_d(nv, s.sizes, s.L, s.hidden, s.output, s.loss, params, X, Y,
-                                 w, prep, m, inv_M, grads, work)
+        return fm_narrow_batch_d(work, s.hidden, s.output, s.loss, params, X, Y, w, prep, m,
+                                 inv_M, grads)
 
 
 cdef inline bint sgd_step(floating* p, const floating* g, floating* backup, floating lr,
@@ -966,6 +967,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         with nogil:
             before = threads_enter(threads)
             W_total = total_weight(w, n)
+            if one_pass:
+                fm_narrow_init(nwork, &sizes[0], s.L, nv)
             if prepared:
                 if floating is float:
                     fm_narrow_prepare_f(nv, n_in, n_out, &X[0, 0], &Y[0, 0], w, n, prep)
@@ -1006,9 +1009,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         continue
                     if one_pass:
                         batch_obj = narrow_batch(
-                            &s, nv, &params[0], Xb, Yb, wb,
+                            &s, nwork, &params[0], Xb, Yb, wb,
                             NULL if not prepared else prep_base + (start // chunk) * block_bytes,
-                            m, 1.0 / M, grads, nwork)
+                            m, 1.0 / M, grads)
                     else:
                         forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
                         batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)

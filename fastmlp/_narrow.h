@@ -25,6 +25,17 @@ typedef int32_t fmn_mask_f __attribute__((vector_size(32)));
 /* the first 32-byte boundary at or after p */
 #define FMN_ALIGN(p) ((void *)(((uintptr_t)(p) + 31) & ~(uintptr_t)31))
 
+/* Where the one-pass step keeps what, for one network: worked out once per
+ * training call by fm_narrow_init at the start of the workspace.  Offsets
+ * are in chunk rows (units) from the first aligned byte after the plan. */
+typedef struct {
+    fm_idx L, P, nv;
+    fm_idx sizes[FMN_MAX_LAYERS + 1];
+    fm_idx off[FMN_MAX_LAYERS + 1];     /* of each layer's W in params */
+    fm_idx acts[FMN_MAX_LAYERS + 1];    /* activations of layers 1..L */
+    fm_idx zout, d0, d1, blocks, gvec;  /* gvec: P vectors, in chunk rows */
+} fmn_plan;
+
 /* sum of a vector's lanes, by halving */
 FM_INLINE double fmn_hsum_d(fmn_vec_d x)
 {
@@ -50,7 +61,7 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #define FMN_TANH tanh
 #include "_narrow_impl.h"
 #undef FMN_NV
-#define FMN_NV 4
+#define FMN_NV 8
 #include "_narrow_impl.h"
 #undef FMN_NV
 #undef FMN_T
@@ -67,7 +78,7 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #define FMN_TANH tanhf
 #include "_narrow_impl.h"
 #undef FMN_NV
-#define FMN_NV 4
+#define FMN_NV 8
 #include "_narrow_impl.h"
 #undef FMN_NV
 #undef FMN_T
@@ -76,8 +87,9 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #undef FMN_EXP
 #undef FMN_TANH
 
-/* Bytes of workspace fm_narrow_batch_* needs for these layer sizes (any
- * element type and chunk: counted in 32-byte vectors, 4 per chunk row). */
+/* Bytes of workspace the one-pass step needs for these layer sizes (any
+ * element type and chunk size: counted in 32-byte vectors, 8 per chunk row
+ * at most). */
 static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
 {
     fm_idx l, widest = 0, units = 0, P = 0;
@@ -88,14 +100,43 @@ static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
     for (l = 0; l < L; l++)
         P += sizes[l] * sizes[l + 1] + sizes[l + 1];
     /* activations, logits, 2 deltas, one chunk block (inputs, targets, weights) */
-    return (size_t)(units + 2 * sizes[L] + 2 * widest + 1) * 4 * 32 + (size_t)P * 32 + 32;
+    return sizeof(fmn_plan) + 32
+           + (size_t)(units + 2 * sizes[L] + 2 * widest + 1) * 8 * 32 + (size_t)P * 32;
+}
+
+/* Lay out the workspace for layer sizes (L + 1 of them, L <= FMN_MAX_LAYERS)
+ * and chunk rows of nv vectors. */
+static inline void fm_narrow_init(void *work, const fm_idx *sizes, int L, int nv)
+{
+    fmn_plan *plan = (fmn_plan *)work;
+    fm_idx l, widest = 0, rows = 0;
+    plan->L = L;
+    plan->nv = nv;
+    plan->P = 0;
+    for (l = 0; l <= L; l++) {
+        plan->sizes[l] = sizes[l];
+        widest = sizes[l] > widest ? sizes[l] : widest;
+        if (l > 0) {
+            plan->acts[l] = rows;
+            rows += sizes[l];
+        }
+    }
+    for (l = 0; l < L; l++) {
+        plan->off[l] = plan->P;
+        plan->P += sizes[l] * sizes[l + 1] + sizes[l + 1];
+    }
+    plan->zout = rows;
+    plan->d0 = rows + sizes[L];
+    plan->d1 = plan->d0 + widest;
+    plan->blocks = plan->d1 + widest;
+    plan->gvec = plan->blocks + sizes[0] + sizes[L] + 1;
 }
 
 /* Vectors per chunk row for batches of up to m samples of elsize bytes:
  * 1 for tiny batches (at most 2 vectors' worth), else 4. */
 static inline int fm_narrow_nv(fm_idx m, size_t elsize)
 {
-    return m <= (fm_idx)(2 * 32 / elsize) ? 1 : 4;
+    return m <= (fm_idx)(2 * 32 / elsize) ? 1 : 8;
 }
 
 /* Samples per chunk for nv vectors per chunk row. */
@@ -115,17 +156,16 @@ static inline size_t fm_narrow_prep_bytes(fm_idx n_x, fm_idx n_y, fm_idx m, int 
 /* fm_narrow_batch_d / _f and fm_narrow_prepare_d / _f with nv (1 or 4)
  * vectors per chunk row; see _narrow_impl.h. */
 #define FMN_DISPATCH(T, SUF)                                                     \
-static double fm_narrow_batch_##SUF(int nv, const fm_idx *sizes, int L, int hidden,  \
-                                    int output, int loss, const T *params,       \
-                                    const T *X, const T *Y, const T *w,          \
-                                    const void *prep, fm_idx m, double inv_M,    \
-                                    T *grads, void *work)                        \
+static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
+                                    const T *params, const T *X, const T *Y,     \
+                                    const T *w, const void *prep, fm_idx m,      \
+                                    double inv_M, T *grads)                      \
 {                                                                                \
-    if (nv == 1)                                                                 \
-        return fm_narrow_batch_##SUF##1(sizes, L, hidden, output, loss, params, X, Y, w, \
-                                        prep, m, inv_M, grads, work);            \
-    return fm_narrow_batch_##SUF##4(sizes, L, hidden, output, loss, params, X, Y, w, \
-                                    prep, m, inv_M, grads, work);                \
+    if (((fmn_plan *)work)->nv == 1)                                             \
+        return fm_narrow_batch_##SUF##1(work, hidden, output, loss, params, X, Y, w, \
+                                        prep, m, inv_M, grads);                  \
+    return fm_narrow_batch_##SUF##8(work, hidden, output, loss, params, X, Y, w, \
+                                    prep, m, inv_M, grads);                      \
 }                                                                                \
 static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
                                     const T *Y, const T *w, fm_idx m, void *out) \
@@ -133,7 +173,7 @@ static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, 
     if (nv == 1)                                                                 \
         fm_narrow_prepare_##SUF##1(n_x, n_y, X, Y, w, m, out);                   \
     else                                                                         \
-        fm_narrow_prepare_##SUF##4(n_x, n_y, X, Y, w, m, out);                   \
+        fm_narrow_prepare_##SUF##8(n_x, n_y, X, Y, w, m, out);                   \
 }                                                                                \
 /* p -= lr * g; if any result is not finite, p is put back as it was and 0 \
  * returned (backup: n values of scratch) */                                     \

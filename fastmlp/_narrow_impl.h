@@ -31,13 +31,15 @@
 #endif
 
 /* Forward through one layer: out = b + W^T in (units x C blocks), two output
- * units at a time so that 2 * NV independent sums are in flight. */
+ * units at a time (for NV <= 4) so that 2 * NV independent sums are in
+ * flight. */
 FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restrict b,
                                     const FMN_V *restrict in, FMN_V *restrict out,
                                     fm_idx n_in, fm_idx n_out)
 {
-    fm_idx i, k, v;
-    for (i = 0; i + 1 < n_out; i += 2) {
+    fm_idx i = 0, k, v;
+    /* pairs while 2 * NV sums fit in the 16 vector registers with room */
+    for (; FMN_NV <= 4 && i + 1 < n_out; i += 2) {
         FMN_V a0[FMN_NV], a1[FMN_NV];
         for (v = 0; v < FMN_NV; v++) {
             a0[v] = (FMN_V){0} + b[i];
@@ -57,7 +59,7 @@ FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restri
             out[(i + 1) * FMN_NV + v] = a1[v];
         }
     }
-    if (i < n_out) {
+    for (; i < n_out; i++) {
         FMN_V a0[FMN_NV];
         for (v = 0; v < FMN_NV; v++)
             a0[v] = (FMN_V){0} + b[i];
@@ -105,6 +107,20 @@ FM_INLINE void FMN_NAME(fmn_back_)(const FMN_T *restrict W, const FMN_V *restric
     }
 }
 
+/* Lane-wise a . d over a chunk row: two partial sums, half the latency. */
+FM_INLINE FMN_V FMN_NAME(fmn_dot_)(const FMN_V *restrict a, const FMN_V *restrict d)
+{
+    FMN_V s0 = a[0] * d[0], s1 = (FMN_V){0};
+    fm_idx v;
+    for (v = 1; v + 1 < FMN_NV; v += 2) {
+        s1 += a[v] * d[v];
+        s0 += a[v + 1] * d[v + 1];
+    }
+    if (FMN_NV % 2 == 0)
+        s1 += a[FMN_NV - 1] * d[FMN_NV - 1];
+    return s0 + s1;
+}
+
 /* Gradient of one layer from one chunk: G[k * n_out + i] += A[k] . D[i]
  * and GB[i] += sum(D[i]).  Lane-wise into vector accumulators (G, GB not
  * NULL; folded at the end of the batch), or, for a batch of one chunk,
@@ -119,14 +135,12 @@ FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restric
         FMN_V a[FMN_NV];
         for (v = 0; v < FMN_NV; v++)
             a[v] = A[k * FMN_NV + v];
-        for (i = 0; i < n_out; i++) {
-            FMN_V s = a[0] * D[i * FMN_NV];
-            for (v = 1; v < FMN_NV; v++)
-                s += a[v] * D[i * FMN_NV + v];
-            if (G)
-                G[k * n_out + i] += s;
-            else
-                g[k * n_out + i] = FMN_HSUM(s);
+        if (G) {
+            for (i = 0; i < n_out; i++)
+                G[k * n_out + i] += FMN_NAME(fmn_dot_)(a, D + i * FMN_NV);
+        } else {
+            for (i = 0; i < n_out; i++)
+                g[k * n_out + i] = FMN_HSUM(FMN_NAME(fmn_dot_)(a, D + i * FMN_NV));
         }
     }
     for (i = 0; i < n_out; i++) {
@@ -180,39 +194,29 @@ FM_CLONES static void FMN_NAME(fm_narrow_prepare_)(fm_idx n_x, fm_idx n_y,
  * gradient, sum_i (w_i / M) dloss_i / dparams (inv_M = 1 / M; w NULL means
  * unit weights).  The batch's rows come from X, Y, w, or, when prep is not
  * NULL, from its prepared chunk blocks (at prep, aligned as by
- * fm_narrow_prepare).  work: fm_narrow_work_bytes(...) bytes. */
+ * fm_narrow_prepare).  work: as set up by fm_narrow_init. */
 FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
-    const fm_idx *sizes, int L, int hidden, int output, int loss,
+    void *work, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
     const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
-    FMN_T *restrict grads, void *work)
+    FMN_T *restrict grads)
 {
-    const fm_idx C = FMN_C, n_x = sizes[0], n_y = sizes[L], rows = n_x + n_y + 1;
+    const fmn_plan *plan = (const fmn_plan *)work;
+    const fm_idx C = FMN_C, L = plan->L, P = plan->P;
+    const fm_idx *sizes = plan->sizes, *off = plan->off;
+    const fm_idx n_x = sizes[0], n_y = sizes[L], rows = n_x + n_y + 1;
     const int one_chunk = m <= C;
-    fm_idx l, j, n, k, c0, cn, widest = 0, per_chunk = 0, P = 0;
+    fm_idx l, j, n, k, c0, cn;
     double total = 0;
-    FMN_V *base = (FMN_V *)FMN_ALIGN(work);
+    FMN_V *base = (FMN_V *)FMN_ALIGN((char *)work + sizeof(fmn_plan));
     FMN_V *acts[FMN_MAX_LAYERS + 1];
-    FMN_V *zout, *d0, *d1, *gvec, *blocks;
-    FMN_T wlane[FMN_C];
-    fm_idx off[FMN_MAX_LAYERS + 1];
+    FMN_V *zout = base + plan->zout * FMN_NV, *d0 = base + plan->d0 * FMN_NV;
+    FMN_V *d1 = base + plan->d1 * FMN_NV, *blocks = base + plan->blocks * FMN_NV;
+    FMN_V *gvec = base + plan->gvec * FMN_NV;
+    FMN_T wlane[FMN_C], live[FMN_C];
 
-    for (l = 0; l <= L; l++) {
-        widest = sizes[l] > widest ? sizes[l] : widest;
-        if (l > 0) {
-            acts[l] = base + per_chunk;
-            per_chunk += sizes[l] * FMN_NV;
-        }
-    }
-    for (l = 0; l < L; l++) {
-        off[l] = P;
-        P += sizes[l] * sizes[l + 1] + sizes[l + 1];
-    }
-    zout = base + per_chunk;
-    d0 = zout + n_y * FMN_NV;
-    d1 = d0 + widest * FMN_NV;
-    blocks = d1 + widest * FMN_NV;      /* one chunk block, for unprepared rows */
-    gvec = blocks + rows * FMN_NV;
+    for (l = 1; l <= L; l++)
+        acts[l] = base + plan->acts[l] * FMN_NV;
     if (!one_chunk)
         memset(gvec, 0, (size_t)P * sizeof(FMN_V));
 
@@ -228,8 +232,10 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
         }
         yt = (const FMN_T *)(acts[0] + n_x * FMN_NV);
         craw = yt + n_y * C;
-        for (n = 0; n < C; n++)
+        for (n = 0; n < C; n++) {
             wlane[n] = (FMN_T)((double)craw[n] * inv_M);
+            live[n] = n < cn;
+        }
         /* forward */
         for (l = 0; l < L; l++) {
             const FMN_T *W = params + off[l];
@@ -247,8 +253,7 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
                     FMN_ROWS(j, n_out) a[j] = !(a[j] <= 0) ? a[j] : (FMN_T)0;
                 }
                 if (cn < C)     /* keep empty lanes at 0 all the way through */
-                    for (j = 0; j < n_out; j++)
-                        for (n = cn; n < C; n++) a[j * C + n] = 0;
+                    FMN_ROWS(j, n_out) a[j] = live[fmn_n_] != 0 ? a[j] : (FMN_T)0;
             }
         }
         /* output activation, loss and output delta */
@@ -335,8 +340,7 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
                     }
             }
             if (cn < C)     /* empty lanes carry nothing back, whatever they hold */
-                for (j = 0; j < n_y; j++)
-                    for (n = cn; n < C; n++) d[j * C + n] = 0;
+                FMN_ROWS(j, n_y) d[j] = live[fmn_n_] != 0 ? d[j] : (FMN_T)0;
         }
         /* backward */
         {
