@@ -10,6 +10,11 @@ import signal
 import threading
 import time
 
+try:        # the C functions signal.signal wraps (its enum conversions cost ~15 us a fit)
+    import _signal as _sig
+except ImportError:     # pragma: no cover - other Pythons
+    _sig = signal
+
 import numpy as np
 
 from . import _validation as v
@@ -56,8 +61,8 @@ class _CtrlC:
 
     def __enter__(self):
         if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+                and _sig.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = _sig.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -67,7 +72,7 @@ class _CtrlC:
 
     def __exit__(self, *exc):
         if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+            _sig.signal(signal.SIGINT, self._previous)
         return False
 
 
