@@ -61,6 +61,9 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #define FMN_TANH tanh
 #include "_narrow_impl.h"
 #undef FMN_NV
+#define FMN_NV 4
+#include "_narrow_impl.h"
+#undef FMN_NV
 #define FMN_NV 8
 #include "_narrow_impl.h"
 #undef FMN_NV
@@ -76,6 +79,9 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #define FMN_NV 1
 #define FMN_EXP fm_exp_f
 #define FMN_TANH tanhf
+#include "_narrow_impl.h"
+#undef FMN_NV
+#define FMN_NV 4
 #include "_narrow_impl.h"
 #undef FMN_NV
 #define FMN_NV 8
@@ -133,10 +139,12 @@ static inline void fm_narrow_init(void *work, const fm_idx *sizes, int L, int nv
 }
 
 /* Vectors per chunk row for batches of up to m samples of elsize bytes:
- * 1 for tiny batches (at most 2 vectors' worth), else 4. */
+ * 1 for tiny batches (at most 2 vectors' worth), 4 up to 4 vectors' worth,
+ * else 8. */
 static inline int fm_narrow_nv(fm_idx m, size_t elsize)
 {
-    return m <= (fm_idx)(2 * 32 / elsize) ? 1 : 8;
+    fm_idx vl = (fm_idx)(32 / elsize);
+    return m <= 2 * vl ? 1 : (m <= 4 * vl ? 4 : 8);
 }
 
 /* Samples per chunk for nv vectors per chunk row. */
@@ -164,6 +172,9 @@ static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss
     if (((fmn_plan *)work)->nv == 1)                                             \
         return fm_narrow_batch_##SUF##1(work, hidden, output, loss, params, X, Y, w, \
                                         prep, m, inv_M, grads);                  \
+    if (((fmn_plan *)work)->nv == 4)                                             \
+        return fm_narrow_batch_##SUF##4(work, hidden, output, loss, params, X, Y, w, \
+                                        prep, m, inv_M, grads);                  \
     return fm_narrow_batch_##SUF##8(work, hidden, output, loss, params, X, Y, w, \
                                     prep, m, inv_M, grads);                      \
 }                                                                                \
@@ -172,6 +183,8 @@ static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, 
 {                                                                                \
     if (nv == 1)                                                                 \
         fm_narrow_prepare_##SUF##1(n_x, n_y, X, Y, w, m, out);                   \
+    else if (nv == 4)                                                            \
+        fm_narrow_prepare_##SUF##4(n_x, n_y, X, Y, w, m, out);                   \
     else                                                                         \
         fm_narrow_prepare_##SUF##8(n_x, n_y, X, Y, w, m, out);                   \
 }                                                                                \
