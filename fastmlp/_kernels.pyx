@@ -79,8 +79,10 @@ cdef extern from "_narrow.h" nogil:
 cdef Py_ssize_t SMALL_PRODUCT = 128
 
 # Networks whose layers are all at most this wide train through the
-# feature-major one-pass step of _narrow.h instead of per-layer products
-# (measured with bench/compare.py: clf, xor, digits).
+# feature-major one-pass step of _narrow.h instead of per-layer products.
+# Measured (bench/compare.py, callgrind): 2-3x faster on xor (2-3-1) and clf
+# (20-8-3-1); no faster than BLAS on digits (64-128-10, batch 32), so wider
+# networks keep the per-layer products.
 NARROW_WIDTH = 32
 # Largest copy of the training data the one-pass step prepares (transposed
 # into its chunk layout) once for all epochs; bigger data is transposed
