@@ -55,6 +55,12 @@ IMPORT_MODULES = ("fastmlp", "torch", "jax", "sklearn", "onnxruntime", "numpy")
 # --------------------------------------------------------------------------
 
 
+# Child interpreters start in an empty directory: "-c" puts the working
+# directory first on sys.path, where any stray file (an nt.py in /tmp, say)
+# would shadow the standard library.
+_EMPTY_DIR = tempfile.TemporaryDirectory(prefix="fastmlp-bench-")
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -472,7 +478,7 @@ def run_rss(systems, quick):
         t = time.perf_counter()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                               cwd=tempfile.gettempdir())
+                               cwd=_EMPTY_DIR.name)
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("RSSJSON ")]
             if line:
                 res[s] = json.loads(line[-1][8:])
@@ -500,7 +506,7 @@ def run_import(modules, repeats):
             MONITOR.wait_quiet()
             p = subprocess.run([sys.executable, "-c", code.format(m=m)],
                                capture_output=True, text=True, timeout=300,
-                               cwd=tempfile.gettempdir())
+                               cwd=_EMPTY_DIR.name)
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("IMPORTT")]
             if p.returncode != 0 or not line:
                 status[m] = "skipped" if "ModuleNotFoundError" in p.stderr else "error"

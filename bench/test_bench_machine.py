@@ -24,8 +24,9 @@ def test_import_time(benchmark, module):
     code = f"import {module}"
     cmd = [sys.executable, "-c", code]
 
-    def run():  # a fresh interpreter per round; includes interpreter start-up
-        subprocess.run(cmd, check=True, cwd=tempfile.gettempdir())
+    def run():  # a fresh interpreter per round (in an empty directory); includes start-up
+        with tempfile.TemporaryDirectory() as empty:
+            subprocess.run(cmd, check=True, cwd=empty)
 
     benchmark.group = "import (fresh interpreter, incl. start-up)"
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
