@@ -58,7 +58,6 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #define FMN_HSUM fmn_hsum_d
 #define FMN_NV 1
 #define FMN_EXP fm_exp_d
-#define FMN_TANH tanh
 #include "_narrow_impl.h"
 #undef FMN_NV
 #define FMN_NV 4
@@ -71,14 +70,12 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #undef FMN_SUF
 #undef FMN_HSUM
 #undef FMN_EXP
-#undef FMN_TANH
 
 #define FMN_T float
 #define FMN_SUF f
 #define FMN_HSUM fmn_hsum_f
 #define FMN_NV 1
 #define FMN_EXP fm_exp_f
-#define FMN_TANH tanhf
 #include "_narrow_impl.h"
 #undef FMN_NV
 #define FMN_NV 4
@@ -91,7 +88,6 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 #undef FMN_SUF
 #undef FMN_HSUM
 #undef FMN_EXP
-#undef FMN_TANH
 
 /* Bytes of workspace the one-pass step needs for these layer sizes (any
  * element type and chunk size: counted in 32-byte vectors, 8 per chunk row

@@ -6,7 +6,7 @@
  *   FMN_SUF  name suffix (f or d)
  *   FMN_NV   vectors per chunk row: a chunk is FMN_NV * VL samples, VL the
  *            number of FMN_T in one 32-byte vector
- *   FMN_EXP, FMN_TANH   the element type's exp and tanh
+ *   FMN_EXP  the element type's exp
  *
  * Layout: a chunk holds C samples; each layer's values for the chunk are a
  * (units x C) block, sample index contiguous, so every product is a sum of
@@ -245,13 +245,7 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
             FMN_NAME(fmn_layer_)(W, W + n_in * n_out, acts[l], dst, n_in, n_out);
             if (l < L - 1) {
                 a = (FMN_T *)acts[l + 1];
-                if (hidden == 1) {
-                    FMN_ROWS(j, n_out) a[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-a[j]));
-                } else if (hidden == 2) {
-                    FMN_ROWS(j, n_out) a[j] = FMN_TANH(a[j]);
-                } else if (hidden == 3) {
-                    FMN_ROWS(j, n_out) a[j] = !(a[j] <= 0) ? a[j] : (FMN_T)0;
-                }
+                FMN_CAT(fm_act_flat_, FMN_SUF)(a, n_out * C, hidden);   /* _vmath.h */
                 if (cn < C)     /* keep empty lanes at 0 all the way through */
                     FMN_ROWS(j, n_out) a[j] = live[fmn_n_] != 0 ? a[j] : (FMN_T)0;
             }
