@@ -49,6 +49,13 @@ cdef extern from "_vmath.h" nogil:
     int fm_all_finite_f(const float* x, Py_ssize_t n)
     float fm_exp_f(float x)
 
+cdef extern from "_fewrows.h" nogil:
+    int FMR_MAX_ROWS
+    Py_ssize_t fmr_block_width(size_t elsize)
+    void fmr_product(int is_float, int M, Py_ssize_t N, Py_ssize_t K, const void* A,
+                     Py_ssize_t lda, const void* B, Py_ssize_t ldb, void* C, Py_ssize_t ldc,
+                     int threads)
+
 cdef extern from "_narrow.h" nogil:
     int FMN_MAX_LAYERS
     size_t fm_narrow_work_bytes(const Py_ssize_t* sizes, int L)
@@ -73,10 +80,20 @@ cdef extern from "_narrow.h" nogil:
     int fm_sgd_step_f(float* p, const float* g, float* backup, float lr, Py_ssize_t n)
 
 # Products with M*N*K at or below this run as plain C loops; larger ones go to
-# BLAS.  Measured with bench/products.py (2 cores, Zen 4, scipy's OpenBLAS):
+# BLAS.  Measured by timing _kernels.product's two paths (2 cores, AMD EPYC
+# Zen 3, scipy's OpenBLAS):
 # BLAS wins from about 8x8x8 on; the loops only for XOR-sized layers and for
 # rank-1 products (K == 1), where BLAS's packing costs more than the work.
 cdef Py_ssize_t SMALL_PRODUCT = 128
+
+# Forward products of at most FMR_MAX_ROWS rows, at least one column block
+# wide and with at least this many multiply-adds per row run in _fewrows.h,
+# split by columns over its spinning threads when the call allows more than
+# one (one-sample predict).  Measured (784-256-128-10, float32, 2 cores):
+# one row 784x256 15.8 us on one thread, 9.0 us on two (OpenBLAS's sgemv
+# 17-20 us); 256x128 2.3 vs 1.4 us, 128x128 1.0 vs 0.9 us; 2-4 rows of
+# 784x256 take 200 us in OpenBLAS's sgemm (it packs the whole of B).
+cdef Py_ssize_t FEW_ROWS_PRODUCT = 32768
 
 # Networks whose layers are all at most this wide train through the
 # feature-major one-pass step of _narrow.h instead of per-layer products.
@@ -120,6 +137,7 @@ cdef struct Spec:
     int loss                  # loss code
     Py_ssize_t per_row        # sum of sizes[1:]: activations per row
     Py_ssize_t n_params
+    int row_threads           # threads for products of few rows (_fewrows.h)
 
 
 cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss) except *:
@@ -134,6 +152,7 @@ cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int los
     s.loss = loss
     s.per_row = 0
     s.n_params = 0
+    s.row_threads = 1
     for l in range(s.L):
         s.per_row += sizes[l + 1]
         s.n_params += sizes[l] * sizes[l + 1] + sizes[l + 1]
@@ -406,8 +425,13 @@ cdef void forward_batch(Spec* s, const floating* params, const floating* X, Py_s
         W = params + off
         b = W + n_in * n_out
         A = acts + aoff
-        gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>n_in, <floating>1.0,
-                A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out)
+        if (m <= FMR_MAX_ROWS and n_in * n_out >= FEW_ROWS_PRODUCT
+                and n_out >= fmr_block_width(sizeof(floating))):
+            fmr_product(floating is float, <int>m, n_out, n_in, A_prev, n_in, W, n_out,
+                        A, n_out, s.row_threads)
+        else:
+            gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>n_in, <floating>1.0,
+                    A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out)
         if l == s.L - 1:
             act = ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output
             if zout != NULL:
@@ -699,10 +723,13 @@ cdef const floating* weights_ptr(object sample_weight, floating[::1] view):
 
 def forward(const floating[::1] params, const floating[:, ::1] X,
             const Py_ssize_t[::1] sizes, int hidden, int output,
-            floating[:, ::1] out, Py_ssize_t chunk=2048, int threads=0):
+            floating[:, ::1] out, Py_ssize_t chunk=2048, int threads=0,
+            int row_threads=1):
     """Write the network's outputs for every row of X into ``out``.
 
-    ``threads`` > 0 sets the BLAS thread count for the call.
+    ``threads`` > 0 sets the BLAS thread count for the call; ``row_threads``
+    the threads (caller included) that split wide products when X has at
+    most FMR_MAX_ROWS rows.
     """
     cdef Spec s = make_spec(sizes, hidden, output, 0)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
@@ -714,6 +741,9 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
         raise ValueError(f"out must have shape ({n}, {n_out}); got ({out.shape[0]}, {out.shape[1]})")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
+    if row_threads < 1:
+        raise ValueError(f"row_threads must be >= 1; got {row_threads}")
+    s.row_threads = row_threads
     if s.L == 1:
         # one layer: write straight into out, no workspace
         with nogil:

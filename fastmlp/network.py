@@ -1,4 +1,6 @@
 """The compiled network: :class:`Network`, whose math runs in ``_kernels``."""
+import functools
+
 import numpy as np
 
 from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's BLAS)
@@ -79,7 +81,7 @@ class Network(BaseNetwork):
         """BLAS threads for a call whose batches have ``rows`` rows."""
         return _blas_threads.threads_for(min(rows, 2048) * self._widest_product, self.n_threads)
 
-    @property
+    @functools.cached_property
     def _widest_product(self):
         s = self.layer_sizes
         return max(s[i] * s[i + 1] for i in range(len(s) - 1))
@@ -88,7 +90,8 @@ class Network(BaseNetwork):
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         hidden, output, _ = self._codes
         _kernels.forward(self.params, X, self._sizes, hidden, output, out,
-                         threads=self._threads(X.shape[0]))
+                         threads=self._threads(X.shape[0]),
+                         row_threads=_blas_threads.few_rows_threads(self.n_threads))
         return out
 
     def _objective(self, X, Y, sw):
