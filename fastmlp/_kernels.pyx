@@ -76,6 +76,14 @@ cdef extern from "_narrow.h" nogil:
                              const float* params, const float* X, const float* Y,
                              const float* w, const void* prep, Py_ssize_t m, double inv_M,
                              float* grads)
+    Py_ssize_t fm_narrow_sgd_epochs_d(void* work, int hidden, int output, int loss,
+                                      double* params, const void* prep, Py_ssize_t m,
+                                      double inv_M, double lr, Py_ssize_t epochs,
+                                      double W_total, double* epoch_loss, double* grads)
+    Py_ssize_t fm_narrow_sgd_epochs_f(void* work, int hidden, int output, int loss,
+                                      float* params, const void* prep, Py_ssize_t m,
+                                      double inv_M, float lr, Py_ssize_t epochs,
+                                      double W_total, double* epoch_loss, float* grads)
     int fm_sgd_step_d(double* p, const double* g, double* backup, double lr, Py_ssize_t n)
     int fm_sgd_step_f(float* p, const float* g, float* backup, float lr, Py_ssize_t n)
 
@@ -536,6 +544,20 @@ cdef inline double narrow_batch(Spec* s, void* work, const floating* params,
                                  inv_M, grads)
 
 
+cdef inline Py_ssize_t narrow_sgd_epochs(Spec* s, void* work, floating* params,
+                                         const void* prep, Py_ssize_t m, double inv_M,
+                                         floating lr, Py_ssize_t epochs, double W_total,
+                                         double* epoch_loss, floating* grads) noexcept nogil:
+    """Epochs of plain SGD on one prepared chunk of m rows (the whole data):
+    returns the epochs completed (see fm_narrow_sgd_epochs in _narrow_impl.h)."""
+    if floating is float:
+        return fm_narrow_sgd_epochs_f(work, s.hidden, s.output, s.loss, params, prep, m,
+                                      inv_M, lr, epochs, W_total, epoch_loss, grads)
+    else:
+        return fm_narrow_sgd_epochs_d(work, s.hidden, s.output, s.loss, params, prep, m,
+                                      inv_M, lr, epochs, W_total, epoch_loss, grads)
+
+
 cdef inline bint sgd_step(floating* p, const floating* g, floating* backup, floating lr,
                           Py_ssize_t n) noexcept nogil:
     """p -= lr * g; False (and p unchanged) if that made any value non-finite."""
@@ -873,7 +895,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
-          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0, int narrow=-1):
+          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0, int narrow=-1,
+          bint epochs_in_c=True):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
@@ -891,7 +914,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     ``threads`` > 0 sets the BLAS thread count for the call.  ``narrow``
     picks the step: 1 the one-pass feature-major step of ``_narrow.h`` (any
     widths), 0 the per-layer products, -1 (default) the one-pass step when
-    every layer is at most ``NARROW_WIDTH`` wide.
+    every layer is at most ``NARROW_WIDTH`` wide.  With ``epochs_in_c``,
+    plain SGD on a data set that fits one chunk of the one-pass step runs its
+    epochs in one C loop (same results; the per-epoch cost of the loop here
+    is most of an XOR epoch).
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -1009,6 +1035,20 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 else:
                     fm_narrow_prepare_d(nv, n_in, n_out, &X[0, 0], &Y[0, 0], w, n, prep)
                 prep_base = <char*>((<size_t>prep + 31) & ~(<size_t>31))
+            if epochs_in_c and prepared and fused and n <= chunk and l2 == 0 and W_total > 0:
+                # the whole data set is one chunk and the step plain SGD: the
+                # epochs run in C, a slice of check_every at a time
+                while done < epochs and not halted:
+                    m = epochs - done if check_every <= 0 else min(epochs - done, check_every)
+                    e = narrow_sgd_epochs(&s, nwork, &params[0], prep_base, n, 1.0 / W_total, lr, m,
+                                          W_total, &epoch_loss[done], grads)
+                    done += e
+                    if e < m:
+                        break
+                    if check_every > 0 and done < epochs:
+                        check_signals()
+                        halted = stop_ptr != NULL and stop_ptr[0] != 0
+                epochs = 0          # all done above
             for e in range(epochs):
                 if gather:
                     shuffle_index(&order[0], n, &rng_state[0])

@@ -157,8 +157,9 @@ static inline size_t fm_narrow_prep_bytes(fm_idx n_x, fm_idx n_y, fm_idx m, int 
     return (size_t)(chunks * (n_x + n_y + 1) * C) * elsize + 32;
 }
 
-/* fm_narrow_batch_d / _f and fm_narrow_prepare_d / _f with nv (1 or 4)
- * vectors per chunk row; see _narrow_impl.h. */
+/* fm_narrow_batch_d / _f, fm_narrow_sgd_epochs_d / _f and
+ * fm_narrow_prepare_d / _f with nv (1, 4 or 8) vectors per chunk row; see
+ * _narrow_impl.h. */
 #define FMN_DISPATCH(T, SUF)                                                     \
 static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
                                     const T *params, const T *X, const T *Y,     \
@@ -173,6 +174,24 @@ static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss
                                         prep, m, inv_M, grads);                  \
     return fm_narrow_batch_##SUF##8(work, hidden, output, loss, params, X, Y, w, \
                                     prep, m, inv_M, grads);                      \
+}                                                                                \
+static fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int loss, \
+                                         T *params, const void *prep, fm_idx m,  \
+                                         double inv_M, T lr, fm_idx epochs,      \
+                                         double W_total, double *epoch_loss,     \
+                                         T *grads)                               \
+{                                                                                \
+    if (((fmn_plan *)work)->nv == 1)                                             \
+        return fm_narrow_sgd_epochs_##SUF##1(work, hidden, output, loss, params, prep, \
+                                             m, inv_M, lr, epochs, W_total,      \
+                                             epoch_loss, grads);                 \
+    if (((fmn_plan *)work)->nv == 4)                                             \
+        return fm_narrow_sgd_epochs_##SUF##4(work, hidden, output, loss, params, prep, \
+                                             m, inv_M, lr, epochs, W_total,      \
+                                             epoch_loss, grads);                 \
+    return fm_narrow_sgd_epochs_##SUF##8(work, hidden, output, loss, params, prep, m, \
+                                         inv_M, lr, epochs, W_total, epoch_loss, \
+                                         grads);                                 \
 }                                                                                \
 static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
                                     const T *Y, const T *w, fm_idx m, void *out) \

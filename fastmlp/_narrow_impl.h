@@ -33,7 +33,7 @@
 /* Forward through one layer: out = b + W^T in (units x C blocks), two output
  * units at a time (for NV <= 4) so that 2 * NV independent sums are in
  * flight. */
-FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restrict b,
+FM_INLINE void FMN_NAME(fmn_layer_body_)(const FMN_T *restrict W, const FMN_T *restrict b,
                                     const FMN_V *restrict in, FMN_V *restrict out,
                                     fm_idx n_in, fm_idx n_out)
 {
@@ -76,7 +76,7 @@ FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restri
 
 /* Back through one layer: prev = (W D) * f'(A_prev), two input units at a
  * time (W's rows are contiguous over the output units). */
-FM_INLINE void FMN_NAME(fmn_back_)(const FMN_T *restrict W, const FMN_V *restrict D,
+FM_INLINE void FMN_NAME(fmn_back_body_)(const FMN_T *restrict W, const FMN_V *restrict D,
                                    const FMN_V *restrict A, FMN_V *restrict prev,
                                    fm_idx n_in, fm_idx n_out, int act)
 {
@@ -125,7 +125,7 @@ FM_INLINE FMN_V FMN_NAME(fmn_dot_)(const FMN_V *restrict a, const FMN_V *restric
  * and GB[i] += sum(D[i]).  Lane-wise into vector accumulators (G, GB not
  * NULL; folded at the end of the batch), or, for a batch of one chunk,
  * summed across lanes straight into the gradient (g, gb). */
-FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restrict D,
+FM_INLINE void FMN_NAME(fmn_grad_body_)(const FMN_V *restrict A, const FMN_V *restrict D,
                                    FMN_V *restrict G, FMN_V *restrict GB,
                                    FMN_T *restrict g, FMN_T *restrict gb,
                                    fm_idx n_in, fm_idx n_out)
@@ -153,6 +153,47 @@ FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restric
             gb[i] = FMN_HSUM(s);
     }
 }
+
+/* The three per-layer passes with the narrowest widths as constants (so
+ * their loops unroll: for XOR-sized layers the loop overhead is most of the
+ * work), any other width as it comes. */
+#define FMN_SMALL_WIDTHS(n, CALL)                                               \
+    switch (n) {                                                                \
+    case 1: CALL(1); break;                                                     \
+    case 2: CALL(2); break;                                                     \
+    case 3: CALL(3); break;                                                     \
+    case 4: CALL(4); break;                                                     \
+    default: CALL(n); break;                                                    \
+    }
+
+FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restrict b,
+                                    const FMN_V *restrict in, FMN_V *restrict out,
+                                    fm_idx n_in, fm_idx n_out)
+{
+#define FMN_CALL(w) FMN_NAME(fmn_layer_body_)(W, b, in, out, n_in, w)
+    FMN_SMALL_WIDTHS(n_out, FMN_CALL)
+#undef FMN_CALL
+}
+
+FM_INLINE void FMN_NAME(fmn_back_)(const FMN_T *restrict W, const FMN_V *restrict D,
+                                   const FMN_V *restrict A, FMN_V *restrict prev,
+                                   fm_idx n_in, fm_idx n_out, int act)
+{
+#define FMN_CALL(w) FMN_NAME(fmn_back_body_)(W, D, A, prev, n_in, w, act)
+    FMN_SMALL_WIDTHS(n_out, FMN_CALL)
+#undef FMN_CALL
+}
+
+FM_INLINE void FMN_NAME(fmn_grad_)(const FMN_V *restrict A, const FMN_V *restrict D,
+                                   FMN_V *restrict G, FMN_V *restrict GB,
+                                   FMN_T *restrict g, FMN_T *restrict gb,
+                                   fm_idx n_in, fm_idx n_out)
+{
+#define FMN_CALL(w) FMN_NAME(fmn_grad_body_)(A, D, G, GB, g, gb, n_in, w)
+    FMN_SMALL_WIDTHS(n_out, FMN_CALL)
+#undef FMN_CALL
+}
+
 
 /* Chunk blocks of a batch, prepared: per chunk of C samples, the inputs
  * (n_x rows of C), the targets (n_y rows) and the sample weights (1 row),
@@ -195,7 +236,7 @@ FM_CLONES static void FMN_NAME(fm_narrow_prepare_)(fm_idx n_x, fm_idx n_y,
  * unit weights).  The batch's rows come from X, Y, w, or, when prep is not
  * NULL, from its prepared chunk blocks (at prep, aligned as by
  * fm_narrow_prepare).  work: as set up by fm_narrow_init. */
-FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
+FM_INLINE double FMN_NAME(fmn_batch_)(
     void *work, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
     const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
@@ -359,6 +400,53 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
         for (k = 0; k < P; k++)
             grads[k] = FMN_HSUM(gvec[k]);
     return total;
+}
+
+FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
+    void *work, int hidden, int output, int loss,
+    const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
+    const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
+    FMN_T *restrict grads)
+{
+    return FMN_NAME(fmn_batch_)(work, hidden, output, loss, params, X, Y, w, prep, m, inv_M,
+                                grads);
+}
+
+/* `epochs` epochs of plain SGD on one batch of prepared chunk blocks (the
+ * whole data set, unshuffled): per epoch the batch as fm_narrow_batch, then
+ * params -= lr * grads.  epoch_loss[e] gets the objective sum / W_total.
+ * Returns the epochs completed; stops early, as train's own loop does, at
+ * a non-finite objective (its entry is that value) or at a step that would
+ * make a parameter non-finite (params left as they were, entry +inf).  For
+ * tiny data sets (XOR) the per-epoch overhead of a call is most of the
+ * time.  grads: P values of scratch. */
+FM_CLONES static fm_idx FMN_NAME(fm_narrow_sgd_epochs_)(
+    void *work, int hidden, int output, int loss, FMN_T *restrict params,
+    const void *prep, fm_idx m, double inv_M, FMN_T lr, fm_idx epochs, double W_total,
+    double *restrict epoch_loss, FMN_T *restrict grads)
+{
+    const fm_idx P = ((const fmn_plan *)work)->P;
+    fm_idx e, k;
+    for (e = 0; e < epochs; e++) {
+        double obj = FMN_NAME(fmn_batch_)(work, hidden, output, loss, params, NULL, NULL,
+                                          NULL, prep, m, inv_M, grads);
+        int bad = 0;
+        if (!isfinite(obj)) {
+            epoch_loss[e] = obj;
+            return e;
+        }
+        for (k = 0; k < P; k++) {            /* the step, into grads first */
+            grads[k] = params[k] - lr * grads[k];
+            bad |= !(grads[k] - grads[k] == 0);
+        }
+        if (bad) {
+            epoch_loss[e] = INFINITY;
+            return e;
+        }
+        memcpy(params, grads, (size_t)P * sizeof(FMN_T));
+        epoch_loss[e] = obj / W_total;
+    }
+    return epochs;
 }
 
 #undef FMN_NAME

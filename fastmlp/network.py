@@ -66,6 +66,9 @@ class Network(BaseNetwork):
     # _narrow.h for narrow networks), 0 per-layer products, 1 the one-pass
     # step whatever the widths.  Tests set it to cover both.
     _narrow = -1
+    # Whether full-batch plain SGD on data of one chunk runs its epochs in one
+    # C loop (fm_narrow_sgd_epochs); tests turn it off to compare.
+    _epochs_in_c = True
 
     def _check_X(self, X):
         # Fast path for the common case (the network's dtype, C order, the
@@ -130,4 +133,5 @@ class Network(BaseNetwork):
             optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
             stop, check_every, threads=_blas_threads.threads_for(
-                batch_size * self._widest_product, self.n_threads), narrow=self._narrow)
+                batch_size * self._widest_product, self.n_threads), narrow=self._narrow,
+            epochs_in_c=self._epochs_in_c)

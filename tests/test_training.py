@@ -271,3 +271,47 @@ def test_bad_fit_settings_are_refused_before_training(kwargs, exc, message):
     with pytest.raises(exc, match=message):
         net.fit(X, y, epochs=5, **kwargs)
     assert np.array_equal(net.params, before)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act,out,loss", [("sigmoid", "sigmoid", "squared_error"),
+                                          ("tanh", "softmax", "log_loss"),
+                                          ("relu", "identity", "squared_error"),
+                                          ("identity", "sigmoid", "log_loss")])
+@pytest.mark.parametrize("n,weighted", [(1, False), (4, False), (4, True), (7, False),
+                                        (30, True)])
+def test_epochs_in_one_c_loop_equal_epoch_by_epoch_exactly(n, weighted, act, out, loss, dtype):
+    # full-batch plain SGD on data that fits one chunk runs all its epochs
+    # in fm_narrow_sgd_epochs: the same numbers as the loop over epochs
+    rng = np.random.default_rng(n)
+    n_out = 3 if out == "softmax" else 2
+    X = rng.normal(size=(n, 3)).astype(dtype)
+    Y = make_targets(rng, n, n_out, out, loss, dtype)
+    sw = rng.random(n) + 0.1 if weighted else None
+    runs = []
+    for in_c in (True, False):
+        net = fastmlp.Network([3, 4, n_out], activation=act, output=out, loss=loss,
+                              dtype=dtype, seed=1)
+        net._epochs_in_c = in_c
+        hist = net.fit(X, Y, epochs=300, learning_rate=0.5, shuffle=False, sample_weight=sw)
+        runs.append((net.params.copy(), np.asarray(hist.loss)))
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert np.array_equal(runs[0][1], runs[1][1]) and len(runs[0][1]) == 300
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_epochs_in_one_c_loop_stop_where_the_epoch_loop_stops(dtype):
+    # a rate that blows the weights up: both stop at the same epoch, with
+    # the same weights kept and the same (non-finite) last entry
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype)
+    Y = np.array([[0], [1], [1], [0]], dtype) * 1e3
+    runs = []
+    for in_c in (True, False):
+        net = fastmlp.Network([2, 3, 1], output="identity", dtype=dtype, seed=0)
+        net._epochs_in_c = in_c
+        with pytest.raises(fastmlp.DivergenceError) as caught:
+            net.fit(X, Y, epochs=200, learning_rate=50.0, shuffle=False)
+        runs.append((net.params.copy(), caught.value.epoch, np.asarray(caught.value.history.loss)))
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.all(np.isfinite(runs[0][0]))
+    assert runs[0][1] == runs[1][1] and 0 < runs[0][1] < 200
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
