@@ -121,17 +121,15 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                     # it completed have their losses written (the rest are still NaN)
                     written = losses[done:done + k]
                     completed = int(np.argmax(~np.isfinite(written))) if not np.isfinite(written).all() else k
-                    history.loss.extend(written[:completed].tolist())
-                    history.learning_rate.extend([lr] * completed)
+                    history._record(written[:completed], lr,
+                                    (time.perf_counter() - t0) / max(completed, 1))
                     net._samples_seen += completed * n
                     raise
                 finally:
                     ctrl_c.in_kernel = False
                 elapsed = time.perf_counter() - t0
                 net._samples_seen += completed * n
-                history.loss.extend(losses[done:done + completed].tolist())
-                history.learning_rate.extend([lr] * completed)
-                history.epoch_seconds.extend([elapsed / max(completed, 1)] * completed)
+                history._record(losses[done:done + completed], lr, elapsed / max(completed, 1))
                 done += completed
                 if ctrl_c.flag[0]:
                     raise KeyboardInterrupt
