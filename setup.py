@@ -39,7 +39,7 @@ extensions = [
         "fastmlp._kernels",
         ["fastmlp/_kernels.pyx"],
         depends=["fastmlp/_vmath.h", "fastmlp/_threads.h", "fastmlp/_narrow.h",
-                 "fastmlp/_narrow_impl.h", "fastmlp/_fewrows.h"],
+                 "fastmlp/_narrow_impl.h", "fastmlp/_fewrows.h", "fastmlp/_pool.h"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

@@ -1,0 +1,212 @@
+/* A small pool of threads that spin between tasks, for work split into
+ * blocks that take microseconds (one-sample predict, one batch of a narrow
+ * network), where waking a sleeping thread would cost more than the work.
+ *
+ * fmp_run(fn, arg, n_blocks, threads) runs fn(arg, b) for every block b on
+ * the caller and up to threads - 1 workers, and returns when all are done.
+ * Workers spin for FMP_SPIN_NS after their last block before they sleep (as
+ * ONNX Runtime's intra-op pool does).  Blocks are claimed from shared
+ * counters, so a caller never waits for a worker that is asleep or
+ * descheduled: it takes the remaining blocks itself and waits only for
+ * blocks a worker has already started.  What a block computes must not
+ * depend on the thread that runs it; then results do not depend on the
+ * number of threads either.
+ *
+ * One caller uses the pool at a time; a concurrent caller runs its blocks
+ * alone (same result).  After fork() the child starts without workers and
+ * starts its own on first use.
+ */
+#ifndef FASTMLP_POOL_H
+#define FASTMLP_POOL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#define FMP_MAX_WORKERS 3       /* threads besides the caller */
+#define FMP_SPIN_NS 300000      /* idle spin before a worker sleeps */
+
+typedef void (*fmp_fn)(void *arg, int block);
+
+/* Each participant (0 the caller, 1.. the workers) owns a range of the
+ * blocks, kept in a claim word: generation (32 bits) | front (16) | back
+ * (16), blocks front..back-1 left.  A participant takes blocks from the
+ * front of its own range, then from the backs of the others' ranges (whose
+ * owners are late or asleep).  So from call to call each thread computes
+ * the same blocks and finds their data in its own cache. */
+#define FMP_PARTS (FMP_MAX_WORKERS + 1)
+#define FMP_GEN(c) ((uint32_t)((c) >> 32))
+#define FMP_FRONT(c) ((int)(((c) >> 16) & 0xffff))
+#define FMP_BACK(c) ((int)((c) & 0xffff))
+#define FMP_MAX_BLOCKS 0x7fff
+
+typedef struct {
+    uint64_t word;
+    char pad[56];               /* one cache line each */
+} fmp_claim;
+
+static struct {
+    fmp_claim claim[FMP_PARTS]; /* (atomic) */
+    pthread_mutex_t lock;       /* pairs with wake; guards starting workers */
+    pthread_cond_t wake;
+    int started;                /* workers running */
+    int sleeping;               /* workers waiting on wake (atomic) */
+    int busy;                   /* a caller owns the pool (atomic) */
+    int atfork_done;
+    uint32_t gen;               /* generation of the latest task (atomic) */
+    int done;                   /* blocks finished in this generation (atomic) */
+    fmp_fn fn;                  /* the task: stable while its generation */
+    void *arg;                  /* has blocks left */
+} fmp_pool __attribute__((aligned(64))) = {
+    .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static inline void fmp_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t fmp_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Take one block of generation `gen` from participant `part`'s range (its
+ * front or its back) and run it; 0 when none is left there. */
+static int fmp_take_one(uint32_t gen, int part, int from_front)
+{
+    uint64_t *word = &fmp_pool.claim[part].word;
+    uint64_t c = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    while (FMP_GEN(c) == gen && FMP_FRONT(c) < FMP_BACK(c)) {
+        uint64_t next = from_front ? c + (1u << 16) : c - 1;
+        if (__atomic_compare_exchange_n(word, &c, next, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            /* the generation cannot end before this block is done: its
+             * task is stable */
+            fmp_pool.fn(fmp_pool.arg, from_front ? FMP_FRONT(c) : FMP_BACK(c) - 1);
+            __atomic_add_fetch(&fmp_pool.done, 1, __ATOMIC_RELEASE);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Participant `self`'s share of generation `gen`: its own range, then what
+ * is left of the others'. */
+static void fmp_take_blocks(uint32_t gen, int self)
+{
+    int i;
+    while (fmp_take_one(gen, self, 1))
+        ;
+    for (i = 1; i < FMP_PARTS; i++)
+        while (fmp_take_one(gen, (self + i) % FMP_PARTS, 0))
+            ;
+}
+
+static void *fmp_worker(void *arg)
+{
+    int self = (int)(intptr_t)arg;
+    uint32_t seen = __atomic_load_n(&fmp_pool.gen, __ATOMIC_ACQUIRE);
+    int64_t idle_since = fmp_now_ns();
+    unsigned spins = 0;
+    for (;;) {
+        uint32_t gen = __atomic_load_n(&fmp_pool.gen, __ATOMIC_ACQUIRE);
+        if (gen != seen) {
+            seen = gen;
+            fmp_take_blocks(gen, self);
+            idle_since = fmp_now_ns();
+            continue;
+        }
+        fmp_relax();
+        if (++spins % 64 == 0 && fmp_now_ns() - idle_since > FMP_SPIN_NS) {
+            pthread_mutex_lock(&fmp_pool.lock);
+            __atomic_add_fetch(&fmp_pool.sleeping, 1, __ATOMIC_SEQ_CST);
+            while (__atomic_load_n(&fmp_pool.gen, __ATOMIC_SEQ_CST) == seen)
+                pthread_cond_wait(&fmp_pool.wake, &fmp_pool.lock);
+            __atomic_sub_fetch(&fmp_pool.sleeping, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_unlock(&fmp_pool.lock);
+            idle_since = fmp_now_ns();
+        }
+    }
+    return NULL;
+}
+
+static void fmp_after_fork_in_child(void)
+{
+    /* the workers did not survive the fork; the lock may look held */
+    pthread_mutex_init(&fmp_pool.lock, NULL);
+    pthread_cond_init(&fmp_pool.wake, NULL);
+    fmp_pool.started = 0;
+    fmp_pool.sleeping = 0;
+    fmp_pool.busy = 0;
+}
+
+/* Start workers until `want` run (at most FMP_MAX_WORKERS); failures leave
+ * fewer workers, which only costs speed. */
+static void fmp_start_workers(int want)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    want = want > FMP_MAX_WORKERS ? FMP_MAX_WORKERS : want;
+    if (__atomic_load_n(&fmp_pool.started, __ATOMIC_ACQUIRE) >= want)
+        return;
+    pthread_mutex_lock(&fmp_pool.lock);
+    if (!fmp_pool.atfork_done) {
+        pthread_atfork(NULL, NULL, fmp_after_fork_in_child);
+        fmp_pool.atfork_done = 1;
+    }
+    if (pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        while (fmp_pool.started < want
+               && pthread_create(&tid, &attr, fmp_worker,
+                                 (void *)(intptr_t)(fmp_pool.started + 1)) == 0)
+            __atomic_add_fetch(&fmp_pool.started, 1, __ATOMIC_RELEASE);
+        pthread_attr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&fmp_pool.lock);
+}
+
+/* Run fn(arg, b) for b in 0..n_blocks-1 on up to `threads` threads (the
+ * caller included); returns when every block is done. */
+static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
+{
+    int b, parts, i;
+    uint32_t gen;
+    if (threads < 2 || n_blocks < 2 || n_blocks > FMP_MAX_BLOCKS
+            || __atomic_exchange_n(&fmp_pool.busy, 1, __ATOMIC_ACQUIRE)) {
+        for (b = 0; b < n_blocks; b++)
+            fn(arg, b);
+        return;
+    }
+    fmp_start_workers(threads - 1);
+    parts = 1 + __atomic_load_n(&fmp_pool.started, __ATOMIC_ACQUIRE);
+    parts = parts > threads ? threads : parts;
+    fmp_pool.fn = fn;
+    fmp_pool.arg = arg;
+    __atomic_store_n(&fmp_pool.done, 0, __ATOMIC_RELAXED);
+    gen = __atomic_load_n(&fmp_pool.gen, __ATOMIC_RELAXED) + 1;
+    for (i = 0; i < FMP_PARTS; i++) {
+        uint64_t lo = i < parts ? (uint64_t)(n_blocks * i / parts) : 0;
+        uint64_t hi = i < parts ? (uint64_t)(n_blocks * (i + 1) / parts) : 0;
+        __atomic_store_n(&fmp_pool.claim[i].word, ((uint64_t)gen << 32) | (lo << 16) | hi,
+                         __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&fmp_pool.gen, gen, __ATOMIC_SEQ_CST);   /* publishes all above */
+    if (__atomic_load_n(&fmp_pool.sleeping, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&fmp_pool.lock);
+        pthread_cond_broadcast(&fmp_pool.wake);
+        pthread_mutex_unlock(&fmp_pool.lock);
+    }
+    fmp_take_blocks(gen, 0);
+    while (__atomic_load_n(&fmp_pool.done, __ATOMIC_ACQUIRE) < n_blocks)
+        fmp_relax();
+    __atomic_store_n(&fmp_pool.busy, 0, __ATOMIC_RELEASE);
+}
+
+#endif
