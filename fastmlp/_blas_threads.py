@@ -56,17 +56,17 @@ def _install():
 BLAS_LIBRARY = _install()
 
 
-# Threads (the caller included) that split the products of a forward pass of
-# at most 4 rows (one-sample predict) by columns: see _fewrows.h.  Two cores
-# hold twice the weights in their own caches; more than 4 would only add
-# spinning threads for products this small.
-FEW_ROWS_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                              else (os.cpu_count() or 1)))
+# Threads (the caller included) of the spinning pool of _pool.h: it splits
+# the products of a forward pass of at most 4 rows (one-sample predict) by
+# columns, and the one-pass step's batches of narrow networks by chunks.
+# More than 4 would only add spinning threads for work this small.
+POOL_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else (os.cpu_count() or 1)))
 
 
-def few_rows_threads(n_threads):
-    """Threads for the column-split products of few-row forward passes."""
-    return FEW_ROWS_THREADS if n_threads is None else min(n_threads, 4)
+def pool_threads(n_threads):
+    """Threads of _pool.h for a call (the network's n_threads, at most 4)."""
+    return POOL_THREADS if n_threads is None else min(n_threads, 4)
 
 
 def threads_for(largest_product, n_threads):

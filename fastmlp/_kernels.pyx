@@ -58,6 +58,7 @@ cdef extern from "_fewrows.h" nogil:
 
 cdef extern from "_narrow.h" nogil:
     int FMN_MAX_LAYERS
+    int FMN_MAX_PARTS
     size_t fm_narrow_work_bytes(const Py_ssize_t* sizes, int L)
     int fm_narrow_nv(Py_ssize_t m, size_t elsize)
     Py_ssize_t fm_narrow_chunk(int nv, size_t elsize)
@@ -71,11 +72,11 @@ cdef extern from "_narrow.h" nogil:
     double fm_narrow_batch_d(void* work, int hidden, int output, int loss,
                              const double* params, const double* X, const double* Y,
                              const double* w, const void* prep, Py_ssize_t m, double inv_M,
-                             double* grads)
+                             double* grads, int parts)
     double fm_narrow_batch_f(void* work, int hidden, int output, int loss,
                              const float* params, const float* X, const float* Y,
                              const float* w, const void* prep, Py_ssize_t m, double inv_M,
-                             float* grads)
+                             float* grads, int parts)
     Py_ssize_t fm_narrow_sgd_epochs_d(void* work, int hidden, int output, int loss,
                                       double* params, const void* prep, Py_ssize_t m,
                                       double inv_M, double lr, Py_ssize_t epochs,
@@ -102,6 +103,10 @@ cdef Py_ssize_t SMALL_PRODUCT = 128
 # 17-20 us); 256x128 2.3 vs 1.4 us, 128x128 1.0 vs 0.9 us; 2-4 rows of
 # 784x256 take 200 us in OpenBLAS's sgemm (it packs the whole of B).
 cdef Py_ssize_t FEW_ROWS_PRODUCT = 32768
+
+# The one-pass step splits a batch over threads only when each part gets at
+# least this many forward multiply-adds (see narrow_parts).
+cdef Py_ssize_t NARROW_PART_MACS = 100000
 
 # Networks whose layers are all at most this wide train through the
 # feature-major one-pass step of _narrow.h instead of per-layer products.
@@ -528,20 +533,37 @@ cdef bint narrow_step(const Py_ssize_t[::1] sizes, int narrow):
     return True
 
 
+cdef int narrow_parts(const Py_ssize_t[::1] sizes, Py_ssize_t bs, Py_ssize_t chunk,
+                      int threads):
+    """Parts to split the one-pass step's batches of bs rows into: at most
+    ``threads``, one chunk each at least, and NARROW_PART_MACS forward
+    multiply-adds each at least (below that, handing work to another
+    thread costs more than it saves)."""
+    cdef Py_ssize_t l, per_row = 0
+    cdef int parts = min(threads, FMN_MAX_PARTS, <int>((bs + chunk - 1) // chunk))
+    for l in range(sizes.shape[0] - 1):
+        per_row += sizes[l] * sizes[l + 1]
+    while parts > 1 and bs * per_row < parts * NARROW_PART_MACS:
+        parts -= 1
+    return max(parts, 1)
+
+
 cdef inline double narrow_batch(Spec* s, void* work, const floating* params,
                                 const floating* X, const floating* Y, const floating* w,
                                 const void* prep, Py_ssize_t m, double inv_M,
-                                floating* grads) noexcept nogil:
+                                floating* grads, int parts) noexcept nogil:
     """Forward, loss and backward of one batch in one pass (``work`` set up
-    by fm_narrow_init): returns the weighted data-loss sum and writes its
-    gradient (w_i / M included, no penalty terms) into grads.  The rows come
-    from prep (prepared chunk blocks) unless it is NULL, else from X, Y, w."""
+    by fm_narrow_init, ``parts`` parts of it): returns the weighted data-loss
+    sum and writes its gradient (w_i / M included, no penalty terms) into
+    grads.  The rows come from prep (prepared chunk blocks) unless it is
+    NULL, else from X, Y, w.  A batch of several chunks is split into
+    ``parts`` parts on as many threads."""
     if floating is float:
         return fm_narrow_batch_f(work, s.hidden, s.output, s.loss, params, X, Y, w, prep, m,
-                                 inv_M, grads)
+                                 inv_M, grads, parts)
     else:
         return fm_narrow_batch_d(work, s.hidden, s.output, s.loss, params, X, Y, w, prep, m,
-                                 inv_M, grads)
+                                 inv_M, grads, parts)
 
 
 cdef inline Py_ssize_t narrow_sgd_epochs(Spec* s, void* work, floating* params,
@@ -896,7 +918,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
           int[::1] stop=None, Py_ssize_t check_every=0, int threads=0, int narrow=-1,
-          bint epochs_in_c=True):
+          bint epochs_in_c=True, int narrow_threads=1):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
@@ -917,7 +939,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     every layer is at most ``NARROW_WIDTH`` wide.  With ``epochs_in_c``,
     plain SGD on a data set that fits one chunk of the one-pass step runs its
     epochs in one C loop (same results; the per-epoch cost of the loop here
-    is most of an XOR epoch).
+    is most of an XOR epoch).  ``narrow_threads`` > 1 lets the one-pass step
+    split batches of enough work into that many parts on the threads of
+    ``_pool.h`` (results then depend on that number, not on timing).
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -960,6 +984,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef floating* wbuf = NULL
     cdef floating* backup = NULL
     cdef void* nwork = NULL
+    cdef int parts = 1
     cdef bint one_pass = narrow_step(sizes, narrow)
     cdef int nv = fm_narrow_nv(bs, sizeof(floating))
     cdef Py_ssize_t chunk = fm_narrow_chunk(nv, sizeof(floating))
@@ -997,7 +1022,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     if stop is not None and stop.shape[0] < 1:
         raise ValueError("stop must hold one flag")
     if one_pass:
-        nwork = malloc(fm_narrow_work_bytes(&sizes[0], s.L))
+        parts = narrow_parts(sizes, bs, chunk, narrow_threads)
+        nwork = malloc(parts * fm_narrow_work_bytes(&sizes[0], s.L))
         if prepared:
             prep = malloc(fm_narrow_prep_bytes(n_in, n_out, n, nv, sizeof(floating)))
     else:
@@ -1085,7 +1111,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         batch_obj = narrow_batch(
                             &s, nwork, &params[0], Xb, Yb, wb,
                             NULL if not prepared else prep_base + (start // chunk) * block_bytes,
-                            m, 1.0 / M, grads)
+                            m, 1.0 / M, grads, parts)
                     else:
                         forward_batch(&s, &params[0], Xb, m, acts, NULL, zout)
                         batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)

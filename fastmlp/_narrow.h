@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include "_vmath.h"
+#include "_pool.h"
 
 #define FMN_MAX_LAYERS 16
 
@@ -34,7 +35,10 @@ typedef struct {
     fm_idx off[FMN_MAX_LAYERS + 1];     /* of each layer's W in params */
     fm_idx acts[FMN_MAX_LAYERS + 1];    /* activations of layers 1..L */
     fm_idx zout, d0, d1, blocks, gvec;  /* gvec: P vectors, in chunk rows */
+    fm_idx part_bytes;                  /* workspace of one part of a split batch */
 } fmn_plan;
+
+#define FMN_MAX_PARTS 4     /* parts a batch is split into, at most */
 
 /* sum of a vector's lanes, by halving */
 FM_INLINE double fmn_hsum_d(fmn_vec_d x)
@@ -91,7 +95,7 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 
 /* Bytes of workspace the one-pass step needs for these layer sizes (any
  * element type and chunk size: counted in 32-byte vectors, 8 per chunk row
- * at most). */
+ * at most), per part of a split batch. */
 static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
 {
     fm_idx l, widest = 0, units = 0, P = 0;
@@ -101,9 +105,11 @@ static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
     }
     for (l = 0; l < L; l++)
         P += sizes[l] * sizes[l + 1] + sizes[l + 1];
-    /* activations, logits, 2 deltas, one chunk block (inputs, targets, weights) */
-    return sizeof(fmn_plan) + 32
-           + (size_t)(units + 2 * sizes[L] + 2 * widest + 1) * 8 * 32 + (size_t)P * 32;
+    /* activations, logits, 2 deltas, one chunk block (inputs, targets, weights);
+     * a multiple of 64 bytes, so that parts of a split batch line up */
+    size_t bytes = sizeof(fmn_plan) + 32
+                   + (size_t)(units + 2 * sizes[L] + 2 * widest + 1) * 8 * 32 + (size_t)P * 32;
+    return (bytes + 63) & ~(size_t)63;
 }
 
 /* Lay out the workspace for layer sizes (L + 1 of them, L <= FMN_MAX_LAYERS)
@@ -114,6 +120,7 @@ static inline void fm_narrow_init(void *work, const fm_idx *sizes, int L, int nv
     fm_idx l, widest = 0, rows = 0;
     plan->L = L;
     plan->nv = nv;
+    plan->part_bytes = (fm_idx)fm_narrow_work_bytes(sizes, L);
     plan->P = 0;
     for (l = 0; l <= L; l++) {
         plan->sizes[l] = sizes[l];
@@ -164,16 +171,16 @@ static inline size_t fm_narrow_prep_bytes(fm_idx n_x, fm_idx n_y, fm_idx m, int 
 static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
                                     const T *params, const T *X, const T *Y,     \
                                     const T *w, const void *prep, fm_idx m,      \
-                                    double inv_M, T *grads)                      \
+                                    double inv_M, T *grads, int parts)           \
 {                                                                                \
     if (((fmn_plan *)work)->nv == 1)                                             \
         return fm_narrow_batch_##SUF##1(work, hidden, output, loss, params, X, Y, w, \
-                                        prep, m, inv_M, grads);                  \
+                                        prep, m, inv_M, grads, parts);           \
     if (((fmn_plan *)work)->nv == 4)                                             \
         return fm_narrow_batch_##SUF##4(work, hidden, output, loss, params, X, Y, w, \
-                                        prep, m, inv_M, grads);                  \
+                                        prep, m, inv_M, grads, parts);           \
     return fm_narrow_batch_##SUF##8(work, hidden, output, loss, params, X, Y, w, \
-                                    prep, m, inv_M, grads);                      \
+                                    prep, m, inv_M, grads, parts);               \
 }                                                                                \
 static fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int loss, \
                                          T *params, const void *prep, fm_idx m,  \

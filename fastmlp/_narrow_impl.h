@@ -230,26 +230,23 @@ FM_CLONES static void FMN_NAME(fm_narrow_prepare_)(fm_idx n_x, fm_idx n_y,
     FMN_NAME(fmn_prepare_)(n_x, n_y, X, Y, w, m, (FMN_T *)FMN_ALIGN(out));
 }
 
-/* The batch: returns the weighted sum of the per-sample data losses (not
- * divided by M) and writes into grads the data part of the objective's
- * gradient, sum_i (w_i / M) dloss_i / dparams (inv_M = 1 / M; w NULL means
- * unit weights).  The batch's rows come from X, Y, w, or, when prep is not
- * NULL, from its prepared chunk blocks (at prep, aligned as by
- * fm_narrow_prepare).  work: as set up by fm_narrow_init. */
-FM_INLINE double FMN_NAME(fmn_batch_)(
-    void *work, int hidden, int output, int loss,
+/* Chunks of a batch, samples c_begin..c_end-1 (c_begin on a chunk
+ * boundary), in the workspace part at `area` (plan: the layout, in part
+ * 0).  Returns their weighted data-loss sum.  The gradient goes straight
+ * into grads for a batch of one chunk, else it is added to the part's lane
+ * accumulators (gvec), which start at zero here. */
+FM_INLINE double FMN_NAME(fmn_chunks_)(
+    void *area, const fmn_plan *plan, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
-    const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
-    FMN_T *restrict grads)
+    const FMN_T *restrict w, const void *prep, fm_idx c_begin, fm_idx c_end, int one_chunk,
+    double inv_M, FMN_T *restrict grads)
 {
-    const fmn_plan *plan = (const fmn_plan *)work;
     const fm_idx C = FMN_C, L = plan->L, P = plan->P;
     const fm_idx *sizes = plan->sizes, *off = plan->off;
     const fm_idx n_x = sizes[0], n_y = sizes[L], rows = n_x + n_y + 1;
-    const int one_chunk = m <= C;
-    fm_idx l, j, n, k, c0, cn;
+    fm_idx l, j, n, c0, cn;
     double total = 0;
-    FMN_V *base = (FMN_V *)FMN_ALIGN((char *)work + sizeof(fmn_plan));
+    FMN_V *base = (FMN_V *)FMN_ALIGN((char *)area + sizeof(fmn_plan));
     FMN_V *acts[FMN_MAX_LAYERS + 1];
     FMN_V *zout = base + plan->zout * FMN_NV, *d0 = base + plan->d0 * FMN_NV;
     FMN_V *d1 = base + plan->d1 * FMN_NV, *blocks = base + plan->blocks * FMN_NV;
@@ -261,9 +258,9 @@ FM_INLINE double FMN_NAME(fmn_batch_)(
     if (!one_chunk)
         memset(gvec, 0, (size_t)P * sizeof(FMN_V));
 
-    for (c0 = 0; c0 < m; c0 += C) {
+    for (c0 = c_begin; c0 < c_end; c0 += C) {
         const FMN_T *restrict yt, *restrict craw;
-        cn = m - c0 < C ? m - c0 : C;
+        cn = c_end - c0 < C ? c_end - c0 : C;
         if (prep) {
             acts[0] = (FMN_V *)FMN_ALIGN(prep) + (c0 / C) * rows * FMN_NV;
         } else {
@@ -396,20 +393,91 @@ FM_INLINE double FMN_NAME(fmn_batch_)(
             }
         }
     }
-    if (!one_chunk)     /* fold the lane accumulators */
-        for (k = 0; k < P; k++)
-            grads[k] = FMN_HSUM(gvec[k]);
     return total;
+}
+
+/* A batch split over threads: part b takes chunks nc*b/parts ..
+ * nc*(b+1)/parts - 1 in workspace part b. */
+typedef struct {
+    void *work;
+    int hidden, output, loss, parts;
+    const FMN_T *params, *X, *Y, *w;
+    const void *prep;
+    fm_idx m, nc;
+    double inv_M;
+    double totals[FMN_MAX_PARTS];
+} FMN_NAME(fmn_split_);
+
+FM_CLONES static void FMN_NAME(fmn_part_)(void *arg, int b)
+{
+    FMN_NAME(fmn_split_) *t = (FMN_NAME(fmn_split_) *)arg;
+    const fmn_plan *plan = (const fmn_plan *)t->work;
+    fm_idx lo = t->nc * b / t->parts * FMN_C, hi = t->nc * (b + 1) / t->parts * FMN_C;
+    t->totals[b] = FMN_NAME(fmn_chunks_)((char *)t->work + b * plan->part_bytes, plan,
+                                         t->hidden, t->output, t->loss, t->params, t->X,
+                                         t->Y, t->w, t->prep, lo, hi < t->m ? hi : t->m, 0,
+                                         t->inv_M, NULL);
+}
+
+/* The batch: returns the weighted sum of the per-sample data losses (not
+ * divided by M) and writes into grads the data part of the objective's
+ * gradient, sum_i (w_i / M) dloss_i / dparams (inv_M = 1 / M; w NULL means
+ * unit weights).  The batch's rows come from X, Y, w, or, when prep is not
+ * NULL, from its prepared chunk blocks (at prep, aligned as by
+ * fm_narrow_prepare).  work: as set up by fm_narrow_init, with `parts`
+ * parts (at most FMN_MAX_PARTS): a batch of several chunks is split into
+ * that many parts, run on as many threads of _pool.h, their lane
+ * accumulators added in part order (so the result depends on parts, not on
+ * which thread ran what). */
+FM_INLINE double FMN_NAME(fmn_batch_)(
+    void *work, int hidden, int output, int loss,
+    const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
+    const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
+    FMN_T *restrict grads, int parts)
+{
+    const fmn_plan *plan = (const fmn_plan *)work;
+    const fm_idx P = plan->P, nc = (m + FMN_C - 1) / FMN_C;
+    fm_idx k;
+    int b;
+    double total;
+    FMN_V *gvec0 = (FMN_V *)FMN_ALIGN((char *)work + sizeof(fmn_plan)) + plan->gvec * FMN_NV;
+    if (nc <= 1)
+        return FMN_NAME(fmn_chunks_)(work, plan, hidden, output, loss, params, X, Y, w, prep,
+                                     0, m, 1, inv_M, grads);
+    parts = parts > nc ? (int)nc : parts;
+    if (parts <= 1) {
+        total = FMN_NAME(fmn_chunks_)(work, plan, hidden, output, loss, params, X, Y, w, prep,
+                                      0, m, 0, inv_M, NULL);
+        for (k = 0; k < P; k++)     /* fold the lane accumulators */
+            grads[k] = FMN_HSUM(gvec0[k]);
+        return total;
+    }
+    {
+        FMN_NAME(fmn_split_) t = {work, hidden, output, loss, parts, params, X, Y, w, prep,
+                                  m, nc, inv_M, {0}};
+        const fm_idx stride = plan->part_bytes / (fm_idx)sizeof(FMN_V);
+        fmp_run(FMN_NAME(fmn_part_), &t, parts, parts);
+        for (k = 0; k < P; k++) {
+            FMN_V g = gvec0[k];
+            for (b = 1; b < parts; b++)
+                g += gvec0[b * stride + k];
+            grads[k] = FMN_HSUM(g);
+        }
+        total = t.totals[0];
+        for (b = 1; b < parts; b++)
+            total += t.totals[b];
+        return total;
+    }
 }
 
 FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
     void *work, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
     const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
-    FMN_T *restrict grads)
+    FMN_T *restrict grads, int parts)
 {
     return FMN_NAME(fmn_batch_)(work, hidden, output, loss, params, X, Y, w, prep, m, inv_M,
-                                grads);
+                                grads, parts);
 }
 
 /* `epochs` epochs of plain SGD on one batch of prepared chunk blocks (the
@@ -428,8 +496,9 @@ FM_CLONES static fm_idx FMN_NAME(fm_narrow_sgd_epochs_)(
     const fm_idx P = ((const fmn_plan *)work)->P;
     fm_idx e, k;
     for (e = 0; e < epochs; e++) {
-        double obj = FMN_NAME(fmn_batch_)(work, hidden, output, loss, params, NULL, NULL,
-                                          NULL, prep, m, inv_M, grads);
+        double obj = FMN_NAME(fmn_chunks_)(work, (const fmn_plan *)work, hidden, output,
+                                           loss, params, NULL, NULL, NULL, prep, 0, m, 1,
+                                           inv_M, grads);
         int bad = 0;
         if (!isfinite(obj)) {
             epoch_loss[e] = obj;

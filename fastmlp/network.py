@@ -40,6 +40,10 @@ class Network(BaseNetwork):
         BLAS threads for the products. None: one thread for calls whose
         largest product is small (where threads cost more than they save on
         a shared machine), the BLAS library's own setting for large ones.
+        Also the threads (at most 4; None: the available cores, at most 4)
+        of fastmlp's own pool, whose threads spin for 0.3 ms after each
+        task: it splits one-sample predicts of wide layers and big training
+        batches of narrow networks (all layers <= 32 wide).
 
     Attributes
     ----------
@@ -94,7 +98,7 @@ class Network(BaseNetwork):
         hidden, output, _ = self._codes
         _kernels.forward(self.params, X, self._sizes, hidden, output, out,
                          threads=self._threads(X.shape[0]),
-                         row_threads=_blas_threads.few_rows_threads(self.n_threads))
+                         row_threads=_blas_threads.pool_threads(self.n_threads))
         return out
 
     def _objective(self, X, Y, sw):
@@ -134,4 +138,5 @@ class Network(BaseNetwork):
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
             stop, check_every, threads=_blas_threads.threads_for(
                 batch_size * self._widest_product, self.n_threads), narrow=self._narrow,
-            epochs_in_c=self._epochs_in_c)
+            epochs_in_c=self._epochs_in_c,
+            narrow_threads=_blas_threads.pool_threads(self.n_threads))

@@ -315,3 +315,37 @@ def test_epochs_in_one_c_loop_stop_where_the_epoch_loop_stops(dtype):
     assert np.array_equal(runs[0][0], runs[1][0]) and np.all(np.isfinite(runs[0][0]))
     assert runs[0][1] == runs[1][1] and 0 < runs[0][1] < 200
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act,out,loss", [("sigmoid", "sigmoid", "log_loss"),
+                                          ("tanh", "softmax", "log_loss"),
+                                          ("relu", "identity", "squared_error")])
+@pytest.mark.parametrize("batch_size,weighted", [(None, False), (None, True), (4000, False)])
+def test_one_pass_batches_split_over_threads(batch_size, weighted, act, out, loss, dtype):
+    # 5000 rows x 72 multiply-adds: batches big enough to be split into 2-3
+    # parts; the result matches the reference and one thread to rounding,
+    # and a given thread count repeats bit for bit
+    rng = np.random.default_rng(7)
+    n_out = 3 if out == "softmax" else 2
+    X = rng.normal(size=(5000, 6)).astype(dtype)
+    Y = make_targets(rng, 5000, n_out, out, loss, dtype)
+    sw = rng.random(5000) + 0.1 if weighted else None
+    kw = dict(activation=act, output=out, loss=loss, dtype=dtype, seed=2)
+    fit = dict(epochs=5, learning_rate=0.3, batch_size=batch_size, shuffle=False,
+               sample_weight=sw)
+    ref = reference.Network([6, 8, n_out], **kw)
+    ref_hist = ref.fit(X, Y, **fit)
+    results = {}
+    for threads in (1, 2, 3, 2):
+        net = fastmlp.Network([6, 8, n_out], n_threads=threads, **kw)
+        hist = net.fit(X, Y, **fit)
+        np.testing.assert_allclose(net.params, ref.params, rtol=TOL[dtype], atol=TOL[dtype])
+        np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=TOL[dtype])
+        if threads in results:
+            assert np.array_equal(net.params, results[threads][0])
+            assert hist.loss == results[threads][1]
+        results[threads] = (net.params.copy(), hist.loss)
+    # the parts really differ from one thread in the last bits (else this
+    # test would not see the split)
+    assert not np.array_equal(results[1][0], results[2][0])
