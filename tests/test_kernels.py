@@ -4,12 +4,18 @@ import pytest
 
 from fastmlp import _kernels
 
-SHAPES = [(1, 1, 1), (4, 3, 2), (4000, 3, 1), (3, 1, 7), (1, 9, 5), (7, 5, 1), (33, 17, 9), (64, 48, 40)]
+SHAPES = [(1, 1, 1), (4, 3, 2), (4000, 3, 1), (3, 1, 7), (1, 9, 5), (7, 5, 1), (33, 17, 9),
+          (64, 48, 40), (32, 128, 64), (30, 37, 11), (257, 16, 3)]
+
+
+# (path, ta, tb): the register blocks of _gemm.h (path 3) take B untransposed
+PATHS = [(path, ta, tb) for path in (0, 1, 2, 3) for ta in "NT" for tb in "NT"
+         if not (path == 3 and tb == "T")]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("path", [0, 1, 2], ids=["auto", "loops", "blas"])
-@pytest.mark.parametrize("ta,tb", [("N", "N"), ("N", "T"), ("T", "N"), ("T", "T")])
+@pytest.mark.parametrize("path,ta,tb", PATHS,
+                         ids=lambda v: {0: "auto", 1: "loops", 2: "blas", 3: "blocks"}.get(v, v))
 @pytest.mark.parametrize("M,N,K", SHAPES)
 def test_product_every_transposition_and_path(M, N, K, ta, tb, path, dtype):
     rng = np.random.default_rng(M * 100 + N * 10 + K)
@@ -25,9 +31,15 @@ def test_product_every_transposition_and_path(M, N, K, ta, tb, path, dtype):
         np.testing.assert_allclose(C, expected, rtol=tol, atol=tol * np.sqrt(K) * 4)
 
 
+def test_register_blocks_refuse_a_transposed_b():
+    A, B, C = np.ones((3, 2)), np.ones((4, 2)), np.zeros((3, 4))
+    with pytest.raises(ValueError, match="tb='N'"):
+        _kernels.product("N", "T", A, B, C, path=3)
+
+
 def test_beta_zero_ignores_nan_in_the_output():
     A, B = np.ones((3, 2)), np.ones((2, 4))
-    for path in (1, 2):
+    for path in (1, 2, 3):
         C = np.full((3, 4), np.nan)
         _kernels.product("N", "N", A, B, C, beta=0.0, path=path)
         assert np.array_equal(C, np.full((3, 4), 2.0))
