@@ -103,15 +103,15 @@ cdef extern from "_narrow.h" nogil:
 # rank-1 products (K == 1), where BLAS's packing costs more than the work.
 cdef Py_ssize_t SMALL_PRODUCT = 128
 
-# float32 products B-untransposed, of at most this many rows, at least 16
-# columns and with B at most this big run through _gemm.h's register blocks
-# (B stays in L1/L2 while every 4 rows of A pass over it); bigger ones are
-# BLAS's.  Measured (2 cores, OpenBLAS 0.3.30, us per call incl. ~1.9 us of
-# Python): 32x64 @ 64x128 9.2 vs 12.8, 64x32^T @ 32x128 10.8 vs 14.8;
-# 128x784 @ 784x256 1028 vs 448 and 2048x64 @ 64x128 494 vs 268 (BLAS's
-# cache blocking and 2 threads win); float64 no gain (23.5 vs 24.0).
-cdef int BLOCKED_MAX_ROWS = 256
-cdef Py_ssize_t BLOCKED_MAX_B_BYTES = 128 * 1024
+# float32 products B-untransposed, at least 16 columns wide and of at most
+# this many multiply-adds run through _gemm.h's register blocks (B stays in
+# L1/L2 while every 4 rows of A pass over it); bigger ones are BLAS's.
+# Measured (2 cores, OpenBLAS 0.3.30 on its default 2 threads, us per call
+# incl. ~1.9 us of Python): 32x64 @ 64x128 9.2 vs 12.8, 64x32^T @ 32x128
+# 10.8 vs 14.8, 64x64 @ 64x128 14.8 vs 14.0; 128x256 @ 256x128 136 vs 99,
+# 128x784 @ 784x256 1028 vs 448 (BLAS's cache blocking and threads win);
+# float64 no gain (23.5 vs 24.0 at 32x64 @ 64x128).
+cdef Py_ssize_t BLOCKED_MAX_PRODUCT = 400000
 
 # Forward products of at most FMR_MAX_ROWS rows, at least one column block
 # wide and with at least this many multiply-adds per row run in _fewrows.h,
@@ -230,8 +230,8 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     """
     if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    elif (floating is float and tb == c'N' and M <= BLOCKED_MAX_ROWS and N >= 16
-            and <Py_ssize_t>K * N * sizeof(floating) <= BLOCKED_MAX_B_BYTES):
+    elif (floating is float and tb == c'N' and N >= 16
+            and <Py_ssize_t>M * N * K <= BLOCKED_MAX_PRODUCT):
         gemm_blocked(ta, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
