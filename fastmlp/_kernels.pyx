@@ -57,6 +57,17 @@ cdef extern from "_gemm.h" nogil:
                       const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
                       float beta, float* C, Py_ssize_t ldc)
 
+cdef extern from "_pool.h" nogil:
+    ctypedef void (*fmp_fn)(void* arg, int block) noexcept nogil
+    void fmp_run(fmp_fn fn, void* arg, int n_blocks, int threads)
+
+# all_finite reads arrays of at least FINITE_SPLIT values in FINITE_BLOCKS
+# blocks on the pool (predict's check of 10000 x 784 float32 rows: 2.0 ms on
+# one thread).
+cdef enum:
+    FINITE_BLOCKS = 8
+cdef Py_ssize_t FINITE_SPLIT = 1 << 20
+
 cdef extern from "_fewrows.h" nogil:
     int FMR_MAX_ROWS
     Py_ssize_t fmr_block_width(size_t elsize)
@@ -752,14 +763,42 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
                         &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
 
 
-def all_finite(const floating[:, ::1] X):
-    """True when every value of the C-contiguous 2-D array X is finite."""
+cdef struct FiniteTask:
+    const void* x
+    Py_ssize_t n
+    bint is_float
+    int ok[FINITE_BLOCKS]
+
+
+cdef void finite_block(void* arg, int b) noexcept nogil:
+    cdef FiniteTask* t = <FiniteTask*>arg
+    cdef Py_ssize_t lo = t.n * b // FINITE_BLOCKS, hi = t.n * (b + 1) // FINITE_BLOCKS
+    if t.is_float:
+        t.ok[b] = fm_all_finite_f(<const float*>t.x + lo, hi - lo)
+    else:
+        t.ok[b] = fm_all_finite_d(<const double*>t.x + lo, hi - lo)
+
+
+def all_finite(const floating[:, ::1] X, int threads=1):
+    """True when every value of the C-contiguous 2-D array X is finite.
+
+    Arrays of at least FINITE_SPLIT values are read by up to ``threads``
+    threads of _pool.h (reading is memory-bound: two cores read faster).
+    """
     cdef Py_ssize_t n = X.shape[0] * X.shape[1]
-    cdef int ok
+    cdef int ok = 1, b
+    cdef FiniteTask t
     if n == 0:
         return True
     with nogil:
-        if floating is float:
+        if n >= FINITE_SPLIT and threads > 1:
+            t.x = &X[0, 0]
+            t.n = n
+            t.is_float = floating is float
+            fmp_run(finite_block, &t, FINITE_BLOCKS, threads)
+            for b in range(FINITE_BLOCKS):
+                ok = ok and t.ok[b]
+        elif floating is float:
             ok = fm_all_finite_f(&X[0, 0], n)
         else:
             ok = fm_all_finite_d(&X[0, 0], n)

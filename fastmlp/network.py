@@ -80,7 +80,8 @@ class Network(BaseNetwork):
         # checks and conversion.
         if (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
                 and X.shape[1] == self.layer_sizes[0] and X.shape[0] > 0
-                and X.flags.c_contiguous and _kernels.all_finite(X)):
+                and X.flags.c_contiguous
+                and _kernels.all_finite(X, _blas_threads.pool_threads(self.n_threads))):
             return X
         return super()._check_X(X)
 

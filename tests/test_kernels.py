@@ -74,3 +74,14 @@ def test_all_finite():
         Y[2, 3] = bad
         assert not _kernels.all_finite(Y)
     assert _kernels.all_finite(np.full((2, 2), 3e38, dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_all_finite_on_several_threads(dtype):
+    X = np.zeros((1100, 1000), dtype=dtype)         # above FINITE_SPLIT: split in blocks
+    assert _kernels.all_finite(X, 2) and _kernels.all_finite(X, 4)
+    for where in [(0, 0), (549, 999), (550, 0), (1099, 999)]:
+        for bad in (np.nan, np.inf, -np.inf):
+            X[where] = bad
+            assert not _kernels.all_finite(X, 2) and not _kernels.all_finite(X, 1)
+            X[where] = 0
