@@ -441,15 +441,13 @@ FM_INLINE double FMN_NAME(fmn_batch_)(
     int b;
     double total;
     FMN_V *gvec0 = (FMN_V *)FMN_ALIGN((char *)work + sizeof(fmn_plan)) + plan->gvec * FMN_NV;
-    if (nc <= 1)
-        return FMN_NAME(fmn_chunks_)(work, plan, hidden, output, loss, params, X, Y, w, prep,
-                                     0, m, 1, inv_M, grads);
     parts = parts > nc ? (int)nc : parts;
-    if (parts <= 1) {
+    if (parts <= 1) {   /* one call site: the chunk loop is inlined once here */
         total = FMN_NAME(fmn_chunks_)(work, plan, hidden, output, loss, params, X, Y, w, prep,
-                                      0, m, 0, inv_M, NULL);
-        for (k = 0; k < P; k++)     /* fold the lane accumulators */
-            grads[k] = FMN_HSUM(gvec0[k]);
+                                      0, m, nc <= 1, inv_M, nc <= 1 ? grads : NULL);
+        if (nc > 1)
+            for (k = 0; k < P; k++)     /* fold the lane accumulators */
+                grads[k] = FMN_HSUM(gvec0[k]);
         return total;
     }
     {
