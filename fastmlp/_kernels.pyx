@@ -98,12 +98,12 @@ cdef extern from "_narrow.h" nogil:
                              float* grads, int parts)
     Py_ssize_t fm_narrow_sgd_epochs_d(void* work, int hidden, int output, int loss,
                                       double* params, const void* prep, Py_ssize_t m,
-                                      double inv_M, double lr, Py_ssize_t epochs,
-                                      double W_total, double* epoch_loss, double* grads)
+                                      double lr, Py_ssize_t epochs, double W_total,
+                                      double* epoch_loss, double* grads, double* backup)
     Py_ssize_t fm_narrow_sgd_epochs_f(void* work, int hidden, int output, int loss,
                                       float* params, const void* prep, Py_ssize_t m,
-                                      double inv_M, float lr, Py_ssize_t epochs,
-                                      double W_total, double* epoch_loss, float* grads)
+                                      float lr, Py_ssize_t epochs, double W_total,
+                                      double* epoch_loss, float* grads, float* backup)
     int fm_sgd_step_d(double* p, const double* g, double* backup, double lr, Py_ssize_t n)
     int fm_sgd_step_f(float* p, const float* g, float* backup, float lr, Py_ssize_t n)
 
@@ -610,17 +610,18 @@ cdef inline double narrow_batch(Spec* s, void* work, const floating* params,
 
 
 cdef inline Py_ssize_t narrow_sgd_epochs(Spec* s, void* work, floating* params,
-                                         const void* prep, Py_ssize_t m, double inv_M,
-                                         floating lr, Py_ssize_t epochs, double W_total,
-                                         double* epoch_loss, floating* grads) noexcept nogil:
+                                         const void* prep, Py_ssize_t m, floating lr,
+                                         Py_ssize_t epochs, double W_total,
+                                         double* epoch_loss, floating* grads,
+                                         floating* backup) noexcept nogil:
     """Epochs of plain SGD on one prepared chunk of m rows (the whole data):
     returns the epochs completed (see fm_narrow_sgd_epochs in _narrow_impl.h)."""
     if floating is float:
         return fm_narrow_sgd_epochs_f(work, s.hidden, s.output, s.loss, params, prep, m,
-                                      inv_M, lr, epochs, W_total, epoch_loss, grads)
+                                      lr, epochs, W_total, epoch_loss, grads, backup)
     else:
         return fm_narrow_sgd_epochs_d(work, s.hidden, s.output, s.loss, params, prep, m,
-                                      inv_M, lr, epochs, W_total, epoch_loss, grads)
+                                      lr, epochs, W_total, epoch_loss, grads, backup)
 
 
 cdef inline bint sgd_step(floating* p, const floating* g, floating* backup, floating lr,
@@ -1143,8 +1144,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 # epochs run in C, a slice of check_every at a time
                 while done < epochs and not halted:
                     m = epochs - done if check_every <= 0 else min(epochs - done, check_every)
-                    e = narrow_sgd_epochs(&s, nwork, &params[0], prep_base, n, 1.0 / W_total, lr, m,
-                                          W_total, &epoch_loss[done], grads)
+                    e = narrow_sgd_epochs(&s, nwork, &params[0], prep_base, n, lr, m, W_total,
+                                          &epoch_loss[done], grads, backup)
                     done += e
                     if e < m:
                         break

@@ -57,6 +57,28 @@ FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 }
 
 /* chunks of 1 vector: batches of at most 2 vectors' worth of samples */
+/* p -= lr * g; if any result is not finite, p is put back as it was and 0
+ * returned (backup: n values of scratch).  Train's plain SGD step, and the
+ * one of fm_narrow_sgd_epochs. */
+#define FMN_DEFINE_SGD_STEP(T, SUF)                                              \
+FM_INLINE int fmn_sgd_step_##SUF(T *restrict p, const T *restrict g,            \
+                                 T *restrict backup, T lr, fm_idx n)             \
+{                                                                                \
+    fm_idx i;                                                                    \
+    int bad = 0;                                                                 \
+    for (i = 0; i < n; i++) {                                                    \
+        T q = p[i] - lr * g[i];                                                  \
+        backup[i] = p[i];                                                        \
+        p[i] = q;                                                                \
+        bad |= !(q - q == 0);                                                    \
+    }                                                                            \
+    if (bad)                                                                     \
+        memcpy(p, backup, (size_t)n * sizeof(T));                                \
+    return !bad;                                                                 \
+}
+FMN_DEFINE_SGD_STEP(double, d)
+FMN_DEFINE_SGD_STEP(float, f)
+
 #define FMN_T double
 #define FMN_SUF d
 #define FMN_HSUM fmn_hsum_d
@@ -184,21 +206,20 @@ static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss
 }                                                                                \
 static fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int loss, \
                                          T *params, const void *prep, fm_idx m,  \
-                                         double inv_M, T lr, fm_idx epochs,      \
-                                         double W_total, double *epoch_loss,     \
-                                         T *grads)                               \
+                                         T lr, fm_idx epochs, double W_total,    \
+                                         double *epoch_loss, T *grads, T *backup) \
 {                                                                                \
     if (((fmn_plan *)work)->nv == 1)                                             \
         return fm_narrow_sgd_epochs_##SUF##1(work, hidden, output, loss, params, prep, \
-                                             m, inv_M, lr, epochs, W_total,      \
-                                             epoch_loss, grads);                 \
+                                             m, lr, epochs, W_total, epoch_loss, \
+                                             grads, backup);                     \
     if (((fmn_plan *)work)->nv == 4)                                             \
         return fm_narrow_sgd_epochs_##SUF##4(work, hidden, output, loss, params, prep, \
-                                             m, inv_M, lr, epochs, W_total,      \
-                                             epoch_loss, grads);                 \
+                                             m, lr, epochs, W_total, epoch_loss, \
+                                             grads, backup);                     \
     return fm_narrow_sgd_epochs_##SUF##8(work, hidden, output, loss, params, prep, m, \
-                                         inv_M, lr, epochs, W_total, epoch_loss, \
-                                         grads);                                 \
+                                         lr, epochs, W_total, epoch_loss, grads, \
+                                         backup);                                \
 }                                                                                \
 static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
                                     const T *Y, const T *w, fm_idx m, void *out) \
@@ -210,22 +231,11 @@ static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, 
     else                                                                         \
         fm_narrow_prepare_##SUF##8(n_x, n_y, X, Y, w, m, out);                   \
 }                                                                                \
-/* p -= lr * g; if any result is not finite, p is put back as it was and 0 \
- * returned (backup: n values of scratch) */                                     \
+/* p -= lr * g, checked: see fmn_sgd_step_d */                                   \
 FM_CLONES static int fm_sgd_step_##SUF(T *restrict p, const T *restrict g,      \
                                        T *restrict backup, T lr, fm_idx n)       \
 {                                                                                \
-    fm_idx i;                                                                    \
-    int bad = 0;                                                                 \
-    for (i = 0; i < n; i++) {                                                    \
-        T q = p[i] - lr * g[i];                                                  \
-        backup[i] = p[i];                                                        \
-        p[i] = q;                                                                \
-        bad |= !(q - q == 0);                                                    \
-    }                                                                            \
-    if (bad)                                                                     \
-        memcpy(p, backup, (size_t)n * sizeof(T));                                \
-    return !bad;                                                                 \
+    return fmn_sgd_step_##SUF(p, g, backup, lr, n);                              \
 }
 FMN_DISPATCH(double, d)
 FMN_DISPATCH(float, f)

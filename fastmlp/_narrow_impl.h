@@ -157,6 +157,7 @@ FM_INLINE void FMN_NAME(fmn_grad_body_)(const FMN_V *restrict A, const FMN_V *re
 /* The three per-layer passes with the narrowest widths as constants (so
  * their loops unroll: for XOR-sized layers the loop overhead is most of the
  * work), any other width as it comes. */
+#ifndef FMN_SMALL_WIDTHS
 #define FMN_SMALL_WIDTHS(n, CALL)                                               \
     switch (n) {                                                                \
     case 1: CALL(1); break;                                                     \
@@ -165,6 +166,7 @@ FM_INLINE void FMN_NAME(fmn_grad_body_)(const FMN_V *restrict A, const FMN_V *re
     case 4: CALL(4); break;                                                     \
     default: CALL(n); break;                                                    \
     }
+#endif
 
 FM_INLINE void FMN_NAME(fmn_layer_)(const FMN_T *restrict W, const FMN_T *restrict b,
                                     const FMN_V *restrict in, FMN_V *restrict out,
@@ -429,7 +431,7 @@ FM_CLONES static void FMN_NAME(fmn_part_)(void *arg, int b)
  * that many parts, run on as many threads of _pool.h, their lane
  * accumulators added in part order (so the result depends on parts, not on
  * which thread ran what). */
-FM_INLINE double FMN_NAME(fmn_batch_)(
+FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
     void *work, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
     const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
@@ -468,49 +470,34 @@ FM_INLINE double FMN_NAME(fmn_batch_)(
     }
 }
 
-FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
-    void *work, int hidden, int output, int loss,
-    const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
-    const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
-    FMN_T *restrict grads, int parts)
-{
-    return FMN_NAME(fmn_batch_)(work, hidden, output, loss, params, X, Y, w, prep, m, inv_M,
-                                grads, parts);
-}
-
 /* `epochs` epochs of plain SGD on one batch of prepared chunk blocks (the
- * whole data set, unshuffled): per epoch the batch as fm_narrow_batch, then
- * params -= lr * grads.  epoch_loss[e] gets the objective sum / W_total.
- * Returns the epochs completed; stops early, as train's own loop does, at
- * a non-finite objective (its entry is that value) or at a step that would
- * make a parameter non-finite (params left as they were, entry +inf).  For
- * tiny data sets (XOR) the per-epoch overhead of a call is most of the
- * time.  grads: P values of scratch. */
+ * whole data set, unshuffled, total sample weight W_total): per epoch the
+ * batch as fm_narrow_batch, then train's checked step (fmn_sgd_step).
+ * epoch_loss[e] gets the objective sum / W_total.  Returns the epochs
+ * completed; stops early, as train's own loop does, at a non-finite
+ * objective (its entry is that value) or at a step that would make a
+ * parameter non-finite (params left as they were, entry +inf).  For tiny
+ * data sets (XOR) the per-epoch overhead of a call is most of the time.
+ * grads, backup: P values of scratch each. */
 FM_CLONES static fm_idx FMN_NAME(fm_narrow_sgd_epochs_)(
     void *work, int hidden, int output, int loss, FMN_T *restrict params,
-    const void *prep, fm_idx m, double inv_M, FMN_T lr, fm_idx epochs, double W_total,
-    double *restrict epoch_loss, FMN_T *restrict grads)
+    const void *prep, fm_idx m, FMN_T lr, fm_idx epochs, double W_total,
+    double *restrict epoch_loss, FMN_T *restrict grads, FMN_T *restrict backup)
 {
     const fm_idx P = ((const fmn_plan *)work)->P;
-    fm_idx e, k;
+    fm_idx e;
     for (e = 0; e < epochs; e++) {
         double obj = FMN_NAME(fmn_chunks_)(work, (const fmn_plan *)work, hidden, output,
                                            loss, params, NULL, NULL, NULL, prep, 0, m, 1,
-                                           inv_M, grads);
-        int bad = 0;
+                                           1.0 / W_total, grads);
         if (!isfinite(obj)) {
             epoch_loss[e] = obj;
             return e;
         }
-        for (k = 0; k < P; k++) {            /* the step, into grads first */
-            grads[k] = params[k] - lr * grads[k];
-            bad |= !(grads[k] - grads[k] == 0);
-        }
-        if (bad) {
+        if (!FMN_CAT(fmn_sgd_step_, FMN_SUF)(params, grads, backup, lr, P)) {
             epoch_loss[e] = INFINITY;
             return e;
         }
-        memcpy(params, grads, (size_t)P * sizeof(FMN_T));
         epoch_loss[e] = obj / W_total;
     }
     return epochs;
