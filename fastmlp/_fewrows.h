@@ -50,7 +50,7 @@ FM_INLINE void fmr_half_block_##SUF(const int M, fm_idx K, const T *restrict A, 
                   c13 = z, c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, \
                   c32 = z, c33 = z, b0, b1, b2, b3;                              \
     fm_idx p;                                                                    \
-    for (p = 0; p < K; p++) {                                                         \
+    for (p = 0; p < K; p++) {                                                    \
         const T *brow = B + p * ldb;                                             \
         T a;                                                                     \
         memcpy(&b0, brow, 32);                                                   \
@@ -143,7 +143,7 @@ FMR_DEFINE_BLOCK(double, d)
 FMR_DEFINE_BLOCK(float, f)
 
 /* ------------------------------------------------------------------ */
-/* The pool                                                            */
+/* Blocks on the pool of _pool.h                                       */
 /* ------------------------------------------------------------------ */
 
 typedef struct {
@@ -176,7 +176,7 @@ static void fmr_product(int is_float, int M, fm_idx N, fm_idx K, const void *A, 
                         const void *B, fm_idx ldb, void *C, fm_idx ldc, int threads)
 {
     fmr_task t = {M, is_float, N, K, lda, ldb, ldc, A, B, C};
-    fm_idx bw = is_float ? FMR_BW_f : FMR_BW_d;
+    fm_idx bw = fmr_block_width(is_float ? sizeof(float) : sizeof(double));
     fmp_run(fmr_run_block, &t, (int)((N + bw - 1) / bw), threads);
 }
 
