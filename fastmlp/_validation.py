@@ -18,7 +18,7 @@ OPTIMIZERS = {"sgd": 0, "adam": 1}
 SCHEDULES = ("constant", "invscaling", "plateau")
 
 
-def _is_real(value):
+def is_real(value):
     """A real number, not a bool (plain int and float first: the ABC check
     costs about a microsecond, and fit makes a dozen of these checks)."""
     t = type(value)
@@ -27,8 +27,8 @@ def _is_real(value):
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
 
 
-def _is_integer(value):
-    """An integer, not a bool (plain int first, as in _is_real)."""
+def is_integer(value):
+    """An integer, not a bool (plain int first, as in is_real)."""
     if type(value) is int:
         return True
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral)
@@ -51,7 +51,7 @@ def check_settings(layer_sizes, activation, output, loss, l2, init, dtype):
         )
     sizes = []
     for i, s in enumerate(layer_sizes):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 1:
+        if not is_integer(s) or s < 1:
             raise ValueError(
                 f"layer_sizes[{i}] must be a positive integer; got {s!r} "
                 f"in layer_sizes={list(layer_sizes)!r}"
@@ -103,7 +103,7 @@ def check_seed(seed):
     if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.Generator,
                                          np.random.BitGenerator)):
         return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+    if not is_integer(seed):
         raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
     if seed < 0:
         raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
@@ -112,7 +112,7 @@ def check_seed(seed):
 
 def check_fraction(name, value, low=0.0, high=1.0, low_open=False, high_open=True):
     """A real number in an interval, e.g. momentum in [0, 1) or beta in [0, 1)."""
-    if not _is_real(value):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number; got {value!r}")
     value = float(value)
     lo_ok = value > low if low_open else value >= low
@@ -127,13 +127,13 @@ def check_optional_positive(name, value):
     """None (meaning off), or a finite number > 0 (e.g. a clipping norm)."""
     if value is None:
         return None
-    if not _is_real(value):
+    if not is_real(value):
         raise TypeError(f"{name} must be None or a positive real number; got {value!r}")
     return check_positive(name, value)
 
 
 def check_nonnegative(name, value):
-    if not _is_real(value):
+    if not is_real(value):
         raise TypeError(f"{name} must be a non-negative real number; got {value!r}")
     value = float(value)
     if not math.isfinite(value) or value < 0:
@@ -142,7 +142,7 @@ def check_nonnegative(name, value):
 
 
 def check_positive(name, value):
-    if not _is_real(value):
+    if not is_real(value):
         raise TypeError(f"{name} must be a positive real number; got {value!r}")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
@@ -153,7 +153,7 @@ def check_positive(name, value):
 def check_count(name, value, allow_none=False):
     if value is None and allow_none:
         return None
-    if not _is_integer(value):
+    if not is_integer(value):
         expected = "a positive integer or None" if allow_none else "a positive integer"
         raise TypeError(f"{name} must be {expected}; got {value!r}")
     if value < 1:

@@ -47,6 +47,7 @@ except ImportError as _err:                     # pragma: no cover - depends on 
         "fastmlp.estimators (MLPClassifier, MLPRegressor) needs scikit-learn >= 1.6: "
         f"pip install 'fastmlp[sklearn]' ({_err})") from _err
 
+from ._validation import is_integer, is_real
 from .errors import DivergenceError
 from .network import Network
 
@@ -57,16 +58,8 @@ _OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity
 
 
 # ----------------------------------------------------------------- helpers
-def _is_int(x):
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
-
-
-def _is_real(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
-
-
 def _check_real(name, value, low, high=None, low_open=False, high_open=False):
-    if not _is_real(value) or not np.isfinite(value):
+    if not is_real(value) or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite real number; got {value!r}")
     bad = (value < low or (low_open and value == low) or
            (high is not None and (value > high or (high_open and value == high))))
@@ -162,7 +155,7 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------ checks
     def _hidden_sizes(self):
         h = self.hidden_layer_sizes
-        if _is_int(h):
+        if is_integer(h):
             h = [h]
         try:
             h = list(h)
@@ -170,7 +163,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be an int or a sequence of ints; "
                              f"got {self.hidden_layer_sizes!r}") from None
         for s in h:
-            if not _is_int(s) or s <= 0:
+            if not is_integer(s) or s <= 0:
                 raise ValueError(f"hidden_layer_sizes must be > 0, got {self.hidden_layer_sizes!r}.")
         return [int(s) for s in h]
 
@@ -187,12 +180,12 @@ class _BaseMLP(BaseEstimator):
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):
             raise ValueError("learning_rate must be 'constant', 'invscaling' or 'adaptive'; "
                              f"got {self.learning_rate!r}")
-        if not (self.batch_size == "auto" or (_is_int(self.batch_size) and self.batch_size >= 1)):
+        if not (self.batch_size == "auto" or (is_integer(self.batch_size) and self.batch_size >= 1)):
             raise ValueError(f"batch_size must be 'auto' or an int >= 1; got {self.batch_size!r}")
-        if not _is_int(self.max_iter) or self.max_iter < 1:
+        if not is_integer(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an int >= 1; got {self.max_iter!r}")
         nic = self.n_iter_no_change
-        if not ((_is_int(nic) and nic >= 1) or (_is_real(nic) and nic == np.inf)):
+        if not ((is_integer(nic) and nic >= 1) or (is_real(nic) and nic == np.inf)):
             raise ValueError(f"n_iter_no_change must be an int >= 1 or np.inf; got {nic!r}")
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):

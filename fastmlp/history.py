@@ -33,12 +33,13 @@ class History:
 
     def __init__(self, loss=None, val_loss=None, val_accuracy=None, learning_rate=None,
                  epoch_seconds=None, seconds=0.0, best_epoch=None, stopped_early=False):
-        self._loss = list(loss or [])
-        self._learning_rate = list(learning_rate or [])
-        self._epoch_seconds = list(epoch_seconds or [])
+        as_list = (lambda values: [] if values is None else list(values))
+        self._loss = as_list(loss)
+        self._learning_rate = as_list(learning_rate)
+        self._epoch_seconds = as_list(epoch_seconds)
         self._pending = []
-        self.val_loss = list(val_loss or [])
-        self.val_accuracy = list(val_accuracy or [])
+        self.val_loss = as_list(val_loss)
+        self.val_accuracy = as_list(val_accuracy)
         self.seconds = seconds
         self.best_epoch = best_epoch
         self.stopped_early = stopped_early

@@ -36,7 +36,6 @@ Guarantees
   used. Optimizer state (momentum, Adam moments) is not part of the file.
 """
 import json
-import numbers
 import os
 import secrets
 
@@ -62,7 +61,7 @@ _MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy heade
 # ---------------------------------------------------------------------- save
 def _header_for(net):
     seed = net.seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+    if not v.is_integer(seed):
         seed = None                  # a Generator / SeedSequence / list seed is not stored
     else:
         seed = int(seed)
