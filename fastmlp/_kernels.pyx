@@ -50,12 +50,10 @@ cdef extern from "_vmath.h" nogil:
     float fm_exp_f(float x)
 
 cdef extern from "_gemm.h" nogil:
-    void fm_gemm_rb_d(char ta, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, double alpha,
-                      const double* A, Py_ssize_t lda, const double* B, Py_ssize_t ldb,
-                      double beta, double* C, Py_ssize_t ldc)
-    void fm_gemm_rb_f(char ta, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, float alpha,
-                      const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
-                      float beta, float* C, Py_ssize_t ldc)
+    void fm_gemm_rb(int is_float, char ta, char tb, Py_ssize_t M, Py_ssize_t N,
+                    Py_ssize_t K, double alpha, const void* A, Py_ssize_t lda,
+                    const void* B, Py_ssize_t ldb, double beta, void* C, Py_ssize_t ldc,
+                    int threads)
 
 cdef extern from "_pool.h" nogil:
     ctypedef void (*fmp_fn)(void* arg, int block) noexcept nogil
@@ -114,15 +112,27 @@ cdef extern from "_narrow.h" nogil:
 # rank-1 products (K == 1), where BLAS's packing costs more than the work.
 cdef Py_ssize_t SMALL_PRODUCT = 128
 
-# float32 products B-untransposed, at least 16 columns wide and of at most
-# this many multiply-adds run through _gemm.h's register blocks (B stays in
+# float32 products at least 8 columns wide (either op) and of at most this
+# many multiply-adds run through _gemm.h's register blocks (B stays in
 # L1/L2 while every 4 rows of A pass over it); bigger ones are BLAS's.
 # Measured (2 cores, OpenBLAS 0.3.30 on its default 2 threads, us per call
 # incl. ~1.9 us of Python): 32x64 @ 64x128 9.2 vs 12.8, 64x32^T @ 32x128
 # 10.8 vs 14.8, 64x64 @ 64x128 14.8 vs 14.0; 128x256 @ 256x128 136 vs 99,
 # 128x784 @ 784x256 1028 vs 448 (BLAS's cache blocking and threads win);
-# float64 no gain (23.5 vs 24.0 at 32x64 @ 64x128).
+# float64 no gain (23.5 vs 24.0 at 32x64 @ 64x128).  The 10-wide output
+# layer's products of a digits step (32x128 @ 128x10, 128x32^T @ 32x10,
+# 32x10 @ (128x10)^T: 2-4 us each either way alone) took 22% of the fit's
+# time in OpenBLAS (packing, thread hand-off), none here (fit 44 -> 32 ms,
+# best of 30).
 cdef Py_ssize_t BLOCKED_MAX_PRODUCT = 400000
+
+# register-blocked products of at least this many multiply-adds split their
+# column panels over fastmlp's pool (when the call allows more than one
+# thread).  Measured (2 cores, us per product, best / median of 15):
+# 32x64 @ 64x128 6.6 / 9.1 on one thread, 6.2 / 7.7 on two (3.8 in a C
+# loop without Python's other threads); 64x64 @ 64x128 13.0 / 16.8 vs
+# 10.0 / 13.8; 128x128 @ 128x256 159 / 164 vs 94 / 117.
+cdef Py_ssize_t BLOCK_SPLIT_PRODUCT = 100000
 
 # Forward products of at most FMR_MAX_ROWS rows, at least one column block
 # wide and with at least this many multiply-adds per row run in _fewrows.h,
@@ -179,7 +189,7 @@ cdef struct Spec:
     int loss                  # loss code
     Py_ssize_t per_row        # sum of sizes[1:]: activations per row
     Py_ssize_t n_params
-    int row_threads           # threads for products of few rows (_fewrows.h)
+    int pool_threads          # threads of fastmlp's pool for the products it computes
 
 
 cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss) except *:
@@ -194,7 +204,7 @@ cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int los
     s.loss = loss
     s.per_row = 0
     s.n_params = 0
-    s.row_threads = 1
+    s.pool_threads = 1
     for l in range(s.L):
         s.per_row += sizes[l + 1]
         s.n_params += sizes[l] * sizes[l + 1] + sizes[l + 1]
@@ -231,30 +241,29 @@ cdef inline void threads_exit(int entered) noexcept nogil:
 
 cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
                   const floating* A, int lda, const floating* B, int ldb,
-                  floating beta, floating* C, int ldc) noexcept nogil:
+                  floating beta, floating* C, int ldc, int threads) noexcept nogil:
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` (``C`` is M x N).
 
     Tiny products run as C loops (a BLAS call costs more than the work),
     minibatch-sized ones whose B sits in cache through _gemm.h's register
     blocks (BLAS would spend as long packing as multiplying), the rest go to
-    BLAS.
+    BLAS.  ``threads``: the most of fastmlp's pool to use (register blocks
+    of at least BLOCK_SPLIT_PRODUCT multiply-adds).
     """
     if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    elif (floating is float and tb == c'N' and N >= 16
-            and <Py_ssize_t>M * N * K <= BLOCKED_MAX_PRODUCT):
-        gemm_blocked(ta, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+    elif floating is float and N >= 8 and <Py_ssize_t>M * N * K <= BLOCKED_MAX_PRODUCT:
+        gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                     threads if <Py_ssize_t>M * N * K >= BLOCK_SPLIT_PRODUCT else 1)
     else:
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
-cdef inline void gemm_blocked(char ta, int M, int N, int K, floating alpha,
+cdef inline void gemm_blocked(char ta, char tb, int M, int N, int K, floating alpha,
                               const floating* A, int lda, const floating* B, int ldb,
-                              floating beta, floating* C, int ldc) noexcept nogil:
-    if floating is float:
-        fm_gemm_rb_f(ta, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    else:
-        fm_gemm_rb_d(ta, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+                              floating beta, floating* C, int ldc, int threads) noexcept nogil:
+    fm_gemm_rb(floating is float, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+               threads)
 
 
 cdef inline void gemm_loops(char ta, char tb, int M, int N, int K, floating alpha,
@@ -350,10 +359,11 @@ cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
     """Weighted sum over the batch of the per-row data loss (not divided by M).
 
     Log loss is computed from the output logits ``Z`` (stable for any
-    magnitude); squared error from the outputs ``P``.  ``w`` NULL means unit
-    weights.
+    magnitude; softmax's also takes the ratios of ``P`` to its largest
+    value, which are exp(z_j - z_max)); squared error from the outputs
+    ``P``.  ``w`` NULL means unit weights.
     """
-    cdef Py_ssize_t i, j, k = s.sizes[s.L]
+    cdef Py_ssize_t i, j, jm, k = s.sizes[s.L]
     cdef double total = 0, row, d, mx, lse
     if s.loss == LOSS_LOG and s.output == OUT_SIGMOID:
         if floating is float:
@@ -370,17 +380,22 @@ cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
         elif s.output == OUT_SIGMOID:
             for j in range(k):
                 row += softplus(Z[i * k + j]) - <double>Y[i * k + j] * Z[i * k + j]
-        else:   # softmax + categorical cross-entropy: sum_j y_j (logsumexp(z) - z_j)
-            mx = Z[i * k]
+        else:
+            # softmax + categorical cross-entropy: sum_j y_j (logsumexp(z) - z_j)
+            # with logsumexp(z) = z_max + log1p(sum_{j != max} p_j / p_max):
+            # the ratios are exp(z_j - z_max), already in P (no exp per value)
+            jm = 0
             for j in range(1, k):
-                if Z[i * k + j] > mx:
-                    mx = Z[i * k + j]
+                if Z[i * k + j] > Z[i * k + jm]:
+                    jm = j
+            mx = Z[i * k + jm]
             lse = 0
             for j in range(k):
-                lse += fm_exp_d(<double>Z[i * k + j] - mx)
-            lse = mx + log(lse)
+                if j != jm:
+                    lse += P[i * k + j]
+            lse = log1p(lse / P[i * k + jm])
             for j in range(k):
-                row += <double>Y[i * k + j] * (lse - Z[i * k + j])
+                row += <double>Y[i * k + j] * ((mx - Z[i * k + j]) + lse)
         total += row if w == NULL else w[i] * row
     return total
 
@@ -484,10 +499,11 @@ cdef void forward_batch(Spec* s, const floating* params, const floating* X, Py_s
         if (m <= FMR_MAX_ROWS and n_in * n_out >= FEW_ROWS_PRODUCT
                 and n_out >= fmr_block_width(sizeof(floating))):
             fmr_product(floating is float, <int>m, n_out, n_in, A_prev, n_in, W, n_out,
-                        A, n_out, s.row_threads)
+                        A, n_out, s.pool_threads)
         else:
             gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>n_in, <floating>1.0,
-                    A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out)
+                    A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out,
+                    s.pool_threads)
         if l == s.L - 1:
             act = ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output
             if zout != NULL:
@@ -537,7 +553,8 @@ cdef void backward_batch(Spec* s, floating* params, const floating* X, const flo
         A_prev = X if l == 0 else acts + a_off - m * n_in
         if l > 0:
             gemm_rm(c'N', c'T', <int>m, <int>n_in, <int>n_out, <floating>1.0,
-                    D, <int>n_out, W, <int>n_out, <floating>0.0, deltas + a_off - m * n_in, <int>n_in)
+                    D, <int>n_out, W, <int>n_out, <floating>0.0, deltas + a_off - m * n_in, <int>n_in,
+                    s.pool_threads)
             times_dact(deltas + a_off - m * n_in, A_prev, m * n_in, s.hidden)
         if grads != NULL:
             gW = grads + w_off
@@ -547,12 +564,12 @@ cdef void backward_batch(Spec* s, floating* params, const floating* X, const flo
                     gW[j] = decay * W[j]
             gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, <floating>1.0,
                     A_prev, <int>n_in, D, <int>n_out,
-                    <floating>(1.0 if l2 != 0 else 0.0), gW, <int>n_out)
+                    <floating>(1.0 if l2 != 0 else 0.0), gW, <int>n_out, s.pool_threads)
             colsum(D, m, n_out, gb)
         else:
             gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, -lr,
                     A_prev, <int>n_in, D, <int>n_out,
-                    <floating>(1 - lr * decay), W, <int>n_out)
+                    <floating>(1 - lr * decay), W, <int>n_out, s.pool_threads)
             gb = W + n_in * n_out
             colsum(D, m, n_out, scratch)
             for j in range(n_out):
@@ -732,12 +749,13 @@ def shuffle(Py_ssize_t[::1] order, uint64_t[::1] state):
 
 def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
             floating[:, ::1] C, double alpha=1.0, double beta=0.0, int path=0,
-            Py_ssize_t repeat=1):
+            Py_ssize_t repeat=1, int pool_threads=1):
     """``C = alpha * op(A) @ op(B) + beta * C`` through the kernels' product.
 
     ``path``: 0 as the kernels choose, 1 the C loops, 2 BLAS, 3 the register
-    blocks of _gemm.h (``tb`` 'N' only).  For tests of every transposition
-    case and for measuring where the switches belong.
+    blocks of _gemm.h (on up to ``pool_threads`` threads of the pool).  For
+    tests of every transposition case and for measuring where the switches
+    belong.
     """
     cdef char cta = ord(ta), ctb = ord(tb)
     cdef int M = C.shape[0], N = C.shape[1]
@@ -746,8 +764,6 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
     if A.shape[0] != (M if ta == "N" else K) or B.shape[0] != (K if tb == "N" else N) \
             or B.shape[1] != (N if tb == "N" else K):
         raise ValueError("product: shapes of A, B and C do not match")
-    if path == 3 and tb != "N":
-        raise ValueError("product: path 3 (register blocks) needs tb='N'")
     with nogil:
         for r in range(repeat):
             if path == 1:
@@ -757,11 +773,13 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
                 gemm_blas(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
                           &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
             elif path == 3:
-                gemm_blocked(cta, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
-                             &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
+                gemm_blocked(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
+                             &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N,
+                             pool_threads)
             else:
                 gemm_rm(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
-                        &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N)
+                        &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N,
+                        pool_threads)
 
 
 cdef struct FiniteTask:
@@ -846,12 +864,12 @@ cdef const floating* weights_ptr(object sample_weight, floating[::1] view):
 def forward(const floating[::1] params, const floating[:, ::1] X,
             const Py_ssize_t[::1] sizes, int hidden, int output,
             floating[:, ::1] out, Py_ssize_t chunk=2048, int threads=0,
-            int row_threads=1):
+            int pool_threads=1):
     """Write the network's outputs for every row of X into ``out``.
 
-    ``threads`` > 0 sets the BLAS thread count for the call; ``row_threads``
-    the threads (caller included) that split wide products when X has at
-    most FMR_MAX_ROWS rows.
+    ``threads`` > 0 sets the BLAS thread count for the call; ``pool_threads``
+    the threads of fastmlp's pool (caller included) that split the products
+    it computes itself (few rows, register blocks).
     """
     cdef Spec s = make_spec(sizes, hidden, output, 0)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
@@ -863,9 +881,9 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
         raise ValueError(f"out must have shape ({n}, {n_out}); got ({out.shape[0]}, {out.shape[1]})")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
-    if row_threads < 1:
-        raise ValueError(f"row_threads must be >= 1; got {row_threads}")
-    s.row_threads = row_threads
+    if pool_threads < 1:
+        raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
+    s.pool_threads = pool_threads
     if s.L == 1:
         # one layer: write straight into out, no workspace
         with nogil:
@@ -996,7 +1014,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
           int[::1] stop=None, Py_ssize_t check_every=0, int threads=0, int narrow=-1,
-          bint epochs_in_c=True, int narrow_threads=1):
+          bint epochs_in_c=True, int pool_threads=1):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
@@ -1017,9 +1035,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     every layer is at most ``NARROW_WIDTH`` wide.  With ``epochs_in_c``,
     plain SGD on a data set that fits one chunk of the one-pass step runs its
     epochs in one C loop (same results; the per-epoch cost of the loop here
-    is most of an XOR epoch).  ``narrow_threads`` > 1 lets the one-pass step
+    is most of an XOR epoch).  ``pool_threads`` > 1 lets the one-pass step
     split batches of enough work into that many parts on the threads of
-    ``_pool.h`` (results then depend on that number, not on timing).
+    ``_pool.h`` (results then depend on that number, not on timing), and the
+    register-blocked products split their columns there (results the same
+    for any number).
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -1099,8 +1119,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         raise ValueError("opt_state and step are required for Adam")
     if stop is not None and stop.shape[0] < 1:
         raise ValueError("stop must hold one flag")
+    if pool_threads < 1:
+        raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
+    s.pool_threads = pool_threads
     if one_pass:
-        parts = narrow_parts(sizes, bs, chunk, narrow_threads)
+        parts = narrow_parts(sizes, bs, chunk, pool_threads)
         nwork = malloc(parts * fm_narrow_work_bytes(&sizes[0], s.L))
         if prepared:
             prep = malloc(fm_narrow_prep_bytes(n_in, n_out, n, nv, sizeof(floating)))

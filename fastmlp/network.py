@@ -99,7 +99,7 @@ class Network(BaseNetwork):
         hidden, output, _ = self._codes
         _kernels.forward(self.params, X, self._sizes, hidden, output, out,
                          threads=self._threads(X.shape[0]),
-                         row_threads=_blas_threads.pool_threads(self.n_threads))
+                         pool_threads=_blas_threads.pool_threads(self.n_threads))
         return out
 
     def _objective(self, X, Y, sw):
@@ -140,4 +140,4 @@ class Network(BaseNetwork):
             stop, check_every, threads=_blas_threads.threads_for(
                 batch_size * self._widest_product, self.n_threads), narrow=self._narrow,
             epochs_in_c=self._epochs_in_c,
-            narrow_threads=_blas_threads.pool_threads(self.n_threads))
+            pool_threads=_blas_threads.pool_threads(self.n_threads))

@@ -4,13 +4,12 @@ import pytest
 
 from fastmlp import _kernels
 
+# (33, 17, 300): more rows of B than _gemm.h packs at once (256)
 SHAPES = [(1, 1, 1), (4, 3, 2), (4000, 3, 1), (3, 1, 7), (1, 9, 5), (7, 5, 1), (33, 17, 9),
-          (64, 48, 40), (32, 128, 64), (30, 37, 11), (257, 16, 3)]
+          (64, 48, 40), (32, 128, 64), (30, 37, 11), (257, 16, 3), (32, 10, 128),
+          (128, 10, 32), (32, 128, 10), (6, 24, 5), (33, 17, 300)]
 
-
-# (path, ta, tb): the register blocks of _gemm.h (path 3) take B untransposed
-PATHS = [(path, ta, tb) for path in (0, 1, 2, 3) for ta in "NT" for tb in "NT"
-         if not (path == 3 and tb == "T")]
+PATHS = [(path, ta, tb) for path in (0, 1, 2, 3) for ta in "NT" for tb in "NT"]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -31,10 +30,25 @@ def test_product_every_transposition_and_path(M, N, K, ta, tb, path, dtype):
         np.testing.assert_allclose(C, expected, rtol=tol, atol=tol * np.sqrt(K) * 4)
 
 
-def test_register_blocks_refuse_a_transposed_b():
-    A, B, C = np.ones((3, 2)), np.ones((4, 2)), np.zeros((3, 4))
-    with pytest.raises(ValueError, match="tb='N'"):
-        _kernels.product("N", "T", A, B, C, path=3)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("T", "N"), ("N", "T"), ("T", "T")])
+@pytest.mark.parametrize("M,N,K", [(32, 128, 64), (7, 100, 300), (64, 40, 33)])
+def test_register_blocks_on_the_pool_equal_one_thread(M, N, K, ta, tb, dtype):
+    # the column panels split over the pool: every column summed as on one thread
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=(M, K) if ta == "N" else (K, M)).astype(dtype)
+    B = rng.normal(size=(K, N) if tb == "N" else (N, K)).astype(dtype)
+    C0 = rng.normal(size=(M, N)).astype(dtype)
+    one = C0.copy()
+    _kernels.product(ta, tb, A, B, one, alpha=-0.5, beta=0.75, path=3)
+    for threads in (2, 3, 4):
+        C = C0.copy()
+        _kernels.product(ta, tb, A, B, C, alpha=-0.5, beta=0.75, path=3, pool_threads=threads)
+        np.testing.assert_array_equal(C, one)
+    expected = -0.5 * ((A if ta == "N" else A.T).astype(np.float64)
+                       @ (B if tb == "N" else B.T).astype(np.float64)) + 0.75 * C0
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(one, expected, rtol=tol, atol=tol * np.sqrt(K) * 4)
 
 
 def test_beta_zero_ignores_nan_in_the_output():

@@ -117,6 +117,21 @@ def test_stable_for_huge_logits(cls):
     assert soft.loss(np.array([[1e4]]), [2]) == pytest.approx(2e4, rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype,rel", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_softmax_log_loss_keeps_its_digits_when_confident(cls, dtype, rel):
+    # margins 5..25: per-row losses log1p(sum exp(-margin)) from 1e-2 down
+    # to 1e-11, each to the dtype's relative precision (not to absolute
+    # rounding of a log-sum-exp near 1)
+    margins = np.array([5.0, 10.0, 17.0, 25.0])
+    net = cls([1, 3], output="softmax", loss="log_loss", dtype=dtype, seed=0)
+    net.weights[0][...] = [[0.0, 0.0, 0.0]]
+    for m in margins:
+        net.biases[0][...] = [m, 0.0, -1.0]
+        exact = np.log1p(np.exp(-m) + np.exp(-m - 1.0))
+        assert net.loss(np.zeros((1, 1), dtype), [0]) == pytest.approx(exact, rel=rel)
+
+
 @pytest.mark.parametrize("cls", NETS, ids=IDS)
 def test_no_call_modifies_its_inputs(cls):
     rng = np.random.default_rng(5)

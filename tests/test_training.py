@@ -349,3 +349,28 @@ def test_one_pass_batches_split_over_threads(batch_size, weighted, act, out, los
     # the parts really differ from one thread in the last bits (else this
     # test would not see the split)
     assert not np.array_equal(results[1][0], results[2][0])
+
+
+@pytest.mark.parametrize("out,loss", [("softmax", "log_loss"), ("sigmoid", "squared_error")])
+def test_register_blocked_minibatches_same_on_any_thread_count(out, loss):
+    # digits-shaped float32 minibatches: the 64x128 products run through
+    # _gemm.h's register blocks split over the pool; results equal one
+    # thread's bit for bit, and match the reference
+    rng = np.random.default_rng(11)
+    X = rng.random(size=(300, 64)).astype("float32")
+    Y = make_targets(rng, 300, 10, out, loss, "float32")
+    kw = dict(activation="sigmoid", output=out, loss=loss, dtype="float32", seed=4)
+    fit = dict(epochs=3, learning_rate=0.5, batch_size=32, shuffle=False)
+    ref = reference.Network([64, 128, 10], **kw)
+    ref_hist = ref.fit(X, Y, **fit)
+    results = []
+    for threads in (1, 2, 4):
+        net = fastmlp.Network([64, 128, 10], n_threads=threads, **kw)
+        hist = net.fit(X, Y, **fit)
+        np.testing.assert_allclose(net.params, ref.params, rtol=TOL["float32"],
+                                   atol=TOL["float32"])
+        np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=TOL["float32"])
+        results.append((net.params.copy(), hist.loss))
+    for params, loss_history in results[1:]:
+        assert np.array_equal(params, results[0][0])
+        assert loss_history == results[0][1]
