@@ -1122,6 +1122,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     if pool_threads < 1:
         raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
     s.pool_threads = pool_threads
+    for i in range(s.L):
+        if bs * sizes[i] * sizes[i + 1] > BLOCKED_MAX_PRODUCT:
+            # the step has BLAS products: the pool's threads, spinning after
+            # each small product, would take the cores from BLAS's threads
+            # (measured: mnist-shape, 6% of the fit spent spinning)
+            s.pool_threads = 1
     if one_pass:
         parts = narrow_parts(sizes, bs, chunk, pool_threads)
         nwork = malloc(parts * fm_narrow_work_bytes(&sizes[0], s.L))
