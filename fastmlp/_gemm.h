@@ -132,13 +132,15 @@ FM_CLONES static void fm_gemm_rb_##SUF(char ta, char tb, fm_idx M, fm_idx N,    
         }                                                                        \
         for (k0 = 0; k0 < K; k0 += FMG_K_PACK) {                                 \
             kc = K - k0 < FMG_K_PACK ? K - k0 : FMG_K_PACK;                      \
-            for (p = 0; p < kc; p++) {                                           \
+            if (nc < W)                                                          \
+                memset(panel, 0, sizeof(T) * (size_t)(kc * W));                  \
+            if (tb == 'N')                                                       \
+                for (p = 0; p < kc; p++)                                         \
+                    memcpy(panel + p * W, B + (k0 + p) * ldb + j, sizeof(T) * (size_t)nc); \
+            else                                                                 \
                 for (q = 0; q < nc; q++)                                         \
-                    panel[p * W + q] = tb == 'N' ? B[(k0 + p) * ldb + j + q]     \
-                                                 : B[(j + q) * ldb + k0 + p];    \
-                for (; q < W; q++)                                               \
-                    panel[p * W + q] = 0;                                        \
-            }                                                                    \
+                    for (p = 0; p < kc; p++)                                     \
+                        panel[p * W + q] = B[(j + q) * ldb + k0 + p];            \
             fmg_panel_##SUF(M, kc, alpha, A + k0 * sk, sr, sk, panel, W,         \
                             k0 == 0 ? beta : (T)1, C + j, ldc, nc);              \
         }                                                                        \

@@ -112,9 +112,12 @@ cdef extern from "_narrow.h" nogil:
 # rank-1 products (K == 1), where BLAS's packing costs more than the work.
 cdef Py_ssize_t SMALL_PRODUCT = 128
 
-# float32 products at least 8 columns wide (either op) and of at most this
-# many multiply-adds run through _gemm.h's register blocks (B stays in
-# L1/L2 while every 4 rows of A pass over it); bigger ones are BLAS's.
+# float32 products of at most this many multiply-adds run through _gemm.h's
+# register blocks (B stays in L1/L2 while every 4 rows of A pass over it)
+# when B is untransposed and at least 16 columns wide, or when at least 8
+# rows share the cost of copying B's panels (B transposed, or fewer than 16
+# columns: 1 x 128 @ 128 x 10 took 1.8 us copying, BLAS's gemv 0.5); bigger
+# ones are BLAS's.
 # Measured (2 cores, OpenBLAS 0.3.30 on its default 2 threads, us per call
 # incl. ~1.9 us of Python): 32x64 @ 64x128 9.2 vs 12.8, 64x32^T @ 32x128
 # 10.8 vs 14.8, 64x64 @ 64x128 14.8 vs 14.0; 128x256 @ 256x128 136 vs 99,
@@ -252,7 +255,8 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     """
     if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    elif floating is float and N >= 8 and <Py_ssize_t>M * N * K <= BLOCKED_MAX_PRODUCT:
+    elif (floating is float and <Py_ssize_t>M * N * K <= BLOCKED_MAX_PRODUCT
+            and ((tb == c'N' and N >= 16) or (N >= 8 and M >= 8))):
         gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                      threads if <Py_ssize_t>M * N * K >= BLOCK_SPLIT_PRODUCT else 1)
     else:
