@@ -10,7 +10,10 @@
  * of B per row of the tile's column panel, the A values broadcast.  A panel
  * of B that is not 2 whole vectors of contiguous columns (B transposed, or
  * the last N % 2V columns) is first copied, K_PACK rows at a time, into a
- * zero-padded panel on the stack; its tiles store only the real columns.
+ * panel on the stack; its tiles store only the real columns.  (The last
+ * columns are copied as whole vectors where that stays inside B: their
+ * lanes past N read the next row, whose sums are never stored.  A copy of
+ * a few elements a row cost 1.5 us a call in memcpy's start-up.)
  * beta == 0 never reads C (NaN there does not leak through).
  *
  * fm_gemm_rb splits the column panels over the pool of _pool.h; a column's
@@ -132,15 +135,28 @@ FM_CLONES static void fm_gemm_rb_##SUF(char ta, char tb, fm_idx M, fm_idx N,    
         }                                                                        \
         for (k0 = 0; k0 < K; k0 += FMG_K_PACK) {                                 \
             kc = K - k0 < FMG_K_PACK ? K - k0 : FMG_K_PACK;                      \
-            if (nc < W)                                                          \
-                memset(panel, 0, sizeof(T) * (size_t)(kc * W));                  \
-            if (tb == 'N')                                                       \
-                for (p = 0; p < kc; p++)                                         \
-                    memcpy(panel + p * W, B + (k0 + p) * ldb + j, sizeof(T) * (size_t)nc); \
-            else                                                                 \
+            if (tb == 'N') {                                                     \
+                for (p = 0; p < kc; p++) {                                       \
+                    const T *src = B + (k0 + p) * ldb + j;                       \
+                    if (k0 + p < K - 1 && W - nc <= ldb) {                       \
+                        /* whole vectors, still inside B (the lanes past nc  \
+                         * read the next row; their sums are never stored) */  \
+                        memcpy(panel + p * W, src, 32);                          \
+                        memcpy(panel + p * W + FMG_VL_##SUF, src + FMG_VL_##SUF, 32); \
+                    } else {                                                     \
+                        for (q = 0; q < nc; q++)                                 \
+                            panel[p * W + q] = src[q];                           \
+                        for (; q < W; q++)                                       \
+                            panel[p * W + q] = 0;                                \
+                    }                                                            \
+                }                                                                \
+            } else {                                                             \
+                if (nc < W)                                                      \
+                    memset(panel, 0, sizeof(T) * (size_t)(kc * W));              \
                 for (q = 0; q < nc; q++)                                         \
                     for (p = 0; p < kc; p++)                                     \
                         panel[p * W + q] = B[(j + q) * ldb + k0 + p];            \
+            }                                                                    \
             fmg_panel_##SUF(M, kc, alpha, A + k0 * sk, sr, sk, panel, W,         \
                             k0 == 0 ? beta : (T)1, C + j, ldc, nc);              \
         }                                                                        \

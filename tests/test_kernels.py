@@ -51,6 +51,21 @@ def test_register_blocks_on_the_pool_equal_one_thread(M, N, K, ta, tb, dtype):
     np.testing.assert_allclose(one, expected, rtol=tol, atol=tol * np.sqrt(K) * 4)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_register_blocks_last_columns_ignore_the_next_rows(dtype):
+    # the last N % 16 columns are copied as whole vectors that run into the
+    # next row of B: non-finite values there must not reach those columns
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(9, 6)).astype(dtype)
+    B = rng.normal(size=(6, 20)).astype(dtype)
+    B[:, :4] = [np.inf, np.nan, -np.inf, np.nan]
+    C = np.zeros((9, 20), dtype)
+    _kernels.product("N", "N", A, B, C, path=3)
+    expected = A.astype(np.float64) @ B[:, 4:].astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(C[:, 4:], expected, rtol=tol, atol=tol * 10)
+
+
 def test_beta_zero_ignores_nan_in_the_output():
     A, B = np.ones((3, 2)), np.ones((2, 4))
     for path in (1, 2, 3):
