@@ -121,10 +121,10 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
             mx = row[0];                                                        \
             for (j = 1; j < k; j++)                                             \
                 mx = row[j] > mx ? row[j] : mx;                                 \
-            for (j = 0; j < k; j++) {                                           \
+            for (j = 0; j < k; j++)     /* apart from the sum: vectorises */    \
                 row[j] = EXP(row[j] - mx);                                      \
+            for (j = 0; j < k; j++)                                             \
                 s += row[j];                                                    \
-            }                                                                   \
             s = (T)1 / s;                                                       \
             for (j = 0; j < k; j++)                                             \
                 row[j] *= s;                                                    \
