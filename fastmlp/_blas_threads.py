@@ -58,7 +58,8 @@ BLAS_LIBRARY = _install()
 
 # Threads (the caller included) of the spinning pool of _pool.h: it splits
 # the products of a forward pass of at most 4 rows (one-sample predict) by
-# columns, and the one-pass step's batches of narrow networks by chunks.
+# columns, the one-pass step's batches of narrow networks by chunks, and the
+# register-blocked minibatch products of _gemm.h by column panels.
 # More than 4 would only add spinning threads for work this small.
 POOL_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else (os.cpu_count() or 1)))

@@ -179,11 +179,10 @@ typedef struct {
     void *C;
 } fmg_task;
 
-static void fmg_run_panel(void *arg, int block)
+/* Columns j..j+n-1 of the task's product. */
+static void fmg_columns(const fmg_task *t, fm_idx j, fm_idx n)
 {
-    const fmg_task *t = (const fmg_task *)arg;
-    fm_idx w = t->is_float ? 2 * FMG_VL_f : 2 * FMG_VL_d, j = (fm_idx)block * w;
-    fm_idx n = t->N - j < w ? t->N - j : w, b_off = t->tb == 'N' ? j : j * t->ldb;
+    fm_idx b_off = t->tb == 'N' ? j : j * t->ldb;
     if (t->is_float)
         fm_gemm_rb_f(t->ta, t->tb, t->M, n, t->K, (float)t->alpha, (const float *)t->A,
                      t->lda, (const float *)t->B + b_off, t->ldb, (float)t->beta,
@@ -194,6 +193,14 @@ static void fmg_run_panel(void *arg, int block)
                      (double *)t->C + j, t->ldc);
 }
 
+/* Pool block b: the b-th column panel. */
+static void fmg_run_panel(void *arg, int block)
+{
+    const fmg_task *t = (const fmg_task *)arg;
+    fm_idx w = t->is_float ? 2 * FMG_VL_f : 2 * FMG_VL_d, j = (fm_idx)block * w;
+    fmg_columns(t, j, t->N - j < w ? t->N - j : w);
+}
+
 /* fm_gemm_rb_f/_d (alpha and beta exact in the element type) with the
  * column panels on up to `threads` threads, the caller included. */
 static void fm_gemm_rb(int is_float, char ta, char tb, fm_idx M, fm_idx N, fm_idx K,
@@ -202,16 +209,10 @@ static void fm_gemm_rb(int is_float, char ta, char tb, fm_idx M, fm_idx N, fm_id
 {
     fmg_task t = {ta, tb, is_float, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
     fm_idx w = is_float ? 2 * FMG_VL_f : 2 * FMG_VL_d;
-    if (threads < 2) {
-        if (is_float)
-            fm_gemm_rb_f(ta, tb, M, N, K, (float)alpha, (const float *)A, lda,
-                         (const float *)B, ldb, (float)beta, (float *)C, ldc);
-        else
-            fm_gemm_rb_d(ta, tb, M, N, K, alpha, (const double *)A, lda,
-                         (const double *)B, ldb, beta, (double *)C, ldc);
-        return;
-    }
-    fmp_run(fmg_run_panel, &t, (int)((N + w - 1) / w), threads);
+    if (threads < 2)
+        fmg_columns(&t, 0, N);
+    else
+        fmp_run(fmg_run_panel, &t, (int)((N + w - 1) / w), threads);
 }
 
 #endif

@@ -1,6 +1,7 @@
 /* A small pool of threads that spin between tasks, for work split into
  * blocks that take microseconds (one-sample predict, one batch of a narrow
- * network), where waking a sleeping thread would cost more than the work.
+ * network, a minibatch product's column panels), where waking a sleeping
+ * thread would cost more than the work.
  *
  * fmp_run(fn, arg, n_blocks, threads) runs fn(arg, b) for every block b on
  * the caller and up to threads - 1 workers, and returns when all are done.

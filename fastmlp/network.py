@@ -42,8 +42,9 @@ class Network(BaseNetwork):
         a shared machine), the BLAS library's own setting for large ones.
         Also the threads (at most 4; None: the available cores, at most 4)
         of fastmlp's own pool, whose threads spin for 0.3 ms after each
-        task: it splits one-sample predicts of wide layers and big training
-        batches of narrow networks (all layers <= 32 wide).
+        task: it splits one-sample predicts of wide layers, big training
+        batches of narrow networks (all layers <= 32 wide) and float32
+        minibatch products of at least 100k multiply-adds.
 
     Attributes
     ----------
