@@ -15,6 +15,7 @@ Only OpenBLAS (scipy's bundled one, or a system one) is recognised; with any
 other BLAS the thread count is left alone.
 """
 import ctypes
+import functools
 import os
 
 from . import _kernels
@@ -75,3 +76,15 @@ def threads_for(largest_product, n_threads):
     if n_threads is not None:
         return n_threads
     return 1 if largest_product < SINGLE_THREAD_BELOW else 0
+
+
+@functools.lru_cache(maxsize=256)
+def forward_threads(row_product, n_threads):
+    """Thread counts of a forward pass whose rows cost ``row_product``
+    multiply-adds in its largest product: ``(pool, many_rows, few, many)``,
+    the pool's threads and the BLAS threads (as :func:`threads_for`) for
+    batches of fewer than ``many_rows`` rows (``few``) and of more (``many``).
+    """
+    many_rows = -(-SINGLE_THREAD_BELOW // row_product)
+    return (pool_threads(n_threads), many_rows, threads_for(0, n_threads),
+            threads_for(SINGLE_THREAD_BELOW, n_threads))

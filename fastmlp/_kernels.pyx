@@ -28,6 +28,9 @@ from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from cpython.exc cimport PyErr_CheckSignals
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "_vmath.h" nogil:
     void fm_bias_act_d(double* A, const double* b, Py_ssize_t m, Py_ssize_t k, int act)
@@ -137,6 +140,11 @@ cdef Py_ssize_t BLOCKED_MAX_PRODUCT = 400000
 # 10.0 / 13.8; 128x128 @ 128x256 159 / 164 vs 94 / 117.
 cdef Py_ssize_t BLOCK_SPLIT_PRODUCT = 100000
 
+# Rows a forward pass (predict) computes at a time: its workspace holds the
+# activations of this many rows.
+cdef Py_ssize_t FORWARD_ROWS = 2048
+FORWARD_CHUNK = FORWARD_ROWS
+
 # Forward products of at most FMR_MAX_ROWS rows, at least one column block
 # wide and with at least this many multiply-adds per row run in _fewrows.h,
 # split by columns over its spinning threads when the call allows more than
@@ -196,12 +204,18 @@ cdef struct Spec:
 
 
 cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss) except *:
-    cdef Spec s
-    cdef Py_ssize_t l
     if sizes.shape[0] < 2:
         raise ValueError("sizes must hold at least 2 layer sizes")
-    s.sizes = &sizes[0]
-    s.L = <int>(sizes.shape[0] - 1)
+    return spec_of(&sizes[0], sizes.shape[0], hidden, output, loss)
+
+
+cdef Spec spec_of(const Py_ssize_t* sizes, Py_ssize_t n_sizes, int hidden, int output,
+                  int loss) noexcept:
+    """The Spec of ``n_sizes`` (>= 2) layer sizes at ``sizes``."""
+    cdef Spec s
+    cdef Py_ssize_t l
+    s.sizes = sizes
+    s.L = <int>(n_sizes - 1)
     s.hidden = hidden
     s.output = output
     s.loss = loss
@@ -802,30 +816,35 @@ cdef void finite_block(void* arg, int b) noexcept nogil:
         t.ok[b] = fm_all_finite_d(<const double*>t.x + lo, hi - lo)
 
 
-def all_finite(const floating[:, ::1] X, int threads=1):
-    """True when every value of the C-contiguous 2-D array X is finite.
-
-    Arrays of at least FINITE_SPLIT values are read by up to ``threads``
-    threads of _pool.h (reading is memory-bound: two cores read faster).
-    """
-    cdef Py_ssize_t n = X.shape[0] * X.shape[1]
-    cdef int ok = 1, b
+cdef bint values_finite(const void* x, Py_ssize_t n, bint is_float, int threads) noexcept nogil:
+    """Whether the n values at x are all finite; arrays of at least
+    FINITE_SPLIT values are read by up to ``threads`` threads of _pool.h
+    (reading is memory-bound: two cores read faster)."""
     cdef FiniteTask t
+    cdef int ok = 1, b
+    if n >= FINITE_SPLIT and threads > 1:
+        t.x = x
+        t.n = n
+        t.is_float = is_float
+        fmp_run(finite_block, &t, FINITE_BLOCKS, threads)
+        for b in range(FINITE_BLOCKS):
+            ok = ok and t.ok[b]
+        return ok
+    if is_float:
+        return fm_all_finite_f(<const float*>x, n)
+    return fm_all_finite_d(<const double*>x, n)
+
+
+def all_finite(const floating[:, ::1] X, int threads=1):
+    """True when every value of the C-contiguous 2-D array X is finite
+    (read by up to ``threads`` threads of the pool when large)."""
+    cdef Py_ssize_t n = X.shape[0] * X.shape[1]
+    cdef bint ok
     if n == 0:
         return True
     with nogil:
-        if n >= FINITE_SPLIT and threads > 1:
-            t.x = &X[0, 0]
-            t.n = n
-            t.is_float = floating is float
-            fmp_run(finite_block, &t, FINITE_BLOCKS, threads)
-            for b in range(FINITE_BLOCKS):
-                ok = ok and t.ok[b]
-        elif floating is float:
-            ok = fm_all_finite_f(&X[0, 0], n)
-        else:
-            ok = fm_all_finite_d(&X[0, 0], n)
-    return ok != 0
+        ok = values_finite(&X[0, 0], n, floating is float, threads)
+    return ok
 
 
 def exp_poly(floating[::1] x):
@@ -865,9 +884,37 @@ cdef const floating* weights_ptr(object sample_weight, floating[::1] view):
     return NULL if sample_weight is None else &view[0]
 
 
+cdef int forward_rows(Spec* s, const floating* params, const floating* X, Py_ssize_t n,
+                      floating* out, Py_ssize_t chunk, int threads) noexcept nogil:
+    """Outputs of n rows of X into out (n x n_out), ``chunk`` rows at a time,
+    under ``threads`` BLAS threads; -1 when the workspace cannot be allocated."""
+    cdef Py_ssize_t n_out = s.sizes[s.L], rows = min(chunk, n), start = 0, m
+    cdef Py_ssize_t last = s.per_row - n_out
+    cdef floating* work
+    cdef int before
+    if s.L == 1:
+        # one layer: write straight into out, no workspace
+        before = threads_enter(threads)
+        forward_batch(s, params, X, n, out, NULL, NULL)
+        threads_exit(before)
+        return 0
+    work = <floating*>malloc(rows * s.per_row * sizeof(floating))
+    if work == NULL:
+        return -1
+    before = threads_enter(threads)
+    while start < n:
+        m = min(rows, n - start)
+        forward_batch(s, params, X + start * s.sizes[0], m, work, NULL, NULL)
+        memcpy(out + start * n_out, work + m * last, m * n_out * sizeof(floating))
+        start += m
+    threads_exit(before)
+    free(work)
+    return 0
+
+
 def forward(const floating[::1] params, const floating[:, ::1] X,
             const Py_ssize_t[::1] sizes, int hidden, int output,
-            floating[:, ::1] out, Py_ssize_t chunk=2048, int threads=0,
+            floating[:, ::1] out, Py_ssize_t chunk=FORWARD_ROWS, int threads=0,
             int pool_threads=1):
     """Write the network's outputs for every row of X into ``out``.
 
@@ -877,9 +924,7 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
     """
     cdef Spec s = make_spec(sizes, hidden, output, 0)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
-    cdef Py_ssize_t rows = min(chunk, n), start, m, last = s.per_row - n_out
-    cdef floating* work
-    cdef int before
+    cdef int status
     check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], -1, 0, None, 0)
     if out.shape[0] != n or out.shape[1] != n_out:
         raise ValueError(f"out must have shape ({n}, {n_out}); got ({out.shape[0]}, {out.shape[1]})")
@@ -888,29 +933,83 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
     if pool_threads < 1:
         raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
     s.pool_threads = pool_threads
-    if s.L == 1:
-        # one layer: write straight into out, no workspace
-        with nogil:
-            before = threads_enter(threads)
-            forward_batch(&s, &params[0], &X[0, 0], n, &out[0, 0], NULL, NULL)
-            threads_exit(before)
-        return
-    work = <floating*>malloc(rows * s.per_row * sizeof(floating))
-    if work == NULL:
+    with nogil:
+        status = forward_rows(&s, &params[0], &X[0, 0], n, &out[0, 0], chunk, threads)
+    if status != 0:
         raise MemoryError()
-    before = 0
-    try:
-        with nogil:
-            before = threads_enter(threads)
-            start = 0
-            while start < n:
-                m = min(rows, n - start)
-                forward_batch(&s, &params[0], &X[start, 0], m, work, NULL, NULL)
-                memcpy(&out[start, 0], work + m * last, m * n_out * sizeof(floating))
-                start += m
-    finally:
-        threads_exit(before)
-        free(work)
+
+
+def predict_ready(cnp.ndarray params, object X, cnp.ndarray sizes, int hidden, int output,
+                  int pool_threads, Py_ssize_t many_rows, int threads_few, int threads_many):
+    """The outputs for X (a new array), or None when X is not ready as it is.
+
+    Ready: an ndarray (not a subclass) of params' dtype, 2-D, C-contiguous,
+    aligned, native byte order, at least one row, ``sizes[0]`` columns, every
+    value finite.  Anything else is the caller's to convert and check (with
+    errors that say what is wrong).  The one-call fast path of
+    ``Network.predict``: unpacking the memoryviews of :func:`all_finite` and
+    :func:`forward` costs more than a one-sample forward pass's arithmetic.
+    BLAS threads (as :func:`forward` takes them): ``threads_few`` when the
+    batches (``min(n, 2048)`` rows) have fewer than ``many_rows`` rows, else
+    ``threads_many``.
+    """
+    cdef cnp.ndarray x, out
+    cdef Spec s
+    cdef Py_ssize_t l, n
+    cdef const Py_ssize_t* sz
+    cdef cnp.npy_intp dims[2]
+    cdef int typenum, status, threads
+    cdef bint ok
+    if (not cnp.PyArray_IS_C_CONTIGUOUS(params) or cnp.PyArray_NDIM(params) != 1
+            or cnp.PyArray_TYPE(params) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
+            or not cnp.PyArray_ISBEHAVED_RO(params)):
+        raise ValueError(f"params must be an aligned C-contiguous 1-D float32 or float64 array; "
+                         f"got {params.dtype} with shape {(<object>params).shape}")
+    if (not cnp.PyArray_IS_C_CONTIGUOUS(sizes) or cnp.PyArray_NDIM(sizes) != 1
+            or cnp.PyArray_TYPE(sizes) != cnp.NPY_INTP or cnp.PyArray_DIM(sizes, 0) < 2):
+        raise ValueError(f"sizes must be a C-contiguous 1-D intp array of at least 2 sizes; "
+                         f"got {sizes.dtype} with shape {(<object>sizes).shape}")
+    sz = <const Py_ssize_t*>cnp.PyArray_DATA(sizes)
+    for l in range(cnp.PyArray_DIM(sizes, 0)):
+        if sz[l] < 1:
+            raise ValueError(f"sizes[{l}] must be >= 1; got {sz[l]}")
+    s = spec_of(sz, cnp.PyArray_DIM(sizes, 0), hidden, output, 0)
+    if cnp.PyArray_DIM(params, 0) != s.n_params:
+        raise ValueError(f"params has {cnp.PyArray_DIM(params, 0)} values; layer sizes "
+                         f"{sizes.tolist()} need {s.n_params}")
+    if pool_threads < 1:
+        raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
+    s.pool_threads = pool_threads
+    typenum = cnp.PyArray_TYPE(params)
+    if type(X) is not cnp.ndarray:
+        return None
+    x = <cnp.ndarray>X
+    if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_TYPE(x) != typenum
+            or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISBEHAVED_RO(x)
+            or cnp.PyArray_DIM(x, 0) < 1 or cnp.PyArray_DIM(x, 1) != sz[0]):
+        return None
+    n = cnp.PyArray_DIM(x, 0)
+    with nogil:
+        ok = values_finite(cnp.PyArray_DATA(x), n * sz[0], typenum == cnp.NPY_FLOAT32,
+                           pool_threads)
+    if not ok:
+        return None
+    dims[0] = n
+    dims[1] = sz[s.L]
+    out = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    threads = threads_few if min(n, FORWARD_ROWS) < many_rows else threads_many
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            status = forward_rows(&s, <const float*>cnp.PyArray_DATA(params),
+                                  <const float*>cnp.PyArray_DATA(x), n,
+                                  <float*>cnp.PyArray_DATA(out), FORWARD_ROWS, threads)
+        else:
+            status = forward_rows(&s, <const double*>cnp.PyArray_DATA(params),
+                                  <const double*>cnp.PyArray_DATA(x), n,
+                                  <double*>cnp.PyArray_DATA(out), FORWARD_ROWS, threads)
+    if status != 0:
+        raise MemoryError()
+    return out
 
 
 def objective(const floating[::1] params, const floating[:, ::1] X,

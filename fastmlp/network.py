@@ -86,9 +86,21 @@ class Network(BaseNetwork):
             return X
         return super()._check_X(X)
 
+    def predict(self, X):
+        # One kernel call when X needs no conversion (checks included); the
+        # shared path otherwise, whose errors say what is wrong.
+        hidden, output, _ = self._codes
+        out = _kernels.predict_ready(
+            self.params, X, self._sizes, hidden, output,
+            *_blas_threads.forward_threads(self._widest_product, self.n_threads))
+        return self._forward(self._check_X(X)) if out is None else out
+
+    predict.__doc__ = BaseNetwork.predict.__doc__
+
     def _threads(self, rows):
         """BLAS threads for a call whose batches have ``rows`` rows."""
-        return _blas_threads.threads_for(min(rows, 2048) * self._widest_product, self.n_threads)
+        return _blas_threads.threads_for(min(rows, _kernels.FORWARD_CHUNK) * self._widest_product,
+                                         self.n_threads)
 
     @functools.cached_property
     def _widest_product(self):

@@ -114,3 +114,67 @@ def test_all_finite_on_several_threads(dtype):
             X[where] = bad
             assert not _kernels.all_finite(X, 2) and not _kernels.all_finite(X, 1)
             X[where] = 0
+
+
+def _ready_args(net):
+    hidden, output, _ = net._codes
+    return net.params, net._sizes, hidden, output
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [1, 3, 5, 2100])
+def test_predict_ready_equals_forward(rows, dtype):
+    import fastmlp
+    net = fastmlp.Network([70, 65, 9, 3], output="softmax", loss="log_loss", dtype=dtype, seed=1)
+    X = np.random.default_rng(rows).normal(size=(rows, 70)).astype(dtype)
+    params, sizes, hidden, output = _ready_args(net)
+    expected = np.empty((rows, 3), dtype)
+    _kernels.forward(params, X, sizes, hidden, output, expected, threads=1, pool_threads=1)
+    # every thread rule: the pool's threads and the BLAS threads below/above the row count
+    for pool, many_rows, few, many in [(1, 10, 1, 1), (2, 1, 1, 0), (4, 5000, 2, 0)]:
+        P = _kernels.predict_ready(params, X, sizes, hidden, output, pool, many_rows, few, many)
+        assert P.dtype == dtype and P.shape == (rows, 3) and P.flags.c_contiguous
+        np.testing.assert_allclose(P, expected, rtol=1e-12 if dtype == np.float64 else 1e-5,
+                                   atol=1e-7)
+
+
+def test_predict_ready_declines_what_needs_converting_or_checking():
+    import fastmlp
+    net = fastmlp.Network([4, 5, 2], dtype="float32", seed=0)
+    params, sizes, hidden, output = _ready_args(net)
+    good = np.ones((3, 4), np.float32)
+    assert _kernels.predict_ready(params, good, sizes, hidden, output, 1, 10, 1, 1) is not None
+    nan = good.copy()
+    nan[2, 3] = np.nan
+    inf = good.copy()
+    inf[0, 0] = -np.inf
+
+    class Sub(np.ndarray):
+        pass
+
+    unaligned = np.frombuffer(bytes(3 * 4 * 4 + 1), np.float32, count=12, offset=1).reshape(3, 4)
+    assert not unaligned.flags.aligned
+    for X in [good.tolist(), good.astype(np.float64), good[:, :3].copy(),
+              good[:0], good.ravel(), good.view(Sub), good.astype(">f4"), nan, inf,
+              np.asfortranarray(good), unaligned, np.ones((2, 6, 4), np.float32)]:
+        assert _kernels.predict_ready(params, X, sizes, hidden, output, 1, 10, 1, 1) is None
+    assert _kernels.predict_ready(params, nan, sizes, hidden, output, 2, 10, 1, 1) is None
+
+
+def test_predict_ready_rejects_bad_params_and_sizes_by_name():
+    import fastmlp
+    net = fastmlp.Network([4, 5, 2], dtype="float32", seed=0)
+    params, sizes, hidden, output = _ready_args(net)
+    X = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="params must be .* got int64 with shape"):
+        _kernels.predict_ready(params.astype(np.int64), X, sizes, hidden, output, 1, 10, 1, 1)
+    with pytest.raises(ValueError, match="params has 37 values; layer sizes \\[4, 5, 3\\] need 43"):
+        _kernels.predict_ready(params, X, np.array([4, 5, 3], np.intp), hidden, output,
+                               1, 10, 1, 1)
+    with pytest.raises(ValueError, match="sizes must be .* got int32"):
+        _kernels.predict_ready(params, X, sizes.astype(np.int32), hidden, output, 1, 10, 1, 1)
+    with pytest.raises(ValueError, match="sizes\\[1\\] must be >= 1; got 0"):
+        _kernels.predict_ready(params, X, np.array([4, 0, 2], np.intp), hidden, output,
+                               1, 10, 1, 1)
+    with pytest.raises(ValueError, match="pool_threads must be >= 1; got 0"):
+        _kernels.predict_ready(params, X, sizes, hidden, output, 0, 10, 1, 1)

@@ -175,3 +175,27 @@ def test_reference_and_compiled_share_initialisation():
     assert np.array_equal(a.params, b.params)
     c = fastmlp.Network([5, 4, 2], init="he", seed=9)
     np.testing.assert_allclose(c.params, a.params, rtol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_same_whether_X_is_ready_or_converted(dtype):
+    # ready arrays take predict's one-call path; the rest are converted first
+    net = fastmlp.Network([5, 70, 4], output="softmax", loss="log_loss", dtype=dtype, seed=3)
+    twin = reference.Network([5, 70, 4], output="softmax", loss="log_loss", dtype=dtype)
+    twin.set_params(net.params)
+    # float32 values, so that every conversion below is exact
+    X = np.random.default_rng(0).normal(size=(3, 5)).astype("float32").astype("float64")
+    ready = X.astype(dtype)
+    expected = twin.predict(ready)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for given in [ready, X.tolist(), X.astype("float32" if dtype == "float64" else "float64"),
+                  np.asfortranarray(ready), ready.astype(ready.dtype.newbyteorder())]:
+        P = net.predict(given)
+        assert P.dtype == net.dtype and P.shape == (3, 4)
+        np.testing.assert_allclose(P, expected, rtol=tol, atol=tol)
+    for n_threads in (1, 2):            # a changed n_threads is taken up by the next call
+        net.n_threads = n_threads
+        np.testing.assert_allclose(net.predict(ready), expected, rtol=tol, atol=tol)
+    ready[1, 2] = np.inf
+    with pytest.raises(ValueError, match="X must be finite"):
+        net.predict(ready)
