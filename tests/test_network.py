@@ -199,3 +199,17 @@ def test_predict_same_whether_X_is_ready_or_converted(dtype):
     ready[1, 2] = np.inf
     with pytest.raises(ValueError, match="X must be finite"):
         net.predict(ready)
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_params_start_on_a_cache_line_also_after_pickling(cls, dtype):
+    import copy
+    import pickle
+    net = cls([3, 7, 2], dtype=dtype, seed=0)
+    for other in (net, pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert other.params.ctypes.data % 64 == 0
+        assert other.params.shape == (net.n_params,) and other.params.dtype == net.dtype
+        np.testing.assert_array_equal(other.params, net.params)
+        assert all(np.shares_memory(W, other.params) for W in other.weights)
+    assert copy.copy(net).params is net.params          # a shallow copy still shares
