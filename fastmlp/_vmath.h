@@ -326,4 +326,49 @@ FM_CLONES static int fm_all_finite_##SUF(const T *restrict x, fm_idx n)         
 FM_DEFINE_ALL_FINITE(double, d)
 FM_DEFINE_ALL_FINITE(float, f)
 
+/* sum(|x|) over n values, in 16 running sums of T (which vectorise); NaN or
+ * inf in x, or a running sum past T's range, give a non-finite result.  For
+ * bounds: its rounding error (a few n * eps relative) is the caller's margin. */
+#define FM_DEFINE_ABS_SUM(T, SUF)                                               \
+FM_CLONES static double fm_abs_sum_##SUF(const T *restrict x, fm_idx n)         \
+{                                                                               \
+    T acc[16] = {0};                                                            \
+    double total = 0;                                                           \
+    fm_idx i = 0;                                                               \
+    int j;                                                                      \
+    for (; i + 16 <= n; i += 16)                                                \
+        for (j = 0; j < 16; j++) acc[j] += x[i + j] < 0 ? -x[i + j] : x[i + j]; \
+    for (; i < n; i++) total += x[i] < 0 ? -x[i] : x[i];                        \
+    for (j = 0; j < 16; j++) total += acc[j];                                   \
+    return total;                                                               \
+}
+FM_DEFINE_ABS_SUM(double, d)
+FM_DEFINE_ABS_SUM(float, f)
+
+/* max(|x|) over n values (16 running maxima, which vectorise); NaN when a
+ * value is not finite. */
+#define FM_DEFINE_ABS_MAX(T, SUF)                                               \
+FM_CLONES static double fm_abs_max_##SUF(const T *restrict x, fm_idx n)         \
+{                                                                               \
+    T acc[16] = {0}, a;                                                         \
+    double big = 0;                                                             \
+    fm_idx i = 0;                                                               \
+    int j, bad = 0;                                                             \
+    for (; i + 16 <= n; i += 16)                                                \
+        for (j = 0; j < 16; j++) {                                              \
+            a = x[i + j] < 0 ? -x[i + j] : x[i + j];                            \
+            acc[j] = acc[j] > a ? acc[j] : a;                                   \
+            bad |= !(a - a == 0);                                               \
+        }                                                                       \
+    for (; i < n; i++) {                                                        \
+        a = x[i] < 0 ? -x[i] : x[i];                                            \
+        big = big > a ? big : a;                                                \
+        bad |= !(a - a == 0);                                                   \
+    }                                                                           \
+    for (j = 0; j < 16; j++) big = big > acc[j] ? big : acc[j];                 \
+    return bad ? NAN : big;                                                     \
+}
+FM_DEFINE_ABS_MAX(double, d)
+FM_DEFINE_ABS_MAX(float, f)
+
 #endif

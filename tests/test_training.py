@@ -374,3 +374,74 @@ def test_register_blocked_minibatches_same_on_any_thread_count(out, loss):
     for params, loss_history in results[1:]:
         assert np.array_equal(params, results[0][0])
         assert loss_history == results[0][1]
+
+
+def _diverging_run(dtype, out, loss, lr, X, Y, batch_size, epochs=200):
+    net = fastmlp.Network([X.shape[1], 36, Y.shape[1]], activation="identity", output=out,
+                          loss=loss, dtype=dtype, seed=4)
+    net._narrow = 0              # the per-layer step, whose plain SGD is fused into backprop
+    start = net.params.copy()
+    with pytest.raises(fastmlp.DivergenceError) as info:
+        net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=batch_size)
+    return net, info.value, start
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_size", [None, 16])
+@pytest.mark.parametrize("out,loss,x_scale,lr32,lr64", [
+    # the weights grow step by step until the objective overflows
+    ("identity", "squared_error", 3.0, 3.0, 3.0),
+    # the objective stays finite (log loss of sigmoid outputs from their
+    # logits) while an update overflows: inputs ~1e4, a huge learning rate
+    ("sigmoid", "log_loss", 1e4, 1e36, 1e306),
+])
+def test_plain_sgd_divergence_keeps_the_last_finite_step(dtype, batch_size, out, loss,
+                                                         x_scale, lr32, lr64):
+    # plain SGD skips its backup of the parameters when bounds prove an update
+    # finite; a step whose update or objective is not finite must leave the
+    # weights of the step before (measured: skipping the check on the bounds'
+    # say-so left inf weights in the second case)
+    lr = lr32 if dtype == "float32" else lr64
+    rng = np.random.default_rng(1)
+    X = rng.normal(scale=x_scale, size=(40, 40)).astype(dtype)
+    Y = (rng.random(size=(40, 2)) > 0.5).astype(dtype)
+    net, err, start = _diverging_run(dtype, out, loss, lr, X, Y, batch_size)
+    assert 0 <= err.epoch < 200 and np.all(np.isfinite(net.params))
+    assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+    if batch_size is None:
+        # one batch an epoch: the parameters are those after the last completed epoch
+        twin = fastmlp.Network(net.layer_sizes, activation="identity", output=out, loss=loss,
+                               dtype=dtype, seed=4)
+        twin._narrow = 0
+        if err.epoch:
+            twin.fit(X, Y, epochs=err.epoch, learning_rate=lr)
+        np.testing.assert_array_equal(net.params, twin.params)
+    again, err2, _ = _diverging_run(dtype, out, loss, lr, X, Y, batch_size)
+    assert err2.epoch == err.epoch
+    np.testing.assert_array_equal(again.params, net.params)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("l2,weighted", [(0.0, False), (0.3, True)])
+def test_plain_sgd_same_with_or_without_its_backup(dtype, l2, weighted):
+    # the bounds only decide whether a step keeps a copy to restore: the
+    # weights come out the same either way
+    from fastmlp import _kernels
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(150, 40)).astype(dtype)
+    y = rng.integers(0, 3, 150)
+    sw = rng.random(150) if weighted else None
+    results = []
+    for fraction in (0.0, 1e-2):
+        net = fastmlp.Network([40, 36, 20, 3], activation="tanh", output="softmax",
+                              loss="log_loss", l2=l2, dtype=dtype, seed=2)
+        net._narrow = 0
+        previous = _kernels.set_safe_fraction(fraction)
+        try:
+            net.fit(X, y, sample_weight=sw, epochs=5, learning_rate=0.3, batch_size=32)
+        finally:
+            _kernels.set_safe_fraction(previous)
+        results.append(net.params.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1e-2\]; got 0.5"):
+        _kernels.set_safe_fraction(0.5)
