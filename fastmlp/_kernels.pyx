@@ -1053,7 +1053,7 @@ def predict_ready(cnp.ndarray params, object X, cnp.ndarray sizes, int hidden, i
     ``Network.predict``: unpacking the memoryviews of :func:`all_finite` and
     :func:`forward` costs more than a one-sample forward pass's arithmetic.
     BLAS threads (as :func:`forward` takes them): ``threads_few`` when the
-    batches (``min(n, 2048)`` rows) have fewer than ``many_rows`` rows, else
+    batches (``min(n, FORWARD_CHUNK)`` rows) have fewer than ``many_rows`` rows, else
     ``threads_many``.
     """
     cdef cnp.ndarray x, out
@@ -1118,7 +1118,7 @@ def predict_ready(cnp.ndarray params, object X, cnp.ndarray sizes, int hidden, i
 def objective(const floating[::1] params, const floating[:, ::1] X,
               const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
               int hidden, int output, int loss, double l2, double l1,
-              Py_ssize_t chunk=2048, int threads=0):
+              Py_ssize_t chunk=FORWARD_ROWS, int threads=0):
     """The objective over all rows (one batch): see the module docstring."""
     cdef Spec s = make_spec(sizes, hidden, output, loss)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
@@ -1347,6 +1347,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             zout = <floating*>malloc(bs * n_out * sizeof(floating))
     if fused:
         backup = <floating*>malloc(P * sizeof(floating))
+    if fused and not one_pass:
         bounds = <double*>malloc(2 * s.L * sizeof(double))
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
@@ -1363,13 +1364,13 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 or (not one_pass and (acts == NULL or deltas == NULL or (keep_z and zout == NULL)))
                 or scratch == NULL
                 or ((not fused or one_pass) and grads == NULL)
-                or (fused and (backup == NULL or bounds == NULL))
+                or (fused and backup == NULL) or (fused and not one_pass and bounds == NULL)
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
             before = threads_enter(threads)
             W_total = total_weight(w, n)
-            if fused:
+            if bounds != NULL:          # the per-layer step's plain SGD (see sgd_safe)
                 exact_bounds(&s, &params[0], bounds)
             if one_pass:
                 fm_narrow_init(nwork, &sizes[0], s.L, nv)
