@@ -161,6 +161,33 @@ def test_predict_ready_declines_what_needs_converting_or_checking():
     assert _kernels.predict_ready(params, nan, sizes, hidden, output, 2, 10, 1, 1) is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes, hidden", [([300, 64, 2], "relu"), ([300, 2], "sigmoid"),
+                                           ([300, 70, 9, 3], "sigmoid")])
+@pytest.mark.parametrize("rows", [1, 3, 37, _kernels.FORWARD_CHUNK + 5])
+def test_predict_ready_declines_any_non_finite_value_of_X(rows, sizes, hidden, dtype):
+    # X is not read for the check: its non-finite values show in the first
+    # layer's products, in every product kernel (few rows, register blocks,
+    # BLAS), in every chunk, and whatever the weights or activation do
+    import fastmlp
+    net = fastmlp.Network(sizes, activation=hidden, dtype=dtype, seed=2)
+    net.weights[0][7] = 0.0             # inf * 0 is NaN
+    net.weights[0][11] = 1e3            # inf * 1e3 is inf: sigmoid(inf) would be 1
+    params, sz, h, o = _ready_args(net)
+    X = np.random.default_rng(rows).normal(size=(rows, sizes[0])).astype(dtype)
+    assert _kernels.predict_ready(params, X, sz, h, o, 2, 10, 1, 0) is not None
+    for row in sorted({0, rows // 2, rows - 1}):
+        for col in (7, 11, sizes[0] - 1):
+            for bad in (np.nan, np.inf, -np.inf):
+                Xb = X.copy()
+                Xb[row, col] = bad
+                assert _kernels.predict_ready(params, Xb, sz, h, o, 2, 10, 1, 0) is None, \
+                    (row, col, bad)
+    # finite X whose products overflow is predicted, not declined
+    big = np.full((rows, sizes[0]), np.finfo(dtype).max / 4, dtype)
+    assert _kernels.predict_ready(params, big, sz, h, o, 2, 10, 1, 0) is not None
+
+
 def test_predict_ready_rejects_bad_params_and_sizes_by_name():
     import fastmlp
     net = fastmlp.Network([4, 5, 2], dtype="float32", seed=0)
