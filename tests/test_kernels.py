@@ -162,29 +162,41 @@ def test_predict_ready_declines_what_needs_converting_or_checking():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("sizes, hidden", [([300, 64, 2], "relu"), ([300, 2], "sigmoid"),
-                                           ([300, 70, 9, 3], "sigmoid")])
+@pytest.mark.parametrize("sizes, hidden", [
+    ([600, 64, 2], "relu"),         # few rows: column blocks over the pool (_fewrows.h)
+    ([300, 64, 2], "relu"),         # register blocks (_gemm.h) or BLAS
+    ([300, 2], "sigmoid"),          # one layer: straight into out
+    ([300, 70, 9, 3], "sigmoid"),
+    ([4, 5, 2], "sigmoid"),         # plain loops (fm_small_gemm)
+    ([1, 40, 3], "tanh"),           # one input: K == 1
+    ([3, 1], "sigmoid"),            # one unit: gemv
+    ([50, 1, 2], "relu"),
+])
 @pytest.mark.parametrize("rows", [1, 3, 37, _kernels.FORWARD_CHUNK + 5])
 def test_predict_ready_declines_any_non_finite_value_of_X(rows, sizes, hidden, dtype):
     # X is not read for the check: its non-finite values show in the first
-    # layer's products, in every product kernel (few rows, register blocks,
-    # BLAS), in every chunk, and whatever the weights or activation do
+    # layer's products, in every product kernel, in every chunk, and whatever
+    # the weights or activation do
     import fastmlp
+    n_in = sizes[0]
     net = fastmlp.Network(sizes, activation=hidden, dtype=dtype, seed=2)
-    net.weights[0][7] = 0.0             # inf * 0 is NaN
-    net.weights[0][11] = 1e3            # inf * 1e3 is inf: sigmoid(inf) would be 1
+    zero, large = {0, n_in // 2}, {n_in - 1}
+    for p in zero:
+        net.weights[0][p] = 0.0         # inf * 0 is NaN
+    for p in large - zero:
+        net.weights[0][p] = 1e3         # inf * 1e3 is inf: sigmoid(inf) would be 1
     params, sz, h, o = _ready_args(net)
-    X = np.random.default_rng(rows).normal(size=(rows, sizes[0])).astype(dtype)
+    X = np.random.default_rng(rows).normal(size=(rows, n_in)).astype(dtype)
     assert _kernels.predict_ready(params, X, sz, h, o, 2, 10, 1, 0) is not None
     for row in sorted({0, rows // 2, rows - 1}):
-        for col in (7, 11, sizes[0] - 1):
+        for col in sorted(zero | large):
             for bad in (np.nan, np.inf, -np.inf):
                 Xb = X.copy()
                 Xb[row, col] = bad
                 assert _kernels.predict_ready(params, Xb, sz, h, o, 2, 10, 1, 0) is None, \
                     (row, col, bad)
     # finite X whose products overflow is predicted, not declined
-    big = np.full((rows, sizes[0]), np.finfo(dtype).max / 4, dtype)
+    big = np.full((rows, n_in), np.finfo(dtype).max / 4, dtype)
     assert _kernels.predict_ready(params, big, sz, h, o, 2, 10, 1, 0) is not None
 
 
