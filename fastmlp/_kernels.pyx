@@ -556,17 +556,15 @@ cdef bint forward_batch(Spec* s, const floating* params, const floating* X, Py_s
     return True
 
 
-cdef void backward_batch(Spec* s, floating* params, const floating* X, const floating* Y,
-                         const floating* w, Py_ssize_t m, double M, const floating* acts,
-                         floating* deltas, floating* grads, double l2,
-                         floating lr, floating* scratch) noexcept nogil:
-    """Backpropagate the deltas of one batch, after :func:`forward_batch`.
-
-    With ``grads`` not NULL the gradient of the batch objective (without its
-    L1 term) is written there, params untouched.  With ``grads`` NULL plain
-    SGD is applied to params in place (:func:`sgd_layers`) once every delta
-    is computed.  ``M`` is the batch's total sample weight; ``scratch`` holds
-    max(sizes) values (used by the fused update only).
+cdef void backward_batch(Spec* s, const floating* params, const floating* X,
+                         const floating* Y, const floating* w, Py_ssize_t m, double M,
+                         const floating* acts, floating* deltas, floating* grads,
+                         double l2) noexcept nogil:
+    """Backpropagate the deltas of one batch, after :func:`forward_batch`,
+    and write the gradient of the batch objective (without its L1 term) into
+    ``grads``.  ``M`` is the batch's total sample weight.  (Plain SGD's step
+    computes the deltas and applies them itself: :func:`backward_deltas`,
+    :func:`sgd_layers`.)
     """
     cdef Py_ssize_t l, j, n_in, n_out, w_off = s.n_params, a_off = m * s.per_row
     cdef floating* gW
@@ -574,9 +572,6 @@ cdef void backward_batch(Spec* s, floating* params, const floating* X, const flo
     cdef const floating* A_prev
     cdef floating decay = <floating>(l2 / M)
     backward_deltas(s, params, Y, w, m, M, acts, deltas)
-    if grads == NULL:
-        sgd_layers(s, params, X, m, acts, deltas, decay, lr, scratch)
-        return
     for l in range(s.L - 1, -1, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
@@ -1211,8 +1206,8 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
             forward_batch(&s, &params[0], &X[0, 0], n, &acts[0], zs_ptr, zout, False)
             total = (data_loss_sum(&s, zout, &acts[last], &Y[0, 0], w, n)
                      + penalty(&s, &params[0], l2, l1)) / M
-            backward_batch(&s, <floating*>&params[0], &X[0, 0], &Y[0, 0], w, n, M,
-                           &acts[0], &deltas[0], &grads[0], l2, 0, NULL)
+            backward_batch(&s, &params[0], &X[0, 0], &Y[0, 0], w, n, M,
+                           &acts[0], &deltas[0], &grads[0], l2)
             if l1 != 0:
                 add_l1_gradient(&s, &params[0], &grads[0], <floating>(l1 / M))
     finally:
@@ -1484,7 +1479,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         continue
                     if not one_pass:
                         backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
-                                       grads, l2, 0, NULL)
+                                       grads, l2)
                     if l1 != 0:
                         add_l1_gradient(&s, &params[0], grads, <floating>(l1 / M))
                     gnorm = sq_norm(grads, P)
