@@ -180,7 +180,7 @@ class BaseNetwork:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("weights", "biases", "_fit_lock"):
+        for name in ("weights", "biases", "_fit_lock", "_ready"):
             state.pop(name, None)
         return state
 

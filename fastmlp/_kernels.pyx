@@ -685,7 +685,14 @@ cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* act
     lr, and lr * sum|D| for a bias), so the new values are within
     max(|1 - lr*decay|, 1) * bound + lr * sum|D| * (sum|A| + 1).  Safe when
     every sum is finite and each of those stays below SAFE_FRACTION of the
-    largest finite value."""
+    largest finite value.
+
+    Sigmoid and tanh activations lie in [-1, 1], so sum|A| <= the count of
+    A's values, known without reading A (the bounds' share of a digits fit's
+    perf samples: 1.2% -> 0.8%).  A value of A that is not
+    finite cannot pass unseen that way: it makes its row of every later
+    layer's products, the output and the output deltas NaN, and sum|D| of
+    the last layer fails the test."""
     cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if floating is float
                                          else 1.7976931348623157e308)
     cdef double grow = max(fabs(1 - lr * decay), 1.0), sum_a, sum_d, step
@@ -694,7 +701,10 @@ cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* act
     for l in range(s.L):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
-        sum_a = abs_sum(X if l == 0 else acts + a_off - m * n_in, m * n_in)
+        if l > 0 and (s.hidden == ACT_SIGMOID or s.hidden == ACT_TANH):
+            sum_a = <double>(m * n_in)
+        else:
+            sum_a = abs_sum(X if l == 0 else acts + a_off - m * n_in, m * n_in)
         sum_d = abs_sum(deltas + a_off, m * n_out)
         step = lr * sum_d * (sum_a + 1)
         next_bounds[l] = grow * bounds[l] + step

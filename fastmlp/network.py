@@ -86,13 +86,21 @@ class Network(BaseNetwork):
             return X
         return super()._check_X(X)
 
+    # predict's kernel arguments: (params, n_threads, the rest), rebuilt when
+    # params or n_threads change.  Building them took 0.6 us of a 0.8 us
+    # predict of a 2-1 network (one row).
+    _ready = (None, None)
+
     def predict(self, X):
         # One kernel call when X needs no conversion (checks included); the
         # shared path otherwise, whose errors say what is wrong.
-        hidden, output, _ = self._codes
-        out = _kernels.predict_ready(
-            self.params, X, self._sizes, hidden, output,
-            *_blas_threads.forward_threads(self._widest_product, self.n_threads))
+        r = self._ready
+        if r[0] is not self.params or r[1] != self.n_threads:
+            hidden, output, _ = self._codes
+            r = self._ready = (self.params, self.n_threads, self._sizes, hidden, output,
+                               *_blas_threads.forward_threads(self._widest_product,
+                                                              self.n_threads))
+        out = _kernels.predict_ready(r[0], X, r[2], r[3], r[4], r[5], r[6], r[7], r[8])
         return self._forward(self._check_X(X)) if out is None else out
 
     predict.__doc__ = BaseNetwork.predict.__doc__

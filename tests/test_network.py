@@ -202,6 +202,21 @@ def test_predict_same_whether_X_is_ready_or_converted(dtype):
 
 
 @pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_predict_follows_the_params_of_its_own_copy(cls):
+    # predict keeps its kernel arguments between calls: a copy made after a
+    # predict must read its own params
+    import copy
+    import pickle
+    net = cls([3, 5, 2], output="softmax", loss="log_loss", dtype="float32", seed=0)
+    X = np.random.default_rng(1).normal(size=(4, 3)).astype("float32")
+    before = net.predict(X)
+    for other in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        other.params[:] = 0                     # every output: uniform 1/2
+        np.testing.assert_array_equal(other.predict(X), np.full((4, 2), 0.5, "float32"))
+        np.testing.assert_array_equal(net.predict(X), before)
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_params_start_on_a_cache_line_also_after_pickling(cls, dtype):
     import copy

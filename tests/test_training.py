@@ -376,8 +376,8 @@ def test_register_blocked_minibatches_same_on_any_thread_count(out, loss):
         assert loss_history == results[0][1]
 
 
-def _diverging_run(dtype, out, loss, lr, X, Y, batch_size, epochs=200):
-    net = fastmlp.Network([X.shape[1], 36, Y.shape[1]], activation="identity", output=out,
+def _diverging_run(dtype, out, loss, lr, X, Y, batch_size, epochs=200, hidden="identity"):
+    net = fastmlp.Network([X.shape[1], 36, Y.shape[1]], activation=hidden, output=out,
                           loss=loss, dtype=dtype, seed=4)
     net._narrow = 0              # the per-layer step, whose plain SGD is fused into backprop
     start = net.params.copy()
@@ -388,35 +388,38 @@ def _diverging_run(dtype, out, loss, lr, X, Y, batch_size, epochs=200):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch_size", [None, 16])
-@pytest.mark.parametrize("out,loss,x_scale,lr32,lr64", [
+@pytest.mark.parametrize("hidden,out,loss,x_scale,lr32,lr64", [
     # the weights grow step by step until the objective overflows
-    ("identity", "squared_error", 3.0, 3.0, 3.0),
+    (hidden, "identity", "squared_error", 3.0, 3.0, 3.0) for hidden in ("identity", "sigmoid", "tanh")
+] + [
     # the objective stays finite (log loss of sigmoid outputs from their
     # logits) while an update overflows: inputs ~1e4, a huge learning rate
-    ("sigmoid", "log_loss", 1e4, 1e36, 1e306),
+    # (tanh saturates to exactly +-1 there and its deltas vanish: no overflow)
+    (hidden, "sigmoid", "log_loss", 1e4, 1e36, 1e306) for hidden in ("identity", "sigmoid")
 ])
 def test_plain_sgd_divergence_keeps_the_last_finite_step(dtype, batch_size, out, loss,
-                                                         x_scale, lr32, lr64):
+                                                         x_scale, lr32, lr64, hidden):
     # plain SGD skips its backup of the parameters when bounds prove an update
     # finite; a step whose update or objective is not finite must leave the
     # weights of the step before (measured: skipping the check on the bounds'
-    # say-so left inf weights in the second case)
+    # say-so left inf weights in the second case); bounded hidden activations
+    # enter the bounds by their count, unread
     lr = lr32 if dtype == "float32" else lr64
     rng = np.random.default_rng(1)
     X = rng.normal(scale=x_scale, size=(40, 40)).astype(dtype)
     Y = (rng.random(size=(40, 2)) > 0.5).astype(dtype)
-    net, err, start = _diverging_run(dtype, out, loss, lr, X, Y, batch_size)
+    net, err, start = _diverging_run(dtype, out, loss, lr, X, Y, batch_size, hidden=hidden)
     assert 0 <= err.epoch < 200 and np.all(np.isfinite(net.params))
     assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
     if batch_size is None:
         # one batch an epoch: the parameters are those after the last completed epoch
-        twin = fastmlp.Network(net.layer_sizes, activation="identity", output=out, loss=loss,
+        twin = fastmlp.Network(net.layer_sizes, activation=hidden, output=out, loss=loss,
                                dtype=dtype, seed=4)
         twin._narrow = 0
         if err.epoch:
             twin.fit(X, Y, epochs=err.epoch, learning_rate=lr)
         np.testing.assert_array_equal(net.params, twin.params)
-    again, err2, _ = _diverging_run(dtype, out, loss, lr, X, Y, batch_size)
+    again, err2, _ = _diverging_run(dtype, out, loss, lr, X, Y, batch_size, hidden=hidden)
     assert err2.epoch == err.epoch
     np.testing.assert_array_equal(again.params, net.params)
 
