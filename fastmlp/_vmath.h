@@ -313,6 +313,70 @@ FM_CLONES static double fm_bce_sum_##SUF(const T *restrict z, const T *restrict 
 FM_DEFINE_BCE(double, d)
 FM_DEFINE_BCE(float, f)
 
+/* log1p(s) for s >= 0 (NaN and infinity pass through), vectorisable:
+ * 1 + s = 2^e (1 + u) with u in [0, 1) (u = s itself when e = 0, no
+ * rounding of 1 + s), so log1p(s) = e ln 2 + log1p(u).  The exponent is
+ * read from the bits as a double (2^52 + e + 1023, minus the offset): AVX2
+ * has no int64 -> double conversion. */
+FM_INLINE double fm_log1p_pos(double s)
+{
+    double x = 1.0 + s, f, e;
+    uint64_t bits, fbits, ebits;
+    memcpy(&bits, &x, sizeof bits);
+    fbits = (bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL;   /* [1, 2) */
+    ebits = (bits >> 52) | 0x4330000000000000ULL;                     /* 2^52 + e + 1023 */
+    memcpy(&f, &fbits, sizeof f);
+    memcpy(&e, &ebits, sizeof e);
+    e -= 4503599627371519.0;                                           /* 2^52 + 1023 */
+    f = e == 0 ? s : f - 1.0;
+    f = e * 0.6931471805599453 + fm_log1p_unit(f);
+    return s <= 1.7976931348623157e308 ? f : s;
+}
+
+/* Sum over m rows of the categorical cross-entropy sum_j y_j (lse - z_j) of
+ * logits z, from them and their softmax outputs p (each m x k row-major),
+ * rows optionally weighted, accumulated in double: lse = z_max + log1p(S),
+ * S the sum of the other outputs over the largest (p_j / p_max =
+ * exp(z_j - z_max): no exp per value; stable for any logits).  The log1p
+ * of a block of rows is one vectorised loop. */
+#define FM_XENT_ROWS 64
+#define FM_DEFINE_XENT(T, SUF)                                                  \
+FM_CLONES static double fm_softmax_xent_sum_##SUF(const T *restrict z, const T *restrict p, \
+                                                  const T *restrict y, const T *restrict w, \
+                                                  fm_idx m, fm_idx k)           \
+{                                                                               \
+    double total = 0, lse[FM_XENT_ROWS], ysum[FM_XENT_ROWS], part[FM_XENT_ROWS]; \
+    fm_idx i0, i, j, n;                                                         \
+    for (i0 = 0; i0 < m; i0 += FM_XENT_ROWS) {                                  \
+        n = m - i0 < FM_XENT_ROWS ? m - i0 : FM_XENT_ROWS;                      \
+        for (i = 0; i < n; i++) {                                               \
+            const T *zr = z + (i0 + i) * k, *pr = p + (i0 + i) * k, *yr = y + (i0 + i) * k; \
+            fm_idx jm = 0;                                                      \
+            double others = 0, ys = 0, yd = 0, mx;                              \
+            for (j = 1; j < k; j++)                                             \
+                jm = zr[j] > zr[jm] ? j : jm;                                   \
+            mx = zr[jm];                                                        \
+            for (j = 0; j < k; j++) {                                           \
+                others += j != jm ? (double)pr[j] : 0.0;                        \
+                ys += (double)yr[j];                                            \
+                yd += (double)yr[j] * (mx - (double)zr[j]);                     \
+            }                                                                   \
+            lse[i] = others / (double)pr[jm];                                   \
+            ysum[i] = ys;                                                       \
+            part[i] = yd;                                                       \
+        }                                                                       \
+        for (i = 0; i < n; i++)                                                 \
+            lse[i] = fm_log1p_pos(lse[i]);                                      \
+        for (i = 0; i < n; i++) {                                               \
+            double row = part[i] + ysum[i] * lse[i];                            \
+            total += w == 0 ? row : (double)w[i0 + i] * row;                    \
+        }                                                                       \
+    }                                                                           \
+    return total;                                                               \
+}
+FM_DEFINE_XENT(double, d)
+FM_DEFINE_XENT(float, f)
+
 /* 1 when all n values are finite: x - x is 0 for finite x, NaN otherwise;
  * an integer OR reduction, which vectorises. */
 #define FM_DEFINE_ALL_FINITE(T, SUF)                                            \

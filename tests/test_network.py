@@ -133,6 +133,27 @@ def test_softmax_log_loss_keeps_its_digits_when_confident(cls, dtype, rel):
 
 
 @pytest.mark.parametrize("cls", NETS, ids=IDS)
+def test_softmax_log_loss_over_many_close_classes(cls):
+    # sum_j p_j / p_max from 1 to ~k (log1p's argument past 1, up to 2^11);
+    # soft targets and sample weights; rows enough for several blocks of
+    # the kernel's loop (64 rows)
+    rng = np.random.default_rng(3)
+    for k, spread in [(3, 0.0), (10, 1.0), (300, 0.5), (2000, 0.01)]:
+        net = cls([4, k], output="softmax", loss="log_loss", seed=0)
+        net.weights[0][...] = rng.normal(scale=spread, size=(4, k))
+        X = rng.normal(size=(150, 4))
+        Y = rng.random((150, k))
+        Y /= Y.sum(axis=1, keepdims=True)
+        w = rng.random(150)
+        z = X @ net.weights[0] + net.biases[0]
+        lse = z.max(axis=1) + np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1))
+        rows = np.sum(Y * (lse[:, None] - z), axis=1)
+        assert net.loss(X, Y) == pytest.approx(rows.mean(), rel=1e-12)
+        assert net.loss(X, Y, sample_weight=w) == pytest.approx(np.sum(w * rows) / w.sum(),
+                                                                rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", NETS, ids=IDS)
 def test_no_call_modifies_its_inputs(cls):
     rng = np.random.default_rng(5)
     X = rng.normal(size=(9, 3)).astype(np.float32)
