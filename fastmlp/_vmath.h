@@ -45,19 +45,15 @@ FM_INLINE double fm_exp_d(double x)
     double n = kd - shift;
     double r = x - n * 0.6931471803691238;       /* ln2 high part (exact in n*hi) */
     r = r - n * 1.9082149292705877e-10;          /* ln2 low part */
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    /* Taylor to r^13, its terms past 1 summed in Estrin's scheme (5
+     * dependent steps, not 13), 1 added last (no rounding of 1 + r) */
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double t = r + r2 * (0.5 + r * (1.0 / 6.0));
+    double p47 = (1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0 + r * (1.0 / 5040.0));
+    double p8b = (1.0 / 40320.0 + r * (1.0 / 362880.0))
+                 + r2 * (1.0 / 3628800.0 + r * (1.0 / 39916800.0));
+    double p8d = p8b + r4 * (1.0 / 479001600.0 + r * (1.0 / 6227020800.0));
+    double p = 1.0 + ((t + r4 * p47) + r8 * p8d);
     uint64_t bits = (ki + 1023u) << 52;
     double scale;
     memcpy(&scale, &bits, 8);
@@ -75,14 +71,17 @@ FM_INLINE float fm_exp_f(float x)
     float n = kf - shift;
     float r = x - n * 0.693145752f;              /* ln2 high part */
     r = r - n * 1.42860677e-06f;                 /* ln2 low part */
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    /* Taylor to r^7, its terms past 1 summed in Estrin's scheme (4
+     * dependent steps, not 7), 1 added last (no rounding of 1 + r).  For
+     * latency-bound loops: an XOR fit (5000 epochs, one chunk) 678-681 ->
+     * 637-640 us, best of 300 fits in each of 3 alternating processes.
+     * Largest error over [-87, 88]: 1.8 ulp (Horner's form: 1.3); the
+     * double version's over [-708, 709]: 2.0 ulp (Horner's: 3.2). */
+    float r2 = r * r, r4 = r2 * r2;
+    float t = r + r2 * (0.5f + r * (1.0f / 6.0f));
+    float p47 = (1.0f / 24.0f + r * (1.0f / 120.0f))
+                + r2 * (1.0f / 720.0f + r * (1.0f / 5040.0f));
+    float p = 1.0f + (t + r4 * p47);
     uint32_t bits = (ki + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, 4);
