@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -179,15 +180,48 @@ class LoadMonitor:
     ``busy_others(a, b)`` is the fraction of all cores that other processes used
     between two snapshots. Blocks run while others used more than ``limit`` are
     re-run (up to ``retries`` times) and counted; before each block we wait (up
-    to ``max_wait`` s in all) for a quiet machine.
+    to ``max_wait`` s in all) for a quiet machine, then (up to ``settle_max`` s)
+    for this process's other threads to stop running: the thread pools of the
+    system timed before (OpenMP, OpenBLAS, ONNX Runtime and fastmlp's own spin
+    for a while after their work) would otherwise take a core from the next.
     """
 
-    def __init__(self, limit=0.10, max_wait=300.0, retries=3, enabled=True):
+    def __init__(self, limit=0.10, max_wait=300.0, retries=3, enabled=True,
+                 settle_max=0.5):
         self.limit, self.max_wait, self.retries = limit, max_wait, retries
         self.enabled = enabled and os.path.exists("/proc/stat")
+        self.settle_max = settle_max
         self.waited = 0.0
         self.reruns = 0
         self.contended = 0
+        self.settled = 0.0          # s spent waiting for this process's threads
+        self.unsettled = 0          # blocks started beside a running thread
+
+    @staticmethod
+    def running_threads():
+        """Threads of this process other than the caller that are running."""
+        me, n = threading.get_native_id(), 0
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) == me:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as fh:
+                    n += fh.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:     # the thread ended
+                pass
+        return n
+
+    def settle(self):
+        """Wait up to ``settle_max`` s for this process's other threads to idle."""
+        if not self.enabled:
+            return
+        t0 = time.perf_counter()
+        while self.running_threads():
+            if time.perf_counter() - t0 >= self.settle_max:
+                self.unsettled += 1
+                break
+            time.sleep(0.002)
+        self.settled += time.perf_counter() - t0
 
     @staticmethod
     def snap():
@@ -224,6 +258,7 @@ class LoadMonitor:
         it ran clean, False if it had to be kept under load."""
         for attempt in range(self.retries + 1):
             self.wait_quiet()
+            self.settle()
             a = self.snap() if self.enabled else None
             mark = fn()
             if not self.enabled:
@@ -639,6 +674,10 @@ def report(results, out=sys.stdout, check=False):
         p(f"load      other processes' CPU watched: {ld['monitor']}; waited "
           f"{ld['waited_s']} s; re-ran {ld['reruns']} disturbed blocks; "
           f"{ld['contended_blocks']} blocks kept under load")
+        if "settled_s" in ld:
+            p(f"threads   before each block, waited for this process's other threads to "
+              f"idle (at most {ld['settle_max_s']} s): {ld['settled_s']} s in all; "
+              f"{ld['unsettled_blocks']} blocks started beside a running thread")
     p("ratio     = median(fastmlp-f32) / median(system): < 1 means fastmlp-f32 is "
       "faster (issue-3 targets use this form)")
     p("")
@@ -867,6 +906,8 @@ def main(argv=None):
     results["targets"] = evaluate_targets(results)
     meta["load"] = {"monitor": MONITOR.enabled, "waited_s": round(MONITOR.waited, 1),
                     "reruns": MONITOR.reruns, "contended_blocks": MONITOR.contended,
+                    "settled_s": round(MONITOR.settled, 1), "settle_max_s": MONITOR.settle_max,
+                    "unsettled_blocks": MONITOR.unsettled,
                     "loadavg_end": open("/proc/loadavg").read().split()[:3]
                     if os.path.exists("/proc/loadavg") else None}
     meta["wall_s"] = time.perf_counter() - t_start
