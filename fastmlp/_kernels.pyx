@@ -39,6 +39,7 @@ cdef extern from "_vmath.h" nogil:
     void fm_times_dact_f(float* D, const float* A, Py_ssize_t n, int act)
     void fm_colsum_d(const double* D, Py_ssize_t m, Py_ssize_t k, double* out)
     void fm_colsum_f(const float* D, Py_ssize_t m, Py_ssize_t k, float* out)
+    void fm_colsum_ld_f(const float* D, Py_ssize_t m, Py_ssize_t k, Py_ssize_t ld, float* out)
     void fm_small_gemm_d(char ta, char tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                          double alpha, const double* A, Py_ssize_t lda, const double* B,
                          Py_ssize_t ldb, double beta, double* C, Py_ssize_t ldc)
@@ -277,12 +278,20 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     """
     if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    elif (floating is float and <Py_ssize_t>M * N * K <= BLOCKED_MAX_PRODUCT
-            and ((tb == c'N' and N >= 16) or (N >= 8 and M >= 8))):
+    elif not blas_product(floating is float, tb, M, N, K):
         gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                      threads if <Py_ssize_t>M * N * K >= BLOCK_SPLIT_PRODUCT else 1)
     else:
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef inline bint blas_product(bint is_float, char tb, Py_ssize_t M, Py_ssize_t N,
+                              Py_ssize_t K) noexcept nogil:
+    """Whether :func:`gemm_rm` hands this product to BLAS."""
+    if M * N * K <= SMALL_PRODUCT or K == 1:
+        return False
+    return not (is_float and M * N * K <= BLOCKED_MAX_PRODUCT
+                and ((tb == c'N' and N >= 16) or (N >= 8 and M >= 8)))
 
 
 cdef inline void gemm_blocked(char ta, char tb, int M, int N, int K, floating alpha,
@@ -482,26 +491,35 @@ cdef void add_l1_gradient(Spec* s, const floating* params, floating* grads,
 # Forward and backward passes over one batch
 # --------------------------------------------------------------------------
 
-cdef bint forward_batch(Spec* s, const floating* params, const floating* X, Py_ssize_t m,
-                        floating* acts, floating* zs, floating* zout,
-                        bint check_x) noexcept nogil:
-    """Forward pass of m rows.
+cdef inline bint forward_batch(Spec* s, const floating* params, const floating* X,
+                               Py_ssize_t m, floating* acts, floating* zs, floating* zout,
+                               bint check_x) noexcept nogil:
+    """Forward pass of m rows: :func:`forward_part` of all of them."""
+    return forward_part(s, params, X, m, 0, m, acts, zs, zout, check_x)
+
+
+cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ssize_t m,
+                       Py_ssize_t r0, Py_ssize_t mr, floating* acts, floating* zs,
+                       floating* zout, bint check_x) noexcept nogil:
+    """Forward pass of rows r0 .. r0+mr-1 of a batch of m rows.
 
     IN:  params, X (m x sizes[0]).
-    OUT: acts (A_1..A_L stacked, each m x sizes[l+1]); zout (m x n_out) the
-         output logits unless NULL; zs (Z_1..Z_L, acts layout) unless NULL.
+    OUT: those rows of acts (A_1..A_L stacked, each m x sizes[l+1]); of zout
+         (m x n_out) the output logits unless NULL; of zs (Z_1..Z_L, acts
+         layout) unless NULL.  A row's values do not depend on the others.
 
-    With ``check_x`` it returns False, the outputs unfinished, when X holds a
-    value that is not finite; else True.  The first layer's products show
-    it: a NaN or infinity in a row makes every product of that row NaN or
-    infinite (no kernel skips a term), so X itself is read only when one of
-    them is (X finite, an overflow or a non-finite weight: the pass goes on).
-    Reading the products costs a third of reading X for a 784-256 layer and
-    they are in cache (10000 x 784 float32 rows: X took 0.9-2.4 ms to check
-    on two threads, the products 0.05 ms a 2048-row chunk on one).
+    With ``check_x`` it returns False, the outputs unfinished, when the rows
+    of X hold a value that is not finite; else True.  The first layer's
+    products show it: a NaN or infinity in a row makes every product of that
+    row NaN or infinite (no kernel skips a term), so X itself is read only
+    when one of them is (X finite, an overflow or a non-finite weight: the
+    pass goes on).  Reading the products costs a third of reading X for a
+    784-256 layer and they are in cache (10000 x 784 float32 rows: X took
+    0.9-2.4 ms to check on two threads, the products 0.05 ms a 2048-row
+    chunk on one).
     """
     cdef Py_ssize_t l, n_in, n_out, off = 0, aoff = 0
-    cdef const floating* A_prev = X
+    cdef const floating* A_prev = X + r0 * s.sizes[0]
     cdef floating* A
     cdef const floating* W
     cdef const floating* b
@@ -511,29 +529,29 @@ cdef bint forward_batch(Spec* s, const floating* params, const floating* X, Py_s
         n_out = s.sizes[l + 1]
         W = params + off
         b = W + n_in * n_out
-        A = acts + aoff
-        if (m <= FMR_MAX_ROWS and n_in * n_out >= FEW_ROWS_PRODUCT
+        A = acts + aoff + r0 * n_out
+        if (mr <= FMR_MAX_ROWS and n_in * n_out >= FEW_ROWS_PRODUCT
                 and n_out >= fmr_block_width(sizeof(floating))):
-            fmr_product(floating is float, <int>m, n_out, n_in, A_prev, n_in, W, n_out,
+            fmr_product(floating is float, <int>mr, n_out, n_in, A_prev, n_in, W, n_out,
                         A, n_out, s.pool_threads)
         else:
-            gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>n_in, <floating>1.0,
+            gemm_rm(c'N', c'N', <int>mr, <int>n_out, <int>n_in, <floating>1.0,
                     A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out,
                     s.pool_threads)
-        if (check_x and l == 0 and not values_finite(A, m * n_out, floating is float, 1)
-                and not values_finite(X, m * n_in, floating is float, 1)):
+        if (check_x and l == 0 and not values_finite(A, mr * n_out, floating is float, 1)
+                and not values_finite(X + r0 * n_in, mr * n_in, floating is float, 1)):
             return False
         if l == s.L - 1:
             act = ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output
             if zout != NULL:
-                memcpy(zout, A, m * n_out * sizeof(floating))
-                bias_act(zout, b, m, n_out, ACT_IDENTITY)
+                memcpy(zout + r0 * n_out, A, mr * n_out * sizeof(floating))
+                bias_act(zout + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
         else:
             act = s.hidden
         if zs != NULL:
-            memcpy(zs + aoff, A, m * n_out * sizeof(floating))
-            bias_act(zs + aoff, b, m, n_out, ACT_IDENTITY)
-        bias_act(A, b, m, n_out, act)
+            memcpy(zs + aoff + r0 * n_out, A, mr * n_out * sizeof(floating))
+            bias_act(zs + aoff + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
+        bias_act(A, b, mr, n_out, act)
         A_prev = A
         off += n_in * n_out + n_out
         aoff += m * n_out
@@ -543,19 +561,21 @@ cdef bint forward_batch(Spec* s, const floating* params, const floating* X, Py_s
 cdef void backward_batch(Spec* s, const floating* params, const floating* X,
                          const floating* Y, const floating* w, Py_ssize_t m, double M,
                          const floating* acts, floating* deltas, floating* grads,
-                         double l2) noexcept nogil:
+                         double l2, bint deltas_ready=False) noexcept nogil:
     """Backpropagate the deltas of one batch, after :func:`forward_batch`,
     and write the gradient of the batch objective (without its L1 term) into
     ``grads``.  ``M`` is the batch's total sample weight.  (Plain SGD's step
     computes the deltas and applies them itself: :func:`backward_deltas`,
-    :func:`sgd_layers`.)
+    :func:`sgd_layers`.)  ``deltas_ready``: the deltas are already there
+    (:func:`row_part`).
     """
     cdef Py_ssize_t l, j, n_in, n_out, w_off = s.n_params, a_off = m * s.per_row
     cdef floating* gW
     cdef floating* gb
     cdef const floating* A_prev
     cdef floating decay = <floating>(l2 / M)
-    backward_deltas(s, params, Y, w, m, M, acts, deltas)
+    if not deltas_ready:
+        backward_deltas(s, params, Y, w, m, M, acts, deltas)
     for l in range(s.L - 1, -1, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
@@ -573,23 +593,120 @@ cdef void backward_batch(Spec* s, const floating* params, const floating* X,
         colsum(deltas + a_off, m, n_out, gb)
 
 
-cdef void backward_deltas(Spec* s, const floating* params, const floating* Y,
-                          const floating* w, Py_ssize_t m, double M, const floating* acts,
-                          floating* deltas) noexcept nogil:
+cdef inline void backward_deltas(Spec* s, const floating* params, const floating* Y,
+                                 const floating* w, Py_ssize_t m, double M,
+                                 const floating* acts, floating* deltas) noexcept nogil:
     """Every layer's delta (dLoss/dZ of the batch-mean objective) into
     ``deltas`` (the layout of ``acts``), from the outputs back."""
+    backward_delta_part(s, params, Y, w, m, 0, m, M, acts, deltas)
+
+
+cdef void backward_delta_part(Spec* s, const floating* params, const floating* Y,
+                              const floating* w, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t mr,
+                              double M, const floating* acts, floating* deltas) noexcept nogil:
+    """Rows r0 .. r0+mr-1 of :func:`backward_deltas` (a batch of m rows)."""
     cdef Py_ssize_t l, n_in, n_out, w_off = s.n_params, a_off = m * s.per_row
     n_out = s.sizes[s.L]
-    output_delta(s, acts + a_off - m * n_out, Y, w, deltas + a_off - m * n_out, m, 1.0 / M)
+    output_delta(s, acts + a_off - m * n_out + r0 * n_out, Y + r0 * n_out,
+                 NULL if w == NULL else w + r0, deltas + a_off - m * n_out + r0 * n_out, mr,
+                 1.0 / M)
     for l in range(s.L - 1, 0, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
         w_off -= n_in * n_out + n_out
         a_off -= m * n_out
-        gemm_rm(c'N', c'T', <int>m, <int>n_in, <int>n_out, <floating>1.0,
-                deltas + a_off, <int>n_out, params + w_off, <int>n_out, <floating>0.0,
-                deltas + a_off - m * n_in, <int>n_in, s.pool_threads)
-        times_dact(deltas + a_off - m * n_in, acts + a_off - m * n_in, m * n_in, s.hidden)
+        gemm_rm(c'N', c'T', <int>mr, <int>n_in, <int>n_out, <floating>1.0,
+                deltas + a_off + r0 * n_out, <int>n_out, params + w_off, <int>n_out,
+                <floating>0.0, deltas + a_off - m * n_in + r0 * n_in, <int>n_in,
+                s.pool_threads)
+        times_dact(deltas + a_off - m * n_in + r0 * n_in, acts + a_off - m * n_in + r0 * n_in,
+                   mr * n_in, s.hidden)
+
+
+# A minibatch step whose products all run in fastmlp's own kernels (float32
+# register blocks or loops, no BLAS) computes its forward pass, loss and
+# deltas in parts of its rows on the pool: rows are independent there, so
+# each thread runs every layer on its rows, with one hand-off for all of it
+# instead of one a product, and the work between the big products (hidden
+# activations, the narrow output layer, softmax and its loss, the deltas) no
+# longer runs on one core.  The parts depend on the batch's shape alone,
+# never on the thread count, and a row's values do not depend on its part:
+# results do not depend on the thread count.  A part gets at least
+# ROW_PART_MACS forward multiply-adds and MIN_PART_ROWS rows.
+cdef Py_ssize_t ROW_PART_MACS = 100000
+cdef enum:
+    MAX_ROW_PARTS = 4
+    MIN_PART_ROWS = 8       # > FMR_MAX_ROWS: parts never take _fewrows.h's path
+
+
+cdef int row_parts(Spec* s, Py_ssize_t m, bint is_float) noexcept nogil:
+    """Parts (1, 2 or 4) to split a batch of m rows into for its forward
+    pass, loss and deltas: 1 unless every product of every part stays out
+    of BLAS (whose own threads would then compete with the pool's)."""
+    cdef Py_ssize_t l, macs = 0, mr
+    cdef int parts = MAX_ROW_PARTS
+    if not is_float:
+        return 1
+    for l in range(s.L):
+        macs += s.sizes[l] * s.sizes[l + 1]
+    while parts > 1 and (m * macs < parts * ROW_PART_MACS or m < parts * MIN_PART_ROWS):
+        parts //= 2
+    if parts == 1:
+        return 1
+    mr = m // parts             # the parts hold mr or mr + 1 rows
+    for l in range(s.L):
+        if (blas_product(True, c'N', mr, s.sizes[l + 1], s.sizes[l])
+                or blas_product(True, c'N', mr + 1, s.sizes[l + 1], s.sizes[l])
+                or (l > 0 and (blas_product(True, c'T', mr, s.sizes[l], s.sizes[l + 1])
+                               or blas_product(True, c'T', mr + 1, s.sizes[l],
+                                               s.sizes[l + 1])))):
+            return 1
+    return parts
+
+
+cdef struct RowTask:
+    Spec* s                 # pool_threads 1: a part runs on one thread
+    const float* params
+    const float* X
+    const float* Y
+    const float* w          # NULL: unit weights
+    float* acts
+    float* deltas
+    float* zout             # NULL unless the loss reads the logits
+    Py_ssize_t m
+    double M                # the batch's total weight
+    int parts
+    double loss[MAX_ROW_PARTS]
+    double* sums            # parts x 2L: each part's abs sums for sgd_safe, or NULL
+
+
+cdef void row_part(void* arg, int part) noexcept nogil:
+    """Pool block ``part`` of a RowTask: its rows' forward pass, their data
+    loss (into ``loss[part]``) and deltas, and unless ``sums`` is NULL the
+    abs sums :func:`sgd_safe` reads, over its rows."""
+    cdef RowTask* t = <RowTask*>arg
+    cdef Spec* s = t.s
+    cdef Py_ssize_t r0 = t.m * part // t.parts
+    cdef Py_ssize_t mr = t.m * (part + 1) // t.parts - r0
+    cdef Py_ssize_t k = s.sizes[s.L], l, a_off = 0
+    cdef const float* z = NULL if t.zout == NULL else t.zout + r0 * k
+    cdef double* sums
+    forward_part(s, t.params, t.X, t.m, r0, mr, t.acts, <float*>NULL, t.zout, False)
+    t.loss[part] = data_loss_sum(s, z, t.acts + t.m * (s.per_row - k) + r0 * k,
+                                 t.Y + r0 * k, NULL if t.w == NULL else t.w + r0, mr)
+    backward_delta_part(s, t.params, t.Y, t.w, t.m, r0, mr, t.M, t.acts, t.deltas)
+    if t.sums == NULL:
+        return
+    sums = t.sums + 2 * s.L * part
+    for l in range(s.L):
+        if l == 0:
+            sums[0] = fm_abs_sum_f(t.X + r0 * s.sizes[0], mr * s.sizes[0])
+        elif not activation_bounded(s.hidden):
+            sums[2 * l] = fm_abs_sum_f(t.acts + a_off - t.m * s.sizes[l] + r0 * s.sizes[l],
+                                       mr * s.sizes[l])
+        sums[2 * l + 1] = fm_abs_sum_f(t.deltas + a_off + r0 * s.sizes[l + 1],
+                                       mr * s.sizes[l + 1])
+        a_off += t.m * s.sizes[l + 1]
 
 
 cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
@@ -612,6 +729,123 @@ cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
         colsum(deltas + a_off, m, n_out, scratch)
         for j in range(n_out):
             b[j] -= lr * scratch[j]
+        w_off += n_in * n_out + n_out
+        a_off += m * n_out
+
+
+cdef double run_row_parts(RowTask* t, const float* X, const float* Y, const float* w,
+                          Py_ssize_t m, double M, int parts, int threads,
+                          double* safe_sums) noexcept nogil:
+    """A batch's row parts on up to ``threads`` threads: returns its data-loss
+    sum; the parts' abs sums added up into ``safe_sums`` (2L values) unless
+    ``t.sums`` is NULL.  Parts are added in order: the same on any thread
+    count."""
+    cdef double total = 0
+    cdef Py_ssize_t i, j, n = 2 * t.s.L
+    t.X = X
+    t.Y = Y
+    t.w = w
+    t.m = m
+    t.M = M
+    t.parts = parts
+    fmp_run(row_part, t, parts, threads)
+    for j in range(parts):
+        total += t.loss[j]
+    if t.sums != NULL:
+        for i in range(n):
+            safe_sums[i] = 0
+            for j in range(parts):
+                safe_sums[i] += t.sums[n * j + i]
+    return total
+
+
+# Plain SGD's update products of such a step (each layer's
+# W <- (1 - lr*decay) W - lr * A^T D and b <- b - lr * colsum(D)) go to the
+# pool as one task: blocks of 16 columns for layers at least 32 wide, of 32
+# rows of W for narrower ones (a 10-wide output layer), each block's bias
+# entries with it.  Every value is summed as by the whole product on one
+# thread, so results do not depend on the blocks or the threads.
+cdef enum:
+    UPDATE_PANEL = 16
+    UPDATE_ROWS = 32
+
+
+cdef inline Py_ssize_t update_blocks(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """Blocks of one layer's update (see UpdateTask)."""
+    if n_out >= 2 * UPDATE_PANEL:
+        return (n_out + UPDATE_PANEL - 1) // UPDATE_PANEL
+    return max((n_in + UPDATE_ROWS // 2) // UPDATE_ROWS, 1)
+
+
+cdef bint update_on_pool(Spec* s, Py_ssize_t m) noexcept nogil:
+    """Whether :func:`gemm_rm` would give every layer's whole update product
+    to the register blocks (then :func:`update_block` computes its blocks
+    there, each value as the whole product would)."""
+    cdef Py_ssize_t l
+    for l in range(s.L):
+        if (s.sizes[l] * s.sizes[l + 1] * m <= SMALL_PRODUCT or m == 1
+                or blas_product(True, c'T', s.sizes[l], s.sizes[l + 1], m)):
+            return False
+    return True
+
+
+cdef struct UpdateTask:
+    Spec* s
+    float* params
+    const float* X
+    const float* acts
+    const float* deltas
+    Py_ssize_t m
+    float lr
+    float keep              # 1 - lr * decay
+
+
+cdef void update_block(void* arg, int block) noexcept nogil:
+    """Pool block ``block`` of an UpdateTask: the layers' blocks in order."""
+    cdef UpdateTask* t = <UpdateTask*>arg
+    cdef Spec* s = t.s
+    cdef Py_ssize_t l, i, j, nb, n_in, n_out, j0, nc, i0, i1
+    cdef Py_ssize_t w_off = 0, a_off = 0, m = t.m
+    cdef float* W
+    cdef float* b
+    cdef const float* A
+    cdef const float* D
+    cdef float sums[2 * UPDATE_PANEL]       # a panel's columns, or a narrow layer's
+    for l in range(s.L):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        nb = update_blocks(n_in, n_out)
+        if block < nb:
+            W = t.params + w_off
+            b = W + n_in * n_out
+            A = t.X if l == 0 else t.acts + a_off - m * n_in
+            D = t.deltas + a_off
+            if n_out >= 2 * UPDATE_PANEL:
+                j0 = block * UPDATE_PANEL
+                nc = min(n_out - j0, <Py_ssize_t>UPDATE_PANEL)
+                gemm_blocked(c'T', c'N', <int>n_in, <int>nc, <int>m, -t.lr, A, <int>n_in,
+                             D + j0, <int>n_out, t.keep, W + j0, <int>n_out, 1)
+                if nc >= 8:
+                    fm_colsum_ld_f(D + j0, m, nc, n_out, sums)
+                else:
+                    for j in range(nc):
+                        sums[j] = 0
+                    for i in range(m):      # row by row, as fm_colsum_f
+                        for j in range(nc):
+                            sums[j] += D[i * n_out + j0 + j]
+                for j in range(nc):
+                    b[j0 + j] -= t.lr * sums[j]
+            else:
+                i0 = n_in * block // nb
+                i1 = n_in * (block + 1) // nb
+                gemm_blocked(c'T', c'N', <int>(i1 - i0), <int>n_out, <int>m, -t.lr, A + i0,
+                             <int>n_in, D, <int>n_out, t.keep, W + i0 * n_out, <int>n_out, 1)
+                if block == 0:
+                    colsum(D, m, n_out, sums)
+                    for j in range(n_out):
+                        b[j] -= t.lr * sums[j]
+            return
+        block -= <int>nb
         w_off += n_in * n_out + n_out
         a_off += m * n_out
 
@@ -656,9 +890,14 @@ cdef void exact_bounds(Spec* s, const floating* params, double* bounds) noexcept
         off += n
 
 
+cdef inline bint activation_bounded(int act) noexcept nogil:
+    """Whether the activation's values lie in [-1, 1] (see sgd_safe)."""
+    return act == ACT_SIGMOID or act == ACT_TANH
+
+
 cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* acts,
                    const floating* deltas, double decay, double lr,
-                   double* bounds) noexcept nogil:
+                   double* bounds, const double* sums=NULL) noexcept nogil:
     """Whether :func:`sgd_layers` with these deltas cannot make a parameter
     non-finite, given bounds[l] >= every |parameter| of layer l; if so the
     bounds are advanced past the step (bounds holds 2 * L values: the
@@ -676,7 +915,10 @@ cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* act
     perf samples: 1.2% -> 0.8%).  A value of A that is not
     finite cannot pass unseen that way: it makes its row of every later
     layer's products, the output and the output deltas NaN, and sum|D| of
-    the last layer fails the test."""
+    the last layer fails the test.
+
+    ``sums``, unless NULL, holds each layer's sum|A| (where read) and sum|D|
+    already (2 values a layer; :func:`row_part` adds them up by parts)."""
     cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if floating is float
                                          else 1.7976931348623157e308)
     cdef double grow = max(fabs(1 - lr * decay), 1.0), sum_a, sum_d, step
@@ -685,11 +927,13 @@ cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* act
     for l in range(s.L):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
-        if l > 0 and (s.hidden == ACT_SIGMOID or s.hidden == ACT_TANH):
+        if l > 0 and activation_bounded(s.hidden):
             sum_a = <double>(m * n_in)
+        elif sums != NULL:
+            sum_a = sums[2 * l]
         else:
             sum_a = abs_sum(X if l == 0 else acts + a_off - m * n_in, m * n_in)
-        sum_d = abs_sum(deltas + a_off, m * n_out)
+        sum_d = sums[2 * l + 1] if sums != NULL else abs_sum(deltas + a_off, m * n_out)
         step = lr * sum_d * (sum_a + 1)
         next_bounds[l] = grow * bounds[l] + step
         if not (sum_a * sum_d < limit and step < limit and next_bounds[l] < limit):
@@ -1250,8 +1494,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     is most of an XOR epoch).  ``pool_threads`` > 1 lets the one-pass step
     split batches of enough work into that many parts on the threads of
     ``_pool.h`` (results then depend on that number, not on timing), and the
-    register-blocked products split their columns there (results the same
-    for any number).
+    register-blocked products split their columns there; a float32 step
+    without BLAS products runs its rows' forward pass, loss and deltas in
+    parts there (see row_parts) and plain SGD's updates in blocks (see
+    update_block), results the same for any number.
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -1273,6 +1519,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef bint gather = shuffle and bs < n
     cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
     cdef bint keep_z = loss == LOSS_LOG
+    cdef RowTask rows
+    cdef Spec part_spec
+    cdef int n_row_parts = 1, n_update_blocks = 0
+    cdef double* part_sums = NULL
+    cdef double* safe_sums = NULL
+    cdef UpdateTask upd
     cdef floating lr = <floating>learning_rate
     cdef double batch_obj, total, M, W_total = 0, gnorm
     cdef floating[::1] wv = sample_weight
@@ -1336,6 +1588,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
     s.pool_threads = pool_threads
     for i in range(s.L):
+        n_update_blocks += <int>update_blocks(sizes[i], sizes[i + 1])
+    for i in range(s.L):
         if bs * sizes[i] * sizes[i + 1] > BLOCKED_MAX_PRODUCT:
             # the step has BLAS products: the pool's threads, spinning after
             # each small product, would take the cores from BLAS's threads
@@ -1355,6 +1609,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         backup = <floating*>malloc(P * sizeof(floating))
     if fused and not one_pass:
         bounds = <double*>malloc(2 * s.L * sizeof(double))
+        part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
+        safe_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
@@ -1370,7 +1626,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 or (not one_pass and (acts == NULL or deltas == NULL or (keep_z and zout == NULL)))
                 or scratch == NULL
                 or ((not fused or one_pass) and grads == NULL)
-                or (fused and backup == NULL) or (fused and not one_pass and bounds == NULL)
+                or (fused and backup == NULL)
+                or (fused and not one_pass and (bounds == NULL or part_sums == NULL))
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
@@ -1378,6 +1635,19 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             W_total = total_weight(w, n)
             if bounds != NULL:          # the per-layer step's plain SGD (see sgd_safe)
                 exact_bounds(&s, &params[0], bounds)
+            if floating is float:       # the pool's tasks of the per-layer step
+                part_spec = s
+                part_spec.pool_threads = 1
+                rows.s = &part_spec
+                rows.params = &params[0]
+                rows.acts = acts
+                rows.deltas = deltas
+                rows.zout = zout
+                rows.sums = part_sums
+                upd.s = &s
+                upd.params = &params[0]
+                upd.acts = acts
+                upd.deltas = deltas
             if one_pass:
                 fm_narrow_init(nwork, &sizes[0], s.L, nv)
             if prepared:
@@ -1438,6 +1708,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                             NULL if not prepared else prep_base + (start // chunk) * block_bytes,
                             m, 1.0 / M, grads, parts)
                     else:
+                        n_row_parts = row_parts(&s, m, floating is float)
+                    if not one_pass and n_row_parts > 1:
+                        if floating is float:
+                            batch_obj = run_row_parts(&rows, Xb, Yb, wb, m, M, n_row_parts,
+                                                      s.pool_threads, safe_sums)
+                    elif not one_pass:
                         forward_batch(&s, &params[0], Xb, m, acts, NULL, zout, False)
                         batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
                     batch_obj += penalty(&s, &params[0], l2, l1)
@@ -1457,8 +1733,19 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                                 total = INFINITY
                                 break
                             continue
-                        backward_deltas(&s, &params[0], Yb, wb, m, M, acts, deltas)
-                        if sgd_safe(&s, Xb, m, acts, deltas, l2 / M, lr, bounds):
+                        if n_row_parts == 1:
+                            backward_deltas(&s, &params[0], Yb, wb, m, M, acts, deltas)
+                        if sgd_safe(&s, Xb, m, acts, deltas, l2 / M, lr, bounds,
+                                    safe_sums if n_row_parts > 1 else NULL):
+                            if floating is float:
+                                if s.pool_threads > 1 and update_on_pool(&s, m):
+                                    upd.X = Xb
+                                    upd.m = m
+                                    upd.lr = lr
+                                    upd.keep = 1 - lr * <float>(l2 / M)
+                                    fmp_run(update_block, &upd, n_update_blocks,
+                                            s.pool_threads)
+                                    continue
                             sgd_layers(&s, &params[0], Xb, m, acts, deltas,
                                        <floating>(l2 / M), lr, scratch)
                             continue
@@ -1473,7 +1760,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         continue
                     if not one_pass:
                         backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
-                                       grads, l2)
+                                       grads, l2, n_row_parts > 1)
                     if l1 != 0:
                         add_l1_gradient(&s, &params[0], grads, <floating>(l1 / M))
                     gnorm = sq_norm(grads, P)
@@ -1510,6 +1797,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(scratch)
         free(backup)
         free(bounds)
+        free(part_sums)
         free(nwork)
         free(prep)
     return done

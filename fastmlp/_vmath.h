@@ -265,6 +265,18 @@ FM_DEFINE_DACT(double, d)
 FM_DEFINE_DACT(float, f)
 FM_DEFINE_COLSUM(double, d)
 FM_DEFINE_COLSUM(float, f)
+
+/* Column sums of k (>= 8) columns of an m-row block whose rows are ld apart,
+ * into out (overwritten); each column summed row by row, as fm_colsum sums
+ * a block of k >= 8 columns (same values). */
+FM_CLONES static void fm_colsum_ld_f(const float *restrict D, fm_idx m, fm_idx k, fm_idx ld,
+                                     float *restrict out)
+{
+    fm_idx i, j;
+    for (j = 0; j < k; j++) out[j] = 0;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < k; j++) out[j] += D[i * ld + j];
+}
 FM_DEFINE_SMALL_GEMM(double, d)
 FM_DEFINE_SMALL_GEMM(float, f)
 
