@@ -25,7 +25,7 @@ from cython cimport floating
 from libc.math cimport sqrt, pow, fabs, isfinite, INFINITY
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint64_t, int64_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from cpython.exc cimport PyErr_CheckSignals
 cimport numpy as cnp
@@ -70,6 +70,14 @@ cdef extern from "_gemm.h" nogil:
 cdef extern from "_pool.h" nogil:
     ctypedef void (*fmp_fn)(void* arg, int block) noexcept nogil
     void fmp_run(fmp_fn fn, void* arg, int n_blocks, int threads)
+    int64_t fmp_now_ns()
+    int64_t fmp_solo_left_ns()
+    void fmp_forget_stalls()
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    pthread_t pthread_self()
+    int pthread_equal(pthread_t a, pthread_t b)
 
 # all_finite reads arrays of at least FINITE_SPLIT values in FINITE_BLOCKS
 # blocks on the pool (predict's check of 10000 x 784 float32 rows: 2.0 ms on
@@ -245,6 +253,43 @@ cdef extern from "_threads.h" nogil:
     void fm_install_blas_threads(void* set_fn, void* get_fn)
     int fm_threads_enter(int want)
     void fm_threads_exit(int entered)
+
+
+cdef struct StallProbe:
+    pthread_t caller
+    int64_t caller_ns       # how long a block takes on the caller
+    int64_t worker_ns       # ... on a worker (as if descheduled in the middle)
+    int on_caller           # blocks the caller ran (written by the caller only)
+
+
+cdef void stall_probe_block(void* arg, int block) noexcept nogil:
+    cdef StallProbe* p = <StallProbe*>arg
+    cdef int64_t until
+    if pthread_equal(pthread_self(), p.caller):
+        p.on_caller += 1
+        until = fmp_now_ns() + p.caller_ns
+    else:
+        until = fmp_now_ns() + p.worker_ns
+    while fmp_now_ns() < until:
+        pass
+
+
+def _pool_stall_probe(double caller_s, double worker_s, int n_blocks=2, int threads=2,
+                      bint forget=False):
+    """Test hook of _pool.h's stall handling: one pool call of ``n_blocks``
+    blocks that take ``caller_s`` seconds each on the caller and ``worker_s``
+    on a worker.  Past stalls are forgotten first with ``forget``.  Returns
+    (blocks the caller ran, seconds the pool then runs alone)."""
+    cdef StallProbe p
+    p.caller = pthread_self()
+    p.caller_ns = <int64_t>(caller_s * 1e9)
+    p.worker_ns = <int64_t>(worker_s * 1e9)
+    p.on_caller = 0
+    with nogil:
+        if forget:
+            fmp_forget_stalls()
+        fmp_run(stall_probe_block, &p, n_blocks, threads)
+    return p.on_caller, fmp_solo_left_ns() / 1e9
 
 
 def set_blas_thread_functions(size_t set_address, size_t get_address):

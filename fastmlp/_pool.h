@@ -16,6 +16,15 @@
  * One caller uses the pool at a time; a concurrent caller runs its blocks
  * alone (same result).  After fork() the child starts without workers and
  * starts its own on first use.
+ *
+ * A worker descheduled in the middle of a block (another process wants the
+ * core) makes the caller wait for it, often for a whole time slice: a
+ * digits fit beside one busy process took 2.2x its time on one thread.  So
+ * when the caller has waited longer than FMP_STALL_NS and longer than its
+ * own blocks took, the pool counts as contended and the calls of the next
+ * FMP_SOLO_NS run on the caller alone (same results), then try the workers
+ * again; a stall within a second of the last one doubles that time (up to
+ * 32 times).
  */
 #ifndef FASTMLP_POOL_H
 #define FASTMLP_POOL_H
@@ -26,6 +35,9 @@
 
 #define FMP_MAX_WORKERS 3       /* threads besides the caller */
 #define FMP_SPIN_NS 300000      /* idle spin before a worker sleeps */
+#define FMP_STALL_NS 1000000    /* a wait for a worker this long: it was descheduled */
+#define FMP_SOLO_NS 20000000    /* then the caller runs alone this long */
+#define FMP_SOLO_MAX_LEVEL 5    /* ... at most 2^5 times as long after stalls in a row */
 
 typedef void (*fmp_fn)(void *arg, int block);
 
@@ -54,6 +66,9 @@ static struct {
     int sleeping;               /* workers waiting on wake (atomic) */
     int busy;                   /* a caller owns the pool (atomic) */
     int atfork_done;
+    int64_t solo_until;         /* calls before this time run alone (atomic) */
+    int64_t last_stall;         /* when the last stall was seen (by the pool's caller) */
+    int stall_level;            /* the solo time of the last stall: FMP_SOLO_NS << level */
     uint32_t gen;               /* generation of the latest task (atomic) */
     int done;                   /* blocks finished in this generation (atomic) */
     fmp_fn fn;                  /* the task: stable while its generation */
@@ -173,13 +188,43 @@ static void fmp_start_workers(int want)
     pthread_mutex_unlock(&fmp_pool.lock);
 }
 
+/* A worker kept the pool's caller waiting (see the top): calls run alone
+ * for a while, longer after stalls in a row. */
+static void fmp_stalled(int64_t now)
+{
+    int level = now - fmp_pool.last_stall < 1000000000 ? fmp_pool.stall_level + 1 : 0;
+    fmp_pool.stall_level = level > FMP_SOLO_MAX_LEVEL ? FMP_SOLO_MAX_LEVEL : level;
+    fmp_pool.last_stall = now;
+    __atomic_store_n(&fmp_pool.solo_until, now + ((int64_t)FMP_SOLO_NS << fmp_pool.stall_level),
+                     __ATOMIC_RELAXED);
+}
+
+/* Nanoseconds of running alone left (0: the workers are used). */
+static int64_t fmp_solo_left_ns(void)
+{
+    int64_t left = __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED) - fmp_now_ns();
+    return left > 0 ? left : 0;
+}
+
+/* Forget past stalls (for tests). */
+static void fmp_forget_stalls(void)
+{
+    __atomic_store_n(&fmp_pool.solo_until, 0, __ATOMIC_RELAXED);
+    fmp_pool.last_stall = 0;
+    fmp_pool.stall_level = 0;
+}
+
 /* Run fn(arg, b) for b in 0..n_blocks-1 on up to `threads` threads (the
  * caller included); returns when every block is done. */
 static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
 {
     int b, parts, i;
     uint32_t gen;
+    unsigned spins = 0;
+    int64_t start, own_end = 0, now;
     if (threads < 2 || n_blocks < 2 || n_blocks > FMP_MAX_BLOCKS
+            || (start = fmp_now_ns()) < __atomic_load_n(&fmp_pool.solo_until,
+                                                          __ATOMIC_RELAXED)
             || __atomic_exchange_n(&fmp_pool.busy, 1, __ATOMIC_ACQUIRE)) {
         for (b = 0; b < n_blocks; b++)
             fn(arg, b);
@@ -205,8 +250,17 @@ static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
         pthread_mutex_unlock(&fmp_pool.lock);
     }
     fmp_take_blocks(gen, 0);
-    while (__atomic_load_n(&fmp_pool.done, __ATOMIC_ACQUIRE) < n_blocks)
+    while (__atomic_load_n(&fmp_pool.done, __ATOMIC_ACQUIRE) < n_blocks) {
         fmp_relax();
+        if (++spins % 256 == 0) {       /* ~ every few microseconds of waiting */
+            now = fmp_now_ns();
+            if (own_end == 0)
+                own_end = now;
+            else if (now - own_end > FMP_STALL_NS && now - own_end > own_end - start
+                     && now > __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED))
+                fmp_stalled(now);
+        }
+    }
     __atomic_store_n(&fmp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 

@@ -5,6 +5,7 @@ GIL in the kernels, so concurrent calls give exactly the serial answers and
 really run in parallel. fit on a network another thread is fitting raises a
 clear error instead of silently interleaving updates.
 """
+import os
 import threading
 import time
 
@@ -198,3 +199,33 @@ def test_predict_during_fit_is_safe():
         assert np.all(np.isfinite(P))
         np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-4)
     assert np.array_equal(net.params, serial.params), "predict disturbed the training run"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_pool_runs_alone_for_a_while_after_a_worker_stalls():
+    # _pool.h: a worker that keeps the caller waiting (as when another
+    # process takes its core in the middle of a block) makes the next calls
+    # run on the caller alone for a while; a worker that keeps pace does not.
+    # Each case gets a few tries: a real stall of this shared machine may
+    # disturb one.
+    from fastmlp import _kernels
+    probe = _kernels._pool_stall_probe
+
+    def worker_took_one(caller_s, worker_s):
+        # forget past stalls, wait until a worker is up and spinning (it
+        # takes one of two blocks), then probe
+        assert any(probe(0.001, 0.001, forget=True)[0] == 1 for _ in range(50))
+        return probe(caller_s, worker_s, forget=True)
+
+    def stalled_then_alone():
+        on_caller, solo = worker_took_one(0.002, 0.012)      # the caller waits 10 ms
+        if not (on_caller == 1 and 0.005 < solo <= 0.020):
+            return False
+        on_caller, left = probe(0.0, 0.012, n_blocks=6)      # the next call: alone
+        return on_caller == 6 and 0 < left <= solo
+
+    try:
+        assert any(worker_took_one(0.006, 0.003) == (1, 0.0) for _ in range(5))
+        assert any(stalled_then_alone() for _ in range(5))
+    finally:
+        probe(0.0, 0.0, forget=True)
