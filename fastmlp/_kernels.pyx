@@ -321,7 +321,7 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     BLAS.  ``threads``: the most of fastmlp's pool to use (register blocks
     of at least BLOCK_SPLIT_PRODUCT multiply-adds).
     """
-    if <Py_ssize_t>M * N * K <= SMALL_PRODUCT or K == 1:
+    if loop_product(M, N, K):
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
     elif not blas_product(floating is float, tb, M, N, K):
         gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
@@ -330,10 +330,15 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
+cdef inline bint loop_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    """Whether :func:`gemm_rm` computes this product as plain loops."""
+    return M * N * K <= SMALL_PRODUCT or K == 1
+
+
 cdef inline bint blas_product(bint is_float, char tb, Py_ssize_t M, Py_ssize_t N,
                               Py_ssize_t K) noexcept nogil:
     """Whether :func:`gemm_rm` hands this product to BLAS."""
-    if M * N * K <= SMALL_PRODUCT or K == 1:
+    if loop_product(M, N, K):
         return False
     return not (is_float and M * N * K <= BLOCKED_MAX_PRODUCT
                 and ((tb == c'N' and N >= 16) or (N >= 8 and M >= 8)))
@@ -733,25 +738,14 @@ cdef void row_part(void* arg, int part) noexcept nogil:
     cdef Spec* s = t.s
     cdef Py_ssize_t r0 = t.m * part // t.parts
     cdef Py_ssize_t mr = t.m * (part + 1) // t.parts - r0
-    cdef Py_ssize_t k = s.sizes[s.L], l, a_off = 0
+    cdef Py_ssize_t k = s.sizes[s.L]
     cdef const float* z = NULL if t.zout == NULL else t.zout + r0 * k
-    cdef double* sums
     forward_part(s, t.params, t.X, t.m, r0, mr, t.acts, <float*>NULL, t.zout, False)
     t.loss[part] = data_loss_sum(s, z, t.acts + t.m * (s.per_row - k) + r0 * k,
                                  t.Y + r0 * k, NULL if t.w == NULL else t.w + r0, mr)
     backward_delta_part(s, t.params, t.Y, t.w, t.m, r0, mr, t.M, t.acts, t.deltas)
-    if t.sums == NULL:
-        return
-    sums = t.sums + 2 * s.L * part
-    for l in range(s.L):
-        if l == 0:
-            sums[0] = fm_abs_sum_f(t.X + r0 * s.sizes[0], mr * s.sizes[0])
-        elif not activation_bounded(s.hidden):
-            sums[2 * l] = fm_abs_sum_f(t.acts + a_off - t.m * s.sizes[l] + r0 * s.sizes[l],
-                                       mr * s.sizes[l])
-        sums[2 * l + 1] = fm_abs_sum_f(t.deltas + a_off + r0 * s.sizes[l + 1],
-                                       mr * s.sizes[l + 1])
-        a_off += t.m * s.sizes[l + 1]
+    if t.sums != NULL:
+        safe_sums(s, t.X, t.m, r0, mr, t.acts, t.deltas, t.sums + 2 * s.L * part)
 
 
 cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
@@ -780,9 +774,9 @@ cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
 
 cdef double run_row_parts(RowTask* t, const float* X, const float* Y, const float* w,
                           Py_ssize_t m, double M, int parts, int threads,
-                          double* safe_sums) noexcept nogil:
+                          double* batch_sums) noexcept nogil:
     """A batch's row parts on up to ``threads`` threads: returns its data-loss
-    sum; the parts' abs sums added up into ``safe_sums`` (2L values) unless
+    sum; the parts' abs sums added up into ``batch_sums`` (2L values) unless
     ``t.sums`` is NULL.  Parts are added in order: the same on any thread
     count."""
     cdef double total = 0
@@ -798,9 +792,9 @@ cdef double run_row_parts(RowTask* t, const float* X, const float* Y, const floa
         total += t.loss[j]
     if t.sums != NULL:
         for i in range(n):
-            safe_sums[i] = 0
+            batch_sums[i] = 0
             for j in range(parts):
-                safe_sums[i] += t.sums[n * j + i]
+                batch_sums[i] += t.sums[n * j + i]
     return total
 
 
@@ -828,7 +822,7 @@ cdef bint update_on_pool(Spec* s, Py_ssize_t m) noexcept nogil:
     there, each value as the whole product would)."""
     cdef Py_ssize_t l
     for l in range(s.L):
-        if (s.sizes[l] * s.sizes[l + 1] * m <= SMALL_PRODUCT or m == 1
+        if (loop_product(s.sizes[l], s.sizes[l + 1], m)
                 or blas_product(True, c'T', s.sizes[l], s.sizes[l + 1], m)):
             return False
     return True
@@ -849,7 +843,7 @@ cdef void update_block(void* arg, int block) noexcept nogil:
     """Pool block ``block`` of an UpdateTask: the layers' blocks in order."""
     cdef UpdateTask* t = <UpdateTask*>arg
     cdef Spec* s = t.s
-    cdef Py_ssize_t l, i, j, nb, n_in, n_out, j0, nc, i0, i1
+    cdef Py_ssize_t l, j, nb, n_in, n_out, j0, nc, i0, i1
     cdef Py_ssize_t w_off = 0, a_off = 0, m = t.m
     cdef float* W
     cdef float* b
@@ -870,14 +864,8 @@ cdef void update_block(void* arg, int block) noexcept nogil:
                 nc = min(n_out - j0, <Py_ssize_t>UPDATE_PANEL)
                 gemm_blocked(c'T', c'N', <int>n_in, <int>nc, <int>m, -t.lr, A, <int>n_in,
                              D + j0, <int>n_out, t.keep, W + j0, <int>n_out, 1)
-                if nc >= 8:
-                    fm_colsum_ld_f(D + j0, m, nc, n_out, sums)
-                else:
-                    for j in range(nc):
-                        sums[j] = 0
-                    for i in range(m):      # row by row, as fm_colsum_f
-                        for j in range(nc):
-                            sums[j] += D[i * n_out + j0 + j]
+                # row by row, as colsum sums the whole layer (n_out >= 8)
+                fm_colsum_ld_f(D + j0, m, nc, n_out, sums)
                 for j in range(nc):
                     b[j0 + j] -= t.lr * sums[j]
             else:
@@ -940,13 +928,30 @@ cdef inline bint activation_bounded(int act) noexcept nogil:
     return act == ACT_SIGMOID or act == ACT_TANH
 
 
-cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* acts,
-                   const floating* deltas, double decay, double lr,
-                   double* bounds, const double* sums=NULL) noexcept nogil:
-    """Whether :func:`sgd_layers` with these deltas cannot make a parameter
-    non-finite, given bounds[l] >= every |parameter| of layer l; if so the
-    bounds are advanced past the step (bounds holds 2 * L values: the
-    second half is workspace).
+cdef void safe_sums(Spec* s, const floating* X, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t mr,
+                    const floating* acts, const floating* deltas, double* sums) noexcept nogil:
+    """The sums :func:`sgd_safe` reads, over rows r0 .. r0+mr-1 of a batch of
+    m rows: each layer's sum|A| of its input (sums[2l]; not for sigmoid or
+    tanh activations, bounded by their count) and sum|D| (sums[2l + 1])."""
+    cdef Py_ssize_t l, n_in, n_out, a_off = 0
+    for l in range(s.L):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        if l == 0:
+            sums[0] = abs_sum(X + r0 * n_in, mr * n_in)
+        elif not activation_bounded(s.hidden):
+            sums[2 * l] = abs_sum(acts + a_off - m * n_in + r0 * n_in, mr * n_in)
+        sums[2 * l + 1] = abs_sum(deltas + a_off + r0 * n_out, mr * n_out)
+        a_off += m * n_out
+
+
+cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr,
+                   double* bounds, const double* sums) noexcept nogil:
+    """Whether :func:`sgd_layers` with a batch of m rows whose deltas give
+    ``sums`` (see :func:`safe_sums`) cannot make a parameter non-finite, in
+    float32 (``is_float``) or float64, given bounds[l] >= every |parameter|
+    of layer l; if so the bounds are advanced past the step (bounds holds
+    2 * L values: the second half is workspace).
 
     Each update of a weight is lr * sum_p a_pi d_pj, at most lr * sum|A| *
     sum|D| in size (likewise the products' partial sums before the factor
@@ -960,30 +965,23 @@ cdef bint sgd_safe(Spec* s, const floating* X, Py_ssize_t m, const floating* act
     perf samples: 1.2% -> 0.8%).  A value of A that is not
     finite cannot pass unseen that way: it makes its row of every later
     layer's products, the output and the output deltas NaN, and sum|D| of
-    the last layer fails the test.
-
-    ``sums``, unless NULL, holds each layer's sum|A| (where read) and sum|D|
-    already (2 values a layer; :func:`row_part` adds them up by parts)."""
-    cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if floating is float
+    the last layer fails the test."""
+    cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if is_float
                                          else 1.7976931348623157e308)
     cdef double grow = max(fabs(1 - lr * decay), 1.0), sum_a, sum_d, step
     cdef double* next_bounds = bounds + s.L
-    cdef Py_ssize_t l, n_in, n_out, a_off = 0
+    cdef Py_ssize_t l, n_in
     for l in range(s.L):
         n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
         if l > 0 and activation_bounded(s.hidden):
             sum_a = <double>(m * n_in)
-        elif sums != NULL:
-            sum_a = sums[2 * l]
         else:
-            sum_a = abs_sum(X if l == 0 else acts + a_off - m * n_in, m * n_in)
-        sum_d = sums[2 * l + 1] if sums != NULL else abs_sum(deltas + a_off, m * n_out)
+            sum_a = sums[2 * l]
+        sum_d = sums[2 * l + 1]
         step = lr * sum_d * (sum_a + 1)
         next_bounds[l] = grow * bounds[l] + step
         if not (sum_a * sum_d < limit and step < limit and next_bounds[l] < limit):
             return False            # (NaN fails every comparison)
-        a_off += m * n_out
     for l in range(s.L):
         bounds[l] = next_bounds[l]
     return True
@@ -1568,7 +1566,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef Spec part_spec
     cdef int n_row_parts = 1, n_update_blocks = 0
     cdef double* part_sums = NULL
-    cdef double* safe_sums = NULL
+    cdef double* batch_sums = NULL       # a batch's sums for sgd_safe (see safe_sums)
     cdef UpdateTask upd
     cdef floating lr = <floating>learning_rate
     cdef double batch_obj, total, M, W_total = 0, gnorm
@@ -1655,7 +1653,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     if fused and not one_pass:
         bounds = <double*>malloc(2 * s.L * sizeof(double))
         part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
-        safe_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
+        batch_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
@@ -1757,7 +1755,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                     if not one_pass and n_row_parts > 1:
                         if floating is float:
                             batch_obj = run_row_parts(&rows, Xb, Yb, wb, m, M, n_row_parts,
-                                                      s.pool_threads, safe_sums)
+                                                      s.pool_threads, batch_sums)
                     elif not one_pass:
                         forward_batch(&s, &params[0], Xb, m, acts, NULL, zout, False)
                         batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
@@ -1780,8 +1778,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                             continue
                         if n_row_parts == 1:
                             backward_deltas(&s, &params[0], Yb, wb, m, M, acts, deltas)
-                        if sgd_safe(&s, Xb, m, acts, deltas, l2 / M, lr, bounds,
-                                    safe_sums if n_row_parts > 1 else NULL):
+                            safe_sums(&s, Xb, m, 0, m, acts, deltas, batch_sums)
+                        if sgd_safe(&s, m, floating is float, l2 / M, lr, bounds, batch_sums):
                             if floating is float:
                                 if s.pool_threads > 1 and update_on_pool(&s, m):
                                     upd.X = Xb

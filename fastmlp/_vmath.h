@@ -236,12 +236,21 @@ FM_CLONES static void fm_times_dact_##SUF(T *D, const T *A, fm_idx n, int act)  
  * (k < 8, too short for a vector) are summed 8 rows at a time as flat
  * vectors of 8k values, then folded. */
 #define FM_DEFINE_COLSUM(T, SUF)                                                \
+FM_INLINE void fm_colsum_rows_##SUF(const T *restrict D, fm_idx m, fm_idx k,    \
+                                    fm_idx ld, T *restrict out)                 \
+{                                                                               \
+    fm_idx i, j;                                                                \
+    for (j = 0; j < k; j++) out[j] = 0;                                         \
+    for (i = 0; i < m; i++)                                                     \
+        for (j = 0; j < k; j++) out[j] += D[i * ld + j];                        \
+}                                                                               \
+                                                                                \
 FM_CLONES static void fm_colsum_##SUF(const T *restrict D, fm_idx m, fm_idx k,  \
                                       T *restrict out)                          \
 {                                                                               \
     fm_idx i, j, t;                                                             \
-    for (j = 0; j < k; j++) out[j] = 0;                                         \
     if (k < 8 && m >= 32) {                                                     \
+        for (j = 0; j < k; j++) out[j] = 0;                                     \
         T acc[64];                                                              \
         fm_idx L = 8 * k, blocks = m / 8, r;                                    \
         for (t = 0; t < L; t++) acc[t] = 0;                                     \
@@ -255,8 +264,7 @@ FM_CLONES static void fm_colsum_##SUF(const T *restrict D, fm_idx m, fm_idx k,  
             for (j = 0; j < k; j++) out[j] += D[i * k + j];                     \
         return;                                                                 \
     }                                                                           \
-    for (i = 0; i < m; i++)                                                     \
-        for (j = 0; j < k; j++) out[j] += D[i * k + j];                         \
+    fm_colsum_rows_##SUF(D, m, k, k, out);                                      \
 }
 
 FM_DEFINE_BIAS_ACT(double, d, fm_exp_d, tanh)
@@ -266,16 +274,12 @@ FM_DEFINE_DACT(float, f)
 FM_DEFINE_COLSUM(double, d)
 FM_DEFINE_COLSUM(float, f)
 
-/* Column sums of k (>= 8) columns of an m-row block whose rows are ld apart,
- * into out (overwritten); each column summed row by row, as fm_colsum sums
- * a block of k >= 8 columns (same values). */
+/* Column sums of k columns of an m-row block whose rows are ld apart, each
+ * summed row by row: the values fm_colsum_f gives a block of k >= 8 columns. */
 FM_CLONES static void fm_colsum_ld_f(const float *restrict D, fm_idx m, fm_idx k, fm_idx ld,
                                      float *restrict out)
 {
-    fm_idx i, j;
-    for (j = 0; j < k; j++) out[j] = 0;
-    for (i = 0; i < m; i++)
-        for (j = 0; j < k; j++) out[j] += D[i * ld + j];
+    fm_colsum_rows_f(D, m, k, ld, out);
 }
 FM_DEFINE_SMALL_GEMM(double, d)
 FM_DEFINE_SMALL_GEMM(float, f)
