@@ -197,10 +197,12 @@ class BaseNetwork:
     def _check_X(self, X):
         return v.check_X(X, self.layer_sizes[0], self.dtype)
 
+    def _check_Y(self, Y, n):
+        return v.check_Y(Y, n, self.layer_sizes[-1], self.output, self.loss_name, self.dtype)
+
     def _check_XY(self, X, Y, sample_weight=None):
         X = self._check_X(X)
-        Y = v.check_Y(Y, X.shape[0], self.layer_sizes[-1], self.output,
-                      self.loss_name, self.dtype)
+        Y = self._check_Y(Y, X.shape[0])
         sw = v.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         return X, Y, sw
 

@@ -82,7 +82,9 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
     """Train ``net`` in place; returns the History.  Arguments already checked."""
     n = X.shape[0]
     batch_size = n if batch_size is None else min(batch_size, n)
-    rng_state = np.array([net._rng.integers(0, 2**63)], dtype=np.uint64)
+    # the shuffle's seed: integers(0, 2**63)'s value (Lemire's method with a
+    # power-of-two range is the top 63 bits of one raw draw), in 0.6 us, not 4.5
+    rng_state = np.array([net._rng.bit_generator.random_raw() >> 1], dtype=np.uint64)
     order = np.arange(n, dtype=np.intp)
     s = net.layer_sizes
     work_per_row = 3.0 * sum(s[i] * s[i + 1] for i in range(len(s) - 1))

@@ -86,6 +86,18 @@ class Network(BaseNetwork):
             return X
         return super()._check_X(X)
 
+    def _check_Y(self, Y, n):
+        # Fast path as for X: a 2-D Y of the network's dtype, C order and the
+        # right shape, all finite (checked in C), in [0, 1] for log loss
+        # (measured: 6.1 -> 1.4 us for XOR's 4 x 1 targets, a tenth of a
+        # small partial_fit's fixed cost).
+        if (type(Y) is np.ndarray and Y.dtype == self.dtype and Y.ndim == 2
+                and Y.shape[0] == n and Y.shape[1] == self.layer_sizes[-1]
+                and Y.flags.c_contiguous and _kernels.all_finite(Y)
+                and (self.loss_name != "log_loss" or (Y.min() >= 0 and Y.max() <= 1))):
+            return Y
+        return super()._check_Y(Y, n)
+
     # predict's kernel arguments: (params, n_threads, the rest), rebuilt when
     # params or n_threads change.  Building them on every call cost 0.6 us: a
     # 2-1 network's one-row predict 1.4 -> 0.8 us.

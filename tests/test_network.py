@@ -222,6 +222,38 @@ def test_predict_same_whether_X_is_ready_or_converted(dtype):
         net.predict(ready)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["squared_error", "log_loss"])
+def test_ready_targets_are_taken_as_they_are_and_still_checked(dtype, loss):
+    # a 2-D Y of the network's dtype, C order and shape takes fit's fast check
+    net = fastmlp.Network([3, 4, 2], output="sigmoid", loss=loss, dtype=dtype, seed=1)
+    Y = np.array([[0, 1], [1, 0.5], [0.25, 0]], dtype=dtype)
+    assert net._check_Y(Y, 3) is Y
+    for bad, message in [(np.nan, "Y must be finite"), (np.inf, "Y must be finite")]:
+        Z = Y.copy()
+        Z[2, 1] = bad
+        with pytest.raises(ValueError, match=message):
+            net.fit(np.zeros((3, 3), dtype), Z, epochs=1)
+    Z = Y.copy()
+    Z[1, 0] = 1.5
+    if loss == "log_loss":
+        with pytest.raises(ValueError, match=r"targets in \[0, 1\]"):
+            net.fit(np.zeros((3, 3), dtype), Z, epochs=1)
+    else:
+        assert net._check_Y(Z, 3) is Z
+    with pytest.raises(ValueError, match="Y must have 3 rows"):
+        net.fit(np.zeros((3, 3), dtype), Y[:2], epochs=1)
+
+
+def test_shuffle_seed_is_integers_below_two_to_the_63():
+    # fit draws its shuffle seed as the top 63 bits of one raw draw: the value
+    # and generator state integers(0, 2**63) would give
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(1000):
+        assert (a.bit_generator.random_raw() >> 1) == b.integers(0, 2**63)
+    assert a.random() == b.random()
+
+
 @pytest.mark.parametrize("cls", NETS, ids=IDS)
 def test_predict_follows_the_params_of_its_own_copy(cls):
     # predict keeps its kernel arguments between calls: a copy made after a
