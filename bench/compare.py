@@ -184,66 +184,18 @@ class LoadMonitor:
     for this process's other threads to stop running: the thread pools of the
     system timed before (OpenMP, OpenBLAS, ONNX Runtime and fastmlp's own spin
     for a while after their work) would otherwise take a core from the next.
-
-    A virtual machine's cores also slow down when its host is busy, which no
-    counter inside the machine shows (here 1.5-2x for minutes at a time, with
-    nothing else running).  ``probe()`` times a fixed pure-Python loop on each
-    core in turn; a block is run again (as above, same limits) when a core ran
-    that loop more than ``slow_limit`` times slower than its best after the
-    block, and before each block we wait for the cores to be back at speed.
     """
 
     def __init__(self, limit=0.10, max_wait=300.0, retries=3, enabled=True,
-                 settle_max=0.5, slow_limit=1.3):
+                 settle_max=0.5):
         self.limit, self.max_wait, self.retries = limit, max_wait, retries
         self.enabled = enabled and os.path.exists("/proc/stat")
         self.settle_max = settle_max
-        self.slow_limit = slow_limit
-        self.cores = (sorted(os.sched_getaffinity(0))
-                      if self.enabled and hasattr(os, "sched_getaffinity") else [])
-        self.best = {}              # core -> fastest probe seen (s)
         self.waited = 0.0
         self.reruns = 0
         self.contended = 0
-        self.slow_reruns = 0        # blocks re-run because the host slowed a core
-        self.slow_kept = 0          # blocks kept although a core was slow
         self.settled = 0.0          # s spent waiting for this process's threads
         self.unsettled = 0          # blocks started beside a running thread
-
-    @staticmethod
-    def _spin(n=20000):
-        t = time.perf_counter()
-        for _ in range(n):
-            pass
-        return time.perf_counter() - t
-
-    def probe(self):
-        """Each core's probe time over its best so far (the largest ratio);
-        1.0 when probing is off."""
-        if not self.cores:
-            return 1.0
-        mask = os.sched_getaffinity(0)
-        worst = 1.0
-        try:
-            for c in self.cores:
-                os.sched_setaffinity(0, {c})
-                t = sum(self._spin() for _ in range(3))
-                self.best[c] = min(t, self.best.get(c, t))
-                worst = max(worst, t / self.best[c])
-        except OSError:             # cores changed under us: stop probing
-            self.cores = []
-        finally:
-            os.sched_setaffinity(0, mask)
-        return worst
-
-    def calibrate(self, n=20):
-        """Find each core's best probe time (a few quiet moments suffice)."""
-        for _ in range(n if self.cores else 0):
-            self.probe()
-            time.sleep(0.02)
-
-    def host_slow(self):
-        return self.probe() > self.slow_limit
 
     @staticmethod
     def running_threads():
@@ -295,19 +247,15 @@ class LoadMonitor:
         while self.waited < self.max_wait:
             a = self.snap()
             time.sleep(0.1)
-            if self.busy_others(a, self.snap()) > self.limit:
-                log("  (machine busy: waiting for other processes to finish)")
-            elif self.host_slow():
-                log("  (cores slowed by the host: waiting)")
-            else:
+            if self.busy_others(a, self.snap()) <= self.limit:
                 return
+            log("  (machine busy: waiting for other processes to finish)")
             time.sleep(2.0)
             self.waited += 2.1
 
     def timed_block(self, fn):
-        """Run fn() (which appends samples) on a quiet machine at full speed;
-        returns True if it ran so, False if it had to be kept under load or
-        on slowed cores."""
+        """Run fn() (which appends samples) on a quiet machine; returns True if
+        it ran clean, False if it had to be kept under load."""
         for attempt in range(self.retries + 1):
             self.wait_quiet()
             self.settle()
@@ -315,24 +263,13 @@ class LoadMonitor:
             mark = fn()
             if not self.enabled:
                 return True
-            busy = self.busy_others(a, self.snap()) > self.limit
-            self.settle()           # this process's spinning threads would slow the probe
-            slow = not busy and self.host_slow()
-            if not busy and not slow:
+            if self.busy_others(a, self.snap()) <= self.limit:
                 return True
             if (attempt < self.retries and mark is not None
                     and self.waited < self.max_wait):
-                mark()  # drop the samples of the disturbed block and retry
-                if busy:
-                    self.reruns += 1
-                else:
-                    self.slow_reruns += 1
-                continue
-            break
-        if busy:
-            self.contended += 1
-        else:
-            self.slow_kept += 1
+                mark()  # drop the samples of the contended block and retry
+                self.reruns += 1
+        self.contended += 1
         return False
 
 
@@ -737,10 +674,6 @@ def report(results, out=sys.stdout, check=False):
         p(f"load      other processes' CPU watched: {ld['monitor']}; waited "
           f"{ld['waited_s']} s; re-ran {ld['reruns']} disturbed blocks; "
           f"{ld['contended_blocks']} blocks kept under load")
-        if ld.get("slow_limit"):
-            p(f"host      each core's speed probed before and after each block (a pure-Python "
-              f"loop): re-ran {ld['slow_reruns']} blocks after which a core was > "
-              f"{ld['slow_limit']}x slower than its best; {ld['slow_kept_blocks']} kept so")
         if "settled_s" in ld:
             p(f"threads   before each block, waited for this process's other threads to "
               f"idle (at most {ld['settle_max_s']} s): {ld['settled_s']} s in all; "
@@ -916,7 +849,6 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     global MONITOR
     MONITOR = LoadMonitor(max_wait=args.max_wait, enabled=not args.no_wait)
-    MONITOR.calibrate()
 
     t_start = time.perf_counter()
     versions = {}
@@ -974,8 +906,6 @@ def main(argv=None):
     results["targets"] = evaluate_targets(results)
     meta["load"] = {"monitor": MONITOR.enabled, "waited_s": round(MONITOR.waited, 1),
                     "reruns": MONITOR.reruns, "contended_blocks": MONITOR.contended,
-                    "slow_limit": MONITOR.slow_limit if MONITOR.cores else None,
-                    "slow_reruns": MONITOR.slow_reruns, "slow_kept_blocks": MONITOR.slow_kept,
                     "settled_s": round(MONITOR.settled, 1), "settle_max_s": MONITOR.settle_max,
                     "unsettled_blocks": MONITOR.unsettled,
                     "loadavg_end": open("/proc/loadavg").read().split()[:3]
