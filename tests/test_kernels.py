@@ -74,6 +74,85 @@ def test_beta_zero_ignores_nan_in_the_output():
         assert np.array_equal(C, np.full((3, 4), 2.0))
 
 
+# cache blocks (_gemm_big.h): K over one K block (256 rows), several row
+# blocks (128 rows), enough row blocks for one column group a block (8),
+# columns not a whole panel (16), a 10-wide output layer
+BIG_SHAPES = [(16, 8, 1), (40, 10, 600), (128, 256, 784), (300, 37, 257), (1100, 100, 70),
+              (17, 33, 512), (129, 16, 1000)]
+
+
+def _big_product_expected(ta, tb, A, B, C0, alpha, beta):
+    return alpha * ((A if ta == "N" else A.T).astype(np.float64)
+                    @ (B if tb == "N" else B.T).astype(np.float64)) + beta * C0
+
+
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("T", "N"), ("N", "T"), ("T", "T")])
+@pytest.mark.parametrize("M,N,K", BIG_SHAPES)
+def test_cache_blocks_every_transposition_on_any_thread_count(M, N, K, ta, tb):
+    rng = np.random.default_rng(M + N + K)
+    A = rng.normal(size=(M, K) if ta == "N" else (K, M)).astype(np.float32)
+    B = rng.normal(size=(K, N) if tb == "N" else (N, K)).astype(np.float32)
+    C0 = rng.normal(size=(M, N)).astype(np.float32)
+    for alpha, beta in [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)]:
+        one = C0.copy()
+        _kernels.product(ta, tb, A, B, one, alpha=alpha, beta=beta, path=4)
+        expected = _big_product_expected(ta, tb, A, B, C0, alpha, beta)
+        scale = np.abs(alpha) * np.sqrt(K) + np.abs(beta)
+        np.testing.assert_allclose(one, expected, rtol=1e-5, atol=1e-5 * scale * 4)
+        for threads in (2, 3, 4):
+            C = C0.copy()
+            _kernels.product(ta, tb, A, B, C, alpha=alpha, beta=beta, path=4,
+                             pool_threads=threads)
+            np.testing.assert_array_equal(C, one)
+
+
+def test_cache_blocks_with_k_in_one_block_sum_as_the_register_blocks():
+    # K <= 256: each value one chain of multiply-adds, as _gemm.h sums it
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(200, 128)).astype(np.float32)
+    B = rng.normal(size=(128, 64)).astype(np.float32)
+    big, blocks = np.empty((200, 64), np.float32), np.empty((200, 64), np.float32)
+    _kernels.product("N", "N", A, B, big, path=4)
+    _kernels.product("N", "N", A, B, blocks, path=3)
+    np.testing.assert_array_equal(big, blocks)
+
+
+@pytest.mark.parametrize("tb", ["N", "T"])
+def test_cache_blocks_keep_columns_apart_and_ignore_c_when_beta_is_zero(tb):
+    # non-finite values in the first columns of op(B) stay in theirs (the last
+    # panel's lanes past N, and C's old NaN with beta 0, reach no value)
+    rng = np.random.default_rng(6)
+    Bop = rng.normal(size=(300, 20)).astype(np.float32)
+    Bop[:, :4] = [np.inf, np.nan, -np.inf, np.nan]
+    B = np.ascontiguousarray(Bop if tb == "N" else Bop.T)
+    A = rng.normal(size=(64, 300)).astype(np.float32)
+    C = np.full((64, 20), np.nan, np.float32)
+    _kernels.product("N", tb, A, B, C, beta=0.0, path=4)
+    np.testing.assert_allclose(C[:, 4:], A.astype(np.float64) @ Bop[:, 4:], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,shape", [(np.float64, (64, 64, 300)), (np.float32, (8, 64, 300)),
+                                         (np.float32, (64, 4, 300))])
+def test_cache_blocks_refuse_what_they_do_not_take(dtype, shape):
+    M, N, K = shape
+    A, B, C = np.ones((M, K), dtype), np.ones((K, N), dtype), np.zeros((M, N), dtype)
+    with pytest.raises(ValueError, match="cache blocks do not take"):
+        _kernels.product("N", "N", A, B, C, path=4)
+    assert not C.any()
+
+
+def test_big_float32_products_take_the_cache_blocks():
+    # the kernels' own choice (path 0) for a 784-256 layer's product gives
+    # the cache blocks' bits, not BLAS's
+    rng = np.random.default_rng(8)
+    A = rng.random((128, 784), dtype=np.float32)
+    B = rng.normal(size=(784, 256)).astype(np.float32)
+    auto, big = np.empty((128, 256), np.float32), np.empty((128, 256), np.float32)
+    _kernels.product("N", "N", A, B, auto, path=0, pool_threads=2)
+    _kernels.product("N", "N", A, B, big, path=4)
+    np.testing.assert_array_equal(auto, big)
+
+
 @pytest.mark.parametrize("dtype,ulps", [(np.float64, 4), (np.float32, 4)])
 def test_polynomial_exp_accuracy(dtype, ulps):
     lo, hi = (-700.0, 700.0) if dtype == np.float64 else (-86.0, 87.0)
