@@ -40,7 +40,7 @@ extensions = [
         ["fastmlp/_kernels.pyx"],
         depends=["fastmlp/_vmath.h", "fastmlp/_threads.h", "fastmlp/_narrow.h",
                  "fastmlp/_narrow_impl.h", "fastmlp/_fewrows.h", "fastmlp/_pool.h",
-                 "fastmlp/_gemm.h", "fastmlp/_gemm_big.h"],
+                 "fastmlp/_gemm.h"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

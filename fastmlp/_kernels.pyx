@@ -67,12 +67,6 @@ cdef extern from "_gemm.h" nogil:
                     const void* B, Py_ssize_t ldb, double beta, void* C, Py_ssize_t ldc,
                     int threads)
 
-cdef extern from "_gemm_big.h" nogil:
-    int fm_gemm_big(int is_float, char ta, char tb, Py_ssize_t M, Py_ssize_t N,
-                    Py_ssize_t K, double alpha, const void* A, Py_ssize_t lda,
-                    const void* B, Py_ssize_t ldb, double beta, void* C, Py_ssize_t ldc,
-                    int threads)
-
 cdef extern from "_pool.h" nogil:
     ctypedef void (*fmp_fn)(void* arg, int block) noexcept nogil
     void fmp_run(fmp_fn fn, void* arg, int n_blocks, int threads)
@@ -162,15 +156,6 @@ cdef Py_ssize_t BLOCKED_MAX_PRODUCT = 400000
 # loop without Python's other threads); 64x64 @ 64x128 13.0 / 16.8 vs
 # 10.0 / 13.8; 128x128 @ 128x256 159 / 164 vs 94 / 117.
 cdef Py_ssize_t BLOCK_SPLIT_PRODUCT = 100000
-
-# float32 products above BLOCKED_MAX_PRODUCT with at least these many rows
-# and columns (a 10-wide output layer included) run through _gemm_big.h's cache blocks on fastmlp's pool
-# instead of BLAS, when its copy of op(B) holds at most BIG_MAX_PACKED
-# values (a full-batch gradient's K is the data's row count: BLAS, no copy).
-# Measured (2 cores, AMD EPYC Zen 3): see _gemm_big.h.
-cdef Py_ssize_t BIG_MIN_ROWS = 16
-cdef Py_ssize_t BIG_MIN_COLUMNS = 8
-cdef Py_ssize_t BIG_MAX_PACKED = 1 << 21
 
 # Rows a forward pass (predict) computes at a time: its workspace holds the
 # activations of this many rows.
@@ -332,18 +317,16 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
 
     Tiny products run as C loops (a BLAS call costs more than the work),
     minibatch-sized ones whose B sits in cache through _gemm.h's register
-    blocks (BLAS would spend as long packing as multiplying), bigger float32
-    ones through _gemm_big.h's cache blocks, the rest go to BLAS.
-    ``threads``: the most of fastmlp's pool to use (register blocks of at
-    least BLOCK_SPLIT_PRODUCT multiply-adds, cache blocks).
+    blocks (BLAS would spend as long packing as multiplying), the rest go to
+    BLAS.  ``threads``: the most of fastmlp's pool to use (register blocks
+    of at least BLOCK_SPLIT_PRODUCT multiply-adds).
     """
     if loop_product(M, N, K):
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    elif not big_product(floating is float, tb, M, N, K):
+    elif not blas_product(floating is float, tb, M, N, K):
         gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                      threads if <Py_ssize_t>M * N * K >= BLOCK_SPLIT_PRODUCT else 1)
-    elif not gemm_cache_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                                threads):
+    else:
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
@@ -352,40 +335,13 @@ cdef inline bint loop_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept
     return M * N * K <= SMALL_PRODUCT or K == 1
 
 
-cdef inline bint big_product(bint is_float, char tb, Py_ssize_t M, Py_ssize_t N,
-                             Py_ssize_t K) noexcept nogil:
-    """Whether :func:`gemm_rm` gives this product to a kernel that blocks it
-    for cache and threads it itself (_gemm_big.h's or BLAS)."""
+cdef inline bint blas_product(bint is_float, char tb, Py_ssize_t M, Py_ssize_t N,
+                              Py_ssize_t K) noexcept nogil:
+    """Whether :func:`gemm_rm` hands this product to BLAS."""
     if loop_product(M, N, K):
         return False
     return not (is_float and M * N * K <= BLOCKED_MAX_PRODUCT
                 and ((tb == c'N' and N >= 16) or (N >= 8 and M >= 8)))
-
-
-cdef inline bint cache_blocked_product(bint is_float, Py_ssize_t M, Py_ssize_t N,
-                                       Py_ssize_t K) noexcept nogil:
-    """Whether :func:`gemm_rm` gives this big product to _gemm_big.h (else
-    BLAS): float32, at least BIG_MIN_ROWS rows and BIG_MIN_COLUMNS columns,
-    and its copy of op(B) at most BIG_MAX_PACKED values."""
-    return (is_float and M >= BIG_MIN_ROWS and N >= BIG_MIN_COLUMNS
-            and K * ((N + 15) // 16 * 16) <= BIG_MAX_PACKED)
-
-
-cdef bint step_uses_blas(Spec* s, Py_ssize_t m, bint is_float) noexcept nogil:
-    """Whether a minibatch step of m rows gives one of its products (forward,
-    deltas, update) to BLAS."""
-    cdef Py_ssize_t l, n_in, n_out
-    for l in range(s.L):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
-        if ((big_product(is_float, c'N', m, n_out, n_in)
-                and not cache_blocked_product(is_float, m, n_out, n_in))
-                or (big_product(is_float, c'N', n_in, n_out, m)
-                    and not cache_blocked_product(is_float, n_in, n_out, m))
-                or (l > 0 and big_product(is_float, c'T', m, n_in, n_out)
-                    and not cache_blocked_product(is_float, m, n_in, n_out))):
-            return True
-    return False
 
 
 cdef inline void gemm_blocked(char ta, char tb, int M, int N, int K, floating alpha,
@@ -393,20 +349,6 @@ cdef inline void gemm_blocked(char ta, char tb, int M, int N, int K, floating al
                               floating beta, floating* C, int ldc, int threads) noexcept nogil:
     fm_gemm_rb(floating is float, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                threads)
-
-
-cdef inline bint gemm_cache_blocked(char ta, char tb, int M, int N, int K, floating alpha,
-                                   const floating* A, int lda, const floating* B, int ldb,
-                                   floating beta, floating* C, int ldc,
-                                   int threads) noexcept nogil:
-    """The product through _gemm_big.h when :func:`cache_blocked_product`
-    allows it and its buffer can be allocated; else False, C untouched."""
-    cdef int status
-    if not cache_blocked_product(floating is float, M, N, K):
-        return False
-    status = fm_gemm_big(floating is float, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta,
-                         C, ldc, threads)
-    return status == 0
 
 
 cdef inline void gemm_loops(char ta, char tb, int M, int N, int K, floating alpha,
@@ -763,10 +705,10 @@ cdef int row_parts(Spec* s, Py_ssize_t m, bint is_float) noexcept nogil:
         return 1
     mr = m // parts             # the parts hold mr or mr + 1 rows
     for l in range(s.L):
-        if (big_product(True, c'N', mr, s.sizes[l + 1], s.sizes[l])
-                or big_product(True, c'N', mr + 1, s.sizes[l + 1], s.sizes[l])
-                or (l > 0 and (big_product(True, c'T', mr, s.sizes[l], s.sizes[l + 1])
-                               or big_product(True, c'T', mr + 1, s.sizes[l],
+        if (blas_product(True, c'N', mr, s.sizes[l + 1], s.sizes[l])
+                or blas_product(True, c'N', mr + 1, s.sizes[l + 1], s.sizes[l])
+                or (l > 0 and (blas_product(True, c'T', mr, s.sizes[l], s.sizes[l + 1])
+                               or blas_product(True, c'T', mr + 1, s.sizes[l],
                                                s.sizes[l + 1])))):
             return 1
     return parts
@@ -881,7 +823,7 @@ cdef bint update_on_pool(Spec* s, Py_ssize_t m) noexcept nogil:
     cdef Py_ssize_t l
     for l in range(s.L):
         if (loop_product(s.sizes[l], s.sizes[l + 1], m)
-                or big_product(True, c'T', s.sizes[l], s.sizes[l + 1], m)):
+                or blas_product(True, c'T', s.sizes[l], s.sizes[l + 1], m)):
             return False
     return True
 
@@ -1222,16 +1164,14 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
     """``C = alpha * op(A) @ op(B) + beta * C`` through the kernels' product.
 
     ``path``: 0 as the kernels choose, 1 the C loops, 2 BLAS, 3 the register
-    blocks of _gemm.h, 4 the cache blocks of _gemm_big.h (3 and 4 on up to
-    ``pool_threads`` threads of the pool; 4 raises ValueError for a product
-    it does not take).  For tests of every transposition case and for
-    measuring where the switches belong.
+    blocks of _gemm.h (on up to ``pool_threads`` threads of the pool).  For
+    tests of every transposition case and for measuring where the switches
+    belong.
     """
     cdef char cta = ord(ta), ctb = ord(tb)
     cdef int M = C.shape[0], N = C.shape[1]
     cdef int K = A.shape[1] if ta == "N" else A.shape[0]
     cdef Py_ssize_t r
-    cdef bint ok = True
     if A.shape[0] != (M if ta == "N" else K) or B.shape[0] != (K if tb == "N" else N) \
             or B.shape[1] != (N if tb == "N" else K):
         raise ValueError("product: shapes of A, B and C do not match")
@@ -1247,19 +1187,10 @@ def product(str ta, str tb, const floating[:, ::1] A, const floating[:, ::1] B,
                 gemm_blocked(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
                              &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N,
                              pool_threads)
-            elif path == 4:
-                if not gemm_cache_blocked(cta, ctb, M, N, K, <floating>alpha, &A[0, 0],
-                                          <int>A.shape[1], &B[0, 0], <int>B.shape[1],
-                                          <floating>beta, &C[0, 0], N, pool_threads):
-                    ok = False
-                    break
             else:
                 gemm_rm(cta, ctb, M, N, K, <floating>alpha, &A[0, 0], <int>A.shape[1],
                         &B[0, 0], <int>B.shape[1], <floating>beta, &C[0, 0], N,
                         pool_threads)
-    if not ok:
-        raise ValueError(f"product: the cache blocks do not take a {M}x{K} @ {K}x{N} "
-                         f"{'float32' if floating is float else 'float64'} product")
 
 
 cdef struct FiniteTask:
@@ -1701,11 +1632,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     s.pool_threads = pool_threads
     for i in range(s.L):
         n_update_blocks += <int>update_blocks(sizes[i], sizes[i + 1])
-    if step_uses_blas(&s, bs, floating is float):
-        # the pool's threads, spinning after each small product, would take
-        # the cores from BLAS's threads (measured: mnist-shape, 6% of the fit
-        # spent spinning)
-        s.pool_threads = 1
+    for i in range(s.L):
+        if bs * sizes[i] * sizes[i + 1] > BLOCKED_MAX_PRODUCT:
+            # the step has BLAS products: the pool's threads, spinning after
+            # each small product, would take the cores from BLAS's threads
+            # (measured: mnist-shape, 6% of the fit spent spinning)
+            s.pool_threads = 1
     if one_pass:
         parts = narrow_parts(sizes, bs, chunk, pool_threads)
         nwork = malloc(parts * fm_narrow_work_bytes(&sizes[0], s.L))

@@ -100,9 +100,7 @@ def test_trace_matches_reference_and_definitions(rng):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_large_batch_products_still_match(dtype):
-    # products above the register blocks' size: BLAS in float64, _gemm_big.h's
-    # cache blocks in float32
+def test_large_batch_products_use_blas_and_still_match(dtype):
     rng = np.random.default_rng(3)
     fast, ref = pair([100, 96, 64, 10], "sigmoid", "softmax", "log_loss", dtype, seed=1)
     X = rng.normal(size=(300, 100)).astype(dtype)
