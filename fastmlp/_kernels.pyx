@@ -988,6 +988,196 @@ cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr
 
 
 # --------------------------------------------------------------------------
+# Plain SGD on one hidden layer, split by hidden units
+# --------------------------------------------------------------------------
+
+# A float32 plain-SGD step of a network with one hidden layer whose products
+# all run in fastmlp's own kernels splits the hidden units into parts, each
+# a pool block that keeps its own columns of W1 (and entries of b1) and rows
+# of W2 from step to step, so a part's weights stay in one core's cache (the
+# pool gives a block to the same thread from call to call).  Two hand-offs a
+# step: (1) each part's hidden activations and its partial output logits
+# H_p @ W2[p]; then the caller adds the parts' logits in order, computes the
+# output, loss and output deltas (m x n_out, small), and b2's update; (2)
+# each part's hidden deltas and its updates of W2[p], W1[:, p] and b1[p].
+# The row parts of row_part read all of W1 on each thread after the update
+# blocks wrote it on both: half of it crossed between the cores every step.
+# The parts depend on the shape alone, never on the thread count, and every
+# value is computed as the same sums: results do not depend on the threads.
+cdef enum:
+    MAX_UNIT_PARTS = 4
+    UNIT_PANEL = 16         # part boundaries fall on the register blocks' panels
+
+
+cdef int unit_parts(Spec* s, Py_ssize_t m) noexcept nogil:
+    """Parts (1, 2 or 4) of the hidden units for :func:`unit_sgd_step` of a
+    float32 batch of m rows: 1 (the step is not taken) unless the network
+    has one hidden layer of at least UNIT_PANEL units a part, each part does
+    ROW_PART_MACS forward multiply-adds at least, and no product of a part
+    goes to BLAS (whose own threads would compete with the pool's)."""
+    cdef Py_ssize_t n_in, n_h, n_out, nu, k
+    cdef int parts = MAX_UNIT_PARTS
+    if s.L != 2:
+        return 1
+    n_in = s.sizes[0]
+    n_h = s.sizes[1]
+    n_out = s.sizes[2]
+    while parts > 1 and (m * n_h * (n_in + n_out) < parts * ROW_PART_MACS
+                         or n_h < parts * UNIT_PANEL):
+        parts //= 2
+    if parts == 1:
+        return 1
+    for k in range(parts):
+        nu = unit_bound(n_h, parts, k + 1) - unit_bound(n_h, parts, k)
+        if (blas_product(True, c'N', m, nu, n_in) or blas_product(True, c'N', m, n_out, nu)
+                or blas_product(True, c'T', m, nu, n_out)
+                or blas_product(True, c'N', nu, n_out, m)
+                or blas_product(True, c'N', n_in, nu, m)):
+            return 1
+    return parts
+
+
+def unit_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m):
+    """The hidden-unit parts ``train`` splits a float32 plain-SGD batch of
+    m rows into for these layer sizes (1: the step is not split that way)."""
+    cdef Spec s = make_spec(sizes, ACT_SIGMOID, OUT_SOFTMAX, LOSS_LOG)
+    return unit_parts(&s, m)
+
+
+cdef inline Py_ssize_t unit_bound(Py_ssize_t n_h, int parts, int k) noexcept nogil:
+    """The first hidden unit of part k (k = parts: n_h), on a panel boundary."""
+    if k == 0:
+        return 0
+    if k == parts:
+        return n_h
+    return (n_h * k // parts + UNIT_PANEL // 2) // UNIT_PANEL * UNIT_PANEL
+
+
+cdef struct UnitTask:
+    Spec* s
+    float* params
+    const float* X          # the batch, m x n_in
+    float* hid              # hidden activations, part by part: part k's m x nu at m * u_k
+    float* dhid             # their deltas, the same layout
+    float* zpart            # parts x m x n_out partial logits
+    const float* dout       # the output deltas, m x n_out
+    float* bsums            # n_h: colsum of the hidden deltas
+    double xsum[MAX_UNIT_PARTS]     # sum|X| over each part's share of the rows
+    Py_ssize_t m
+    int parts
+    float lr
+    float keep              # 1 - lr * decay
+
+
+cdef void unit_forward(void* arg, int k) noexcept nogil:
+    """Block k of the first hand-off: part k's hidden activations, its
+    partial logits ``H_k @ W2[u_k:u_k+nu]`` and sum|X| over its rows."""
+    cdef UnitTask* t = <UnitTask*>arg
+    cdef Spec* s = t.s
+    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_out = s.sizes[2], m = t.m
+    cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
+    cdef Py_ssize_t r0 = m * k // t.parts, r1 = m * (k + 1) // t.parts
+    cdef float* W1 = t.params
+    cdef float* W2 = W1 + n_in * n_h + n_h
+    cdef float* H = t.hid + m * u0
+    gemm_rm(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in, W1 + u0,
+            <int>n_h, <float>0.0, H, <int>nu, 1)
+    bias_act(H, W1 + n_in * n_h + u0, m, nu, s.hidden)
+    gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>nu, <float>1.0, H, <int>nu,
+            W2 + u0 * n_out, <int>n_out, <float>0.0, t.zpart + k * m * n_out, <int>n_out, 1)
+    t.xsum[k] = abs_sum(t.X + r0 * n_in, (r1 - r0) * n_in)
+
+
+cdef void unit_backward(void* arg, int k) noexcept nogil:
+    """Block k of the second hand-off: part k's hidden deltas, then plain
+    SGD on its rows of W2 and columns of W1 and b1 (as sgd_layers)."""
+    cdef UnitTask* t = <UnitTask*>arg
+    cdef Spec* s = t.s
+    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_out = s.sizes[2], m = t.m
+    cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
+    cdef Py_ssize_t j
+    cdef float* W1 = t.params
+    cdef float* b1 = W1 + n_in * n_h
+    cdef float* W2 = b1 + n_h
+    cdef const float* H = t.hid + m * u0
+    cdef float* D = t.dhid + m * u0
+    gemm_rm(c'N', c'T', <int>m, <int>nu, <int>n_out, <float>1.0, t.dout, <int>n_out,
+            W2 + u0 * n_out, <int>n_out, <float>0.0, D, <int>nu, 1)
+    times_dact(D, H, m * nu, s.hidden)
+    gemm_rm(c'T', c'N', <int>nu, <int>n_out, <int>m, -t.lr, H, <int>nu, t.dout, <int>n_out,
+            t.keep, W2 + u0 * n_out, <int>n_out, 1)
+    gemm_rm(c'T', c'N', <int>n_in, <int>nu, <int>m, -t.lr, t.X, <int>n_in, D, <int>nu,
+            t.keep, W1 + u0, <int>n_h, 1)
+    colsum(D, m, nu, t.bsums + u0)
+    for j in range(nu):
+        b1[u0 + j] -= t.lr * t.bsums[u0 + j]
+
+
+cdef int unit_sgd_step(UnitTask* t, const float* X, const float* Y, const float* w,
+                       Py_ssize_t m, double M, int parts, int threads, double decay,
+                       double l2, float* zout, float* backup, double* bounds,
+                       double* obj) noexcept nogil:
+    """One plain-SGD step of a batch by hidden-unit parts (see UnitTask):
+    0 done; 1 its objective (in ``obj``, penalty included) is not finite,
+    nothing updated; 2 the update made a parameter non-finite, parameters
+    restored.  ``zout``: room for the logits (m x n_out), or NULL when the
+    loss does not read them.  Guarded by sgd_safe as sgd_layers' steps are,
+    the hidden deltas' sum bounded before they exist (n_h * bound(W2) *
+    sum|D_out|) and, for an unbounded activation, sum|H| too (n_h * bound(W1)
+    * (sum|X| + m)); a step not proven safe keeps a backup."""
+    cdef Spec* s = t.s
+    cdef Py_ssize_t n_h = s.sizes[1], n_out = s.sizes[2], i, j, k
+    cdef Py_ssize_t P_all = s.n_params
+    cdef float* P = t.hid + m * n_h          # the outputs, m x n_out (acts' layout)
+    cdef float* D = t.dhid + m * n_h         # the output deltas
+    cdef float* b2 = t.params + P_all - n_out
+    cdef float* zk
+    cdef float lr = t.lr
+    cdef double sums[4]
+    cdef double sum_x = 0, sum_d
+    cdef bint safe
+    t.X = X
+    t.m = m
+    t.parts = parts
+    t.keep = 1 - lr * <float>decay
+    t.dout = D
+    fmp_run(unit_forward, t, parts, threads)
+    memcpy(P, t.zpart, m * n_out * sizeof(float))
+    for k in range(1, parts):
+        zk = t.zpart + k * m * n_out
+        for i in range(m * n_out):
+            P[i] += zk[i]
+    if zout != NULL:
+        memcpy(zout, P, m * n_out * sizeof(float))
+        bias_act(zout, b2, m, n_out, ACT_IDENTITY)
+    bias_act(P, b2, m, n_out, ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
+    obj[0] = data_loss_sum(s, zout, P, Y, w, m) + penalty(s, t.params, l2, 0)
+    if not isfinite(obj[0]):
+        return 1
+    output_delta(s, P, Y, w, D, m, 1.0 / M)
+    for k in range(parts):
+        sum_x += t.xsum[k]
+    sum_d = abs_sum(D, m * n_out)
+    sums[0] = sum_x
+    sums[1] = <double>n_h * bounds[1] * sum_d
+    sums[2] = <double>n_h * bounds[0] * (sum_x + <double>m)   # read unless sigmoid or tanh
+    sums[3] = sum_d
+    safe = sgd_safe(s, m, True, decay, lr, bounds, sums)
+    if not safe:
+        memcpy(backup, t.params, P_all * sizeof(float))
+    colsum(D, m, n_out, t.bsums)
+    for j in range(n_out):
+        b2[j] -= lr * t.bsums[j]
+    fmp_run(unit_backward, t, parts, threads)
+    if not safe:
+        if not params_finite(t.params, P_all):
+            memcpy(t.params, backup, P_all * sizeof(float))
+            return 2
+        exact_bounds(s, t.params, bounds)
+    return 0
+
+
+# --------------------------------------------------------------------------
 # The one-pass step for narrow networks (_narrow.h)
 # --------------------------------------------------------------------------
 
@@ -1568,6 +1758,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef double* part_sums = NULL
     cdef double* batch_sums = NULL       # a batch's sums for sgd_safe (see safe_sums)
     cdef UpdateTask upd
+    cdef UnitTask units
+    cdef int n_units = 1, status
+    cdef float* zparts = NULL
     cdef floating lr = <floating>learning_rate
     cdef double batch_obj, total, M, W_total = 0, gnorm
     cdef floating[::1] wv = sample_weight
@@ -1654,6 +1847,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         bounds = <double*>malloc(2 * s.L * sizeof(double))
         part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
         batch_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
+        if floating is float and s.L == 2:
+            zparts = <float*>malloc(MAX_UNIT_PARTS * bs * n_out * sizeof(float))
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
@@ -1670,7 +1865,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 or scratch == NULL
                 or ((not fused or one_pass) and grads == NULL)
                 or (fused and backup == NULL)
-                or (fused and not one_pass and (bounds == NULL or part_sums == NULL))
+                or (fused and not one_pass and (bounds == NULL or part_sums == NULL
+                                                or (floating is float and s.L == 2
+                                                    and zparts == NULL)))
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
@@ -1691,6 +1888,13 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 upd.params = &params[0]
                 upd.acts = acts
                 upd.deltas = deltas
+                units.s = &s
+                units.params = &params[0]
+                units.hid = acts
+                units.dhid = deltas
+                units.zpart = zparts
+                units.bsums = scratch
+                units.lr = lr
             if one_pass:
                 fm_narrow_init(nwork, &sizes[0], s.L, nv)
             if prepared:
@@ -1716,6 +1920,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             for e in range(epochs):
                 if gather:
                     shuffle_index(&order[0], n, &rng_state[0])
+                if bounds != NULL and e > 0:
+                    exact_bounds(&s, &params[0], bounds)    # tight again (see sgd_safe)
                 total = 0
                 start = 0
                 while start < n:
@@ -1745,6 +1951,22 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                     if M <= 0:          # a batch of zero total weight carries no gradient
                         start += m
                         continue
+                    if floating is float:
+                        if fused and not one_pass and zparts != NULL:
+                            n_units = unit_parts(&s, m)
+                            if n_units > 1:
+                                status = unit_sgd_step(&units, Xb, Yb, wb, m, M, n_units,
+                                                       s.pool_threads, l2 / M, l2, zout, backup,
+                                                       bounds, &batch_obj)
+                                if status == 1:
+                                    total = batch_obj
+                                    break
+                                if status == 2:
+                                    total = INFINITY
+                                    break
+                                start += m
+                                total += batch_obj
+                                continue
                     if one_pass:
                         batch_obj = narrow_batch(
                             &s, nwork, &params[0], Xb, Yb, wb,
@@ -1841,6 +2063,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(backup)
         free(bounds)
         free(part_sums)
+        free(zparts)
         free(nwork)
         free(prep)
     return done

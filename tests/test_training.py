@@ -409,8 +409,56 @@ def test_minibatch_row_parts_match_reference_on_any_thread_count(batch_size, hid
     _same_on_any_thread_count_as_reference([64, 96, 24, 10], kw, X, Y, fit)
 
 
-def _diverging_run(dtype, out, loss, lr, X, Y, batch_size, epochs=200, hidden="identity"):
-    net = fastmlp.Network([X.shape[1], 36, Y.shape[1]], activation=hidden, output=out,
+# one hidden layer, float32 plain SGD: the step splits the hidden units into
+# parts on the pool (2 parts of 48, of 64 and 66 units, 4 parts of 64)
+UNIT_SHAPES = [((64, 96, 10), 32, 2), ((40, 130, 8), 40, 2), ((64, 256, 10), 32, 4)]
+
+
+@pytest.mark.parametrize("sizes,batch_size,parts", UNIT_SHAPES,
+                         ids=["-".join(map(str, s[0])) for s in UNIT_SHAPES])
+@pytest.mark.parametrize("hidden,out,loss", [("sigmoid", "softmax", "log_loss"),
+                                             ("tanh", "sigmoid", "log_loss"),
+                                             ("relu", "identity", "squared_error"),
+                                             ("identity", "softmax", "squared_error"),
+                                             ("sigmoid", "sigmoid", "squared_error")])
+@pytest.mark.parametrize("options", [dict(), dict(l2=0.2, weighted=True, shuffle=True)],
+                         ids=["plain", "l2-weighted-shuffled"])
+def test_hidden_unit_parts_match_reference_on_any_thread_count(sizes, batch_size, parts,
+                                                               hidden, out, loss, options):
+    # the parts' partial logits are added in order, each part keeps its
+    # columns of W1 and rows of W2; a last batch of 10 rows is too small to
+    # split and takes the unsplit step.  Results match the reference and
+    # repeat bit for bit on any thread count.
+    from fastmlp import _kernels
+    assert _kernels.unit_parts_of(np.array(sizes, dtype=np.intp), batch_size) == parts
+    assert _kernels.unit_parts_of(np.array(sizes, dtype=np.intp), 10) == 1
+    rng = np.random.default_rng(17)
+    n = 6 * batch_size + 10
+    X = rng.random(size=(n, sizes[0])).astype("float32")
+    Y = make_targets(rng, n, sizes[-1], out, loss, "float32")
+    options = dict(options)
+    sw = rng.random(n) + 0.2 if options.pop("weighted", False) else None
+    kw = dict(activation=hidden, output=out, loss=loss, dtype="float32", seed=8,
+              l2=options.pop("l2", 0.0))
+    lr = 0.02 if hidden in ("relu", "identity") else 0.3
+    fit = dict(epochs=3, learning_rate=lr, batch_size=batch_size, sample_weight=sw,
+               shuffle=options.pop("shuffle", False))
+    _same_on_any_thread_count_as_reference(list(sizes), kw, X, Y, fit)
+
+
+def test_hidden_unit_parts_are_not_taken_where_they_do_not_fit():
+    from fastmlp import _kernels
+    parts = lambda sizes, m: _kernels.unit_parts_of(np.array(sizes, dtype=np.intp), m)
+    assert parts((64, 128, 10), 32) == 2            # digits
+    assert parts((64, 128, 64, 10), 32) == 1        # two hidden layers: row parts
+    assert parts((64, 24, 10), 200) == 1            # fewer than 2 x 16 hidden units
+    assert parts((64, 128, 10), 8) == 1             # too little work to hand off
+    assert parts((784, 256, 10), 128) == 1          # BLAS-sized products
+
+
+def _diverging_run(dtype, out, loss, lr, X, Y, batch_size, epochs=200, hidden="identity",
+                   width=36):
+    net = fastmlp.Network([X.shape[1], width, Y.shape[1]], activation=hidden, output=out,
                           loss=loss, dtype=dtype, seed=4)
     net._narrow = 0              # the per-layer step, whose plain SGD is fused into backprop
     start = net.params.copy()
@@ -457,6 +505,35 @@ def test_plain_sgd_divergence_keeps_the_last_finite_step(dtype, batch_size, out,
     np.testing.assert_array_equal(again.params, net.params)
 
 
+@pytest.mark.parametrize("hidden,out,loss,x_scale,lr", [
+    ("identity", "identity", "squared_error", 3.0, 3.0),
+    ("sigmoid", "identity", "squared_error", 3.0, 3.0),
+    ("identity", "sigmoid", "log_loss", 1e4, 1e36),
+    ("sigmoid", "sigmoid", "log_loss", 1e4, 1e36),
+])
+def test_hidden_unit_parts_divergence_keeps_the_last_finite_step(hidden, out, loss, x_scale,
+                                                                 lr):
+    # the split step bounds its hidden deltas before they exist; an update
+    # that overflows all the same is undone on every part, and the
+    # divergence repeats at the same batch on any thread count
+    from fastmlp import _kernels
+    rng = np.random.default_rng(1)
+    X = rng.normal(scale=x_scale, size=(96, 64)).astype("float32")
+    Y = (rng.random(size=(96, 8)) > 0.5).astype("float32")
+    assert _kernels.unit_parts_of(np.array([64, 128, 8], dtype=np.intp), 32) == 2
+    net, err, start = _diverging_run("float32", out, loss, lr, X, Y, 32, hidden=hidden,
+                                     width=128)
+    assert 0 <= err.epoch < 200 and np.all(np.isfinite(net.params))
+    assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+    for threads in (1, 2):
+        again = fastmlp.Network([64, 128, 8], activation=hidden, output=out, loss=loss,
+                                dtype="float32", seed=4, n_threads=threads)
+        with pytest.raises(fastmlp.DivergenceError) as info:
+            again.fit(X, Y, epochs=200, learning_rate=lr, batch_size=32)
+        assert info.value.epoch == err.epoch
+        np.testing.assert_array_equal(again.params, net.params)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("l2,weighted", [(0.0, False), (0.3, True)])
 def test_plain_sgd_same_with_or_without_its_backup(dtype, l2, weighted):
@@ -467,17 +544,23 @@ def test_plain_sgd_same_with_or_without_its_backup(dtype, l2, weighted):
     X = rng.normal(size=(150, 40)).astype(dtype)
     y = rng.integers(0, 3, 150)
     sw = rng.random(150) if weighted else None
+    y8 = rng.integers(0, 8, 150)
+    assert _kernels.unit_parts_of(np.array([40, 160, 8], dtype=np.intp), 32) == 2
     results = []
-    for fraction in (0.0, 1e-2):
-        net = fastmlp.Network([40, 36, 20, 3], activation="tanh", output="softmax",
+    for fraction, sizes in [(0.0, [40, 36, 20, 3]), (1e-2, [40, 36, 20, 3]),
+                            (0.0, [40, 160, 8]), (1e-2, [40, 160, 8])]:
+        # (float32's [40, 160, 8] takes the hidden-unit parts)
+        net = fastmlp.Network(sizes, activation="tanh", output="softmax",
                               loss="log_loss", l2=l2, dtype=dtype, seed=2)
         net._narrow = 0
         previous = _kernels.set_safe_fraction(fraction)
         try:
-            net.fit(X, y, sample_weight=sw, epochs=5, learning_rate=0.3, batch_size=32)
+            net.fit(X, y if sizes[-1] == 3 else y8, sample_weight=sw, epochs=5,
+                    learning_rate=0.3, batch_size=32)
         finally:
             _kernels.set_safe_fraction(previous)
         results.append(net.params.copy())
     np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[2], results[3])
     with pytest.raises(ValueError, match=r"fraction must be in \[0, 1e-2\]; got 0.5"):
         _kernels.set_safe_fraction(0.5)
