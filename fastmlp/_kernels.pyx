@@ -1008,16 +1008,26 @@ cdef enum:
     MAX_UNIT_PARTS = 4
     UNIT_PANEL = 16         # part boundaries fall on the register blocks' panels
 
+cdef bint UNIT_SPLIT = True
+
+
+def set_unit_split(bint enabled):
+    """Turn the hidden-unit split of :func:`unit_parts` on or off and return
+    the previous setting.  For measurements, not thread-safe."""
+    global UNIT_SPLIT
+    previous, UNIT_SPLIT = UNIT_SPLIT, enabled
+    return previous
+
 
 cdef int unit_parts(Spec* s, Py_ssize_t m) noexcept nogil:
-    """Parts (1, 2 or 4) of the hidden units for :func:`unit_sgd_step` of a
+    """Parts (1, 2 or 4) of the hidden units for :func:`unit_hand_off` of a
     float32 batch of m rows: 1 (the step is not taken) unless the network
     has one hidden layer of at least UNIT_PANEL units a part, each part does
     ROW_PART_MACS forward multiply-adds at least, and no product of a part
     goes to BLAS (whose own threads would compete with the pool's)."""
     cdef Py_ssize_t n_in, n_h, n_out, nu, k
     cdef int parts = MAX_UNIT_PARTS
-    if s.L != 2:
+    if s.L != 2 or not UNIT_SPLIT:
         return 1
     n_in = s.sizes[0]
     n_h = s.sizes[1]
@@ -1053,128 +1063,223 @@ cdef inline Py_ssize_t unit_bound(Py_ssize_t n_h, int parts, int k) noexcept nog
     return (n_h * k // parts + UNIT_PANEL // 2) // UNIT_PANEL * UNIT_PANEL
 
 
+cdef extern from *:
+    """
+    static inline void fm_store_release(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int fm_load_acquire(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    """
+    void fm_store_release(int* p, int v) nogil
+    int fm_load_acquire(const int* p) nogil
+
+
 cdef struct UnitTask:
     Spec* s
     float* params
-    const float* X          # the batch, m x n_in
-    float* hid              # hidden activations, part by part: part k's m x nu at m * u_k
-    float* dhid             # their deltas, the same layout
-    float* zpart            # parts x m x n_out partial logits
-    const float* dout       # the output deltas, m x n_out
-    float* bsums            # n_h: colsum of the hidden deltas
-    double xsum[MAX_UNIT_PARTS]     # sum|X| over each part's share of the rows
-    Py_ssize_t m
     int parts
+    Py_ssize_t bs           # rows of the largest batch: part k's rows of hid at bs * u_k
+    float* hid              # hidden activations, part k's m x nu at bs * u_k
+    float* dhid             # their deltas, the same layout
+    float* zpart            # 2 x parts x bs x n_out partial logits (by step parity)
+    float* outs             # parts x (3 bs n_out + n_h): each part's outputs, logits,
+                            # output deltas and column sums
+    float* backup           # every part's parameters before a step not proven safe
+    const double* bounds    # the bounds of sgd_safe before the step (read only)
+    double l2
     float lr
-    float keep              # 1 - lr * decay
+    # the step whose update this hand-off makes (unless update is False)
+    bint update
+    int par                 # its parity: its partial logits, sum|X| and penalty
+    const float* X
+    const float* Y
+    const float* w
+    Py_ssize_t m
+    double M
+    # the batch whose forward pass this hand-off makes (unless fwd is False)
+    bint fwd
+    const float* Xn
+    Py_ssize_t mn
+    # by step parity and part: sum|X| over the part's share of the rows, and
+    # sum(W**2) over the part's weights
+    double xsum[2][MAX_UNIT_PARTS]
+    double sq[2][MAX_UNIT_PARTS]
+    # part 0's report of the update: objective, status, advanced bounds;
+    # out_ready (atomic) set once its outputs, objective and status are there
+    double obj
+    int status
+    double bounds_out[4]
+    int out_ready
 
 
-cdef void unit_forward(void* arg, int k) noexcept nogil:
-    """Block k of the first hand-off: part k's hidden activations, its
-    partial logits ``H_k @ W2[u_k:u_k+nu]`` and sum|X| over its rows."""
+cdef enum:
+    UNIT_DONE = 0           # updated, proven safe
+    UNIT_NOT_FINITE = 1     # the objective is not finite: nothing updated
+    UNIT_UNSAFE = 2         # updated with the parts backed up: check and restore
+    UNIT_RESTORED = 3       # (unit_hand_off) that update was not finite: restored
+
+
+cdef void unit_block(void* arg, int k) noexcept nogil:
+    """Block k of a hand-off of :func:`unit_hand_off`: part k's update for
+    the step ``par`` (if ``update``), then its forward pass of the next batch
+    (if ``fwd``).
+
+    The update: every part adds the partial logits in order and computes the
+    outputs, objective and output deltas of the whole batch (the same values
+    in each), decides with sgd_safe whether the step is proven safe (else it
+    backs up its parameters), then computes its hidden deltas and updates its
+    rows of W2 and columns of W1 and b1.  b2 is left to the caller (each part
+    reads it); part 0 reports the objective, the status, the advanced bounds
+    and the output deltas' column sums.  The forward pass: its hidden
+    activations, partial logits ``H_k @ W2[u_k:u_k+nu]``, sum|X| over its
+    share of the rows and sum(W**2) over its weights (for the penalty).
+
+    A part that starts after part 0 has its outputs (one thread runs the
+    parts in turn) reads them instead of computing the same values again.
+    """
     cdef UnitTask* t = <UnitTask*>arg
     cdef Spec* s = t.s
-    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_out = s.sizes[2], m = t.m
+    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_out = s.sizes[2]
     cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
-    cdef Py_ssize_t r0 = m * k // t.parts, r1 = m * (k + 1) // t.parts
-    cdef float* W1 = t.params
-    cdef float* W2 = W1 + n_in * n_h + n_h
-    cdef float* H = t.hid + m * u0
-    gemm_rm(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in, W1 + u0,
-            <int>n_h, <float>0.0, H, <int>nu, 1)
-    bias_act(H, W1 + n_in * n_h + u0, m, nu, s.hidden)
-    gemm_rm(c'N', c'N', <int>m, <int>n_out, <int>nu, <float>1.0, H, <int>nu,
-            W2 + u0 * n_out, <int>n_out, <float>0.0, t.zpart + k * m * n_out, <int>n_out, 1)
-    t.xsum[k] = abs_sum(t.X + r0 * n_in, (r1 - r0) * n_in)
-
-
-cdef void unit_backward(void* arg, int k) noexcept nogil:
-    """Block k of the second hand-off: part k's hidden deltas, then plain
-    SGD on its rows of W2 and columns of W1 and b1 (as sgd_layers)."""
-    cdef UnitTask* t = <UnitTask*>arg
-    cdef Spec* s = t.s
-    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_out = s.sizes[2], m = t.m
-    cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
-    cdef Py_ssize_t j
+    cdef Py_ssize_t m = t.m, mn = t.mn, bs = t.bs, i, j, r0, r1
+    cdef Py_ssize_t zsize = bs * n_out
     cdef float* W1 = t.params
     cdef float* b1 = W1 + n_in * n_h
     cdef float* W2 = b1 + n_h
-    cdef const float* H = t.hid + m * u0
-    cdef float* D = t.dhid + m * u0
-    gemm_rm(c'N', c'T', <int>m, <int>nu, <int>n_out, <float>1.0, t.dout, <int>n_out,
-            W2 + u0 * n_out, <int>n_out, <float>0.0, D, <int>nu, 1)
-    times_dact(D, H, m * nu, s.hidden)
-    gemm_rm(c'T', c'N', <int>nu, <int>n_out, <int>m, -t.lr, H, <int>nu, t.dout, <int>n_out,
-            t.keep, W2 + u0 * n_out, <int>n_out, 1)
-    gemm_rm(c'T', c'N', <int>n_in, <int>nu, <int>m, -t.lr, t.X, <int>n_in, D, <int>nu,
-            t.keep, W1 + u0, <int>n_h, 1)
-    colsum(D, m, nu, t.bsums + u0)
-    for j in range(nu):
-        b1[u0 + j] -= t.lr * t.bsums[u0 + j]
-
-
-cdef int unit_sgd_step(UnitTask* t, const float* X, const float* Y, const float* w,
-                       Py_ssize_t m, double M, int parts, int threads, double decay,
-                       double l2, float* zout, float* backup, double* bounds,
-                       double* obj) noexcept nogil:
-    """One plain-SGD step of a batch by hidden-unit parts (see UnitTask):
-    0 done; 1 its objective (in ``obj``, penalty included) is not finite,
-    nothing updated; 2 the update made a parameter non-finite, parameters
-    restored.  ``zout``: room for the logits (m x n_out), or NULL when the
-    loss does not read them.  Guarded by sgd_safe as sgd_layers' steps are,
-    the hidden deltas' sum bounded before they exist (n_h * bound(W2) *
-    sum|D_out|) and, for an unbounded activation, sum|H| too (n_h * bound(W1)
-    * (sum|X| + m)); a step not proven safe keeps a backup."""
-    cdef Spec* s = t.s
-    cdef Py_ssize_t n_h = s.sizes[1], n_out = s.sizes[2], i, j, k
-    cdef Py_ssize_t P_all = s.n_params
-    cdef float* P = t.hid + m * n_h          # the outputs, m x n_out (acts' layout)
-    cdef float* D = t.dhid + m * n_h         # the output deltas
-    cdef float* b2 = t.params + P_all - n_out
-    cdef float* zk
-    cdef float lr = t.lr
-    cdef double sums[4]
-    cdef double sum_x = 0, sum_d
+    cdef float* b2 = W2 + n_h * n_out
+    cdef float* H = t.hid + bs * u0
+    cdef float* DH = t.dhid + bs * u0
+    cdef float* P = t.outs + k * (3 * zsize + n_h)
+    cdef float* Z = P + zsize
+    cdef float* D = Z + zsize
+    cdef float* sums = D + zsize
+    cdef const float* zk
+    cdef double obj, sq = 0, sum_x = 0, sum_d
+    cdef double bnd[4]
+    cdef double safe_sums[4]
+    cdef float lr = t.lr, keep
     cdef bint safe
-    t.X = X
-    t.m = m
-    t.parts = parts
-    t.keep = 1 - lr * <float>decay
-    t.dout = D
-    fmp_run(unit_forward, t, parts, threads)
-    memcpy(P, t.zpart, m * n_out * sizeof(float))
-    for k in range(1, parts):
-        zk = t.zpart + k * m * n_out
-        for i in range(m * n_out):
-            P[i] += zk[i]
-    if zout != NULL:
-        memcpy(zout, P, m * n_out * sizeof(float))
-        bias_act(zout, b2, m, n_out, ACT_IDENTITY)
-    bias_act(P, b2, m, n_out, ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
-    obj[0] = data_loss_sum(s, zout, P, Y, w, m) + penalty(s, t.params, l2, 0)
-    if not isfinite(obj[0]):
-        return 1
-    output_delta(s, P, Y, w, D, m, 1.0 / M)
-    for k in range(parts):
-        sum_x += t.xsum[k]
-    sum_d = abs_sum(D, m * n_out)
-    sums[0] = sum_x
-    sums[1] = <double>n_h * bounds[1] * sum_d
-    sums[2] = <double>n_h * bounds[0] * (sum_x + <double>m)   # read unless sigmoid or tanh
-    sums[3] = sum_d
-    safe = sgd_safe(s, m, True, decay, lr, bounds, sums)
-    if not safe:
-        memcpy(backup, t.params, P_all * sizeof(float))
-    colsum(D, m, n_out, t.bsums)
+    cdef int nxt = t.par if not t.update else 1 - t.par
+    if t.update and k > 0 and fm_load_acquire(&t.out_ready):
+        if t.status == UNIT_NOT_FINITE:
+            return
+        safe = t.status == UNIT_DONE
+        D = t.outs + 2 * zsize                  # part 0's output deltas
+    elif t.update:
+        memcpy(P, t.zpart + t.par * t.parts * zsize, m * n_out * sizeof(float))
+        for j in range(1, t.parts):
+            zk = t.zpart + (t.par * t.parts + j) * zsize
+            for i in range(m * n_out):
+                P[i] += zk[i]
+        if s.loss == LOSS_LOG:
+            memcpy(Z, P, m * n_out * sizeof(float))
+            bias_act(Z, b2, m, n_out, ACT_IDENTITY)
+        bias_act(P, b2, m, n_out, ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
+        obj = data_loss_sum(s, Z if s.loss == LOSS_LOG else <float*>NULL, P, t.Y, t.w, m)
+        if t.l2 != 0:
+            for j in range(t.parts):
+                sq += t.sq[t.par][j]
+            obj += 0.5 * t.l2 * sq
+        if not isfinite(obj):
+            if k == 0:
+                t.obj = obj
+                t.status = UNIT_NOT_FINITE
+                fm_store_release(&t.out_ready, 1)
+            return
+        output_delta(s, P, t.Y, t.w, D, m, 1.0 / t.M)
+        # bound the step (see unit_hand_off)
+        for j in range(t.parts):
+            sum_x += t.xsum[t.par][j]
+        sum_d = abs_sum(D, m * n_out)
+        safe_sums[0] = sum_x
+        safe_sums[1] = <double>n_h * t.bounds[1] * sum_d
+        safe_sums[2] = <double>n_h * t.bounds[0] * (sum_x + <double>m)
+        safe_sums[3] = sum_d
+        memcpy(bnd, t.bounds, 2 * sizeof(double))
+        safe = sgd_safe(s, m, True, t.l2 / t.M, lr, bnd, safe_sums)
+        if k == 0:
+            t.obj = obj
+            t.status = UNIT_DONE if safe else UNIT_UNSAFE
+            t.bounds_out[0] = bnd[0]
+            t.bounds_out[1] = bnd[1]
+            fm_store_release(&t.out_ready, 1)
+            colsum(D, m, n_out, sums)           # b2's gradient, for the caller
+    if t.update:
+        if not safe:
+            for i in range(n_in):
+                memcpy(t.backup + i * n_h + u0, W1 + i * n_h + u0, nu * sizeof(float))
+            memcpy(t.backup + n_in * n_h + u0, b1 + u0, nu * sizeof(float))
+            memcpy(t.backup + (W2 - W1) + u0 * n_out, W2 + u0 * n_out,
+                   nu * n_out * sizeof(float))
+        keep = 1 - lr * <float>(t.l2 / t.M)
+        gemm_rm(c'N', c'T', <int>m, <int>nu, <int>n_out, <float>1.0, D, <int>n_out,
+                W2 + u0 * n_out, <int>n_out, <float>0.0, DH, <int>nu, 1)
+        times_dact(DH, H, m * nu, s.hidden)
+        gemm_rm(c'T', c'N', <int>nu, <int>n_out, <int>m, -lr, H, <int>nu, D, <int>n_out,
+                keep, W2 + u0 * n_out, <int>n_out, 1)
+        gemm_rm(c'T', c'N', <int>n_in, <int>nu, <int>m, -lr, t.X, <int>n_in, DH, <int>nu,
+                keep, W1 + u0, <int>n_h, 1)
+        colsum(DH, m, nu, sums + n_out)
+        for j in range(nu):
+            b1[u0 + j] -= lr * sums[n_out + j]
+    if t.fwd:
+        gemm_rm(c'N', c'N', <int>mn, <int>nu, <int>n_in, <float>1.0, t.Xn, <int>n_in,
+                W1 + u0, <int>n_h, <float>0.0, H, <int>nu, 1)
+        bias_act(H, b1 + u0, mn, nu, s.hidden)
+        gemm_rm(c'N', c'N', <int>mn, <int>n_out, <int>nu, <float>1.0, H, <int>nu,
+                W2 + u0 * n_out, <int>n_out, <float>0.0,
+                t.zpart + (nxt * t.parts + k) * zsize, <int>n_out, 1)
+        r0 = mn * k // t.parts
+        r1 = mn * (k + 1) // t.parts
+        t.xsum[nxt][k] = abs_sum(t.Xn + r0 * n_in, (r1 - r0) * n_in)
+        if t.l2 != 0:
+            sq = 0
+            for i in range(n_in):
+                for j in range(nu):
+                    sq += <double>W1[i * n_h + u0 + j] * W1[i * n_h + u0 + j]
+            for i in range(nu * n_out):
+                sq += <double>W2[u0 * n_out + i] * W2[u0 * n_out + i]
+            t.sq[nxt][k] = sq
+
+
+cdef int unit_hand_off(UnitTask* t, int threads, double* bounds) noexcept nogil:
+    """Run one hand-off of UnitTask's blocks (set up by the caller: the
+    update of the step ``par`` and/or the forward pass of the next batch) and
+    finish the update: b2's, then for a step not proven safe the check of
+    every parameter (restored from the backup if one is not finite).
+
+    Returns UNIT_DONE, UNIT_NOT_FINITE (the objective, in ``t.obj``, is not
+    finite: nothing updated) or UNIT_RESTORED (the update made a parameter
+    non-finite: all restored).  ``bounds`` (sgd_safe's, 4 values) are
+    advanced past the step, or recomputed after a checked one.
+
+    The step is guarded by sgd_safe as sgd_layers' steps are, with the
+    hidden deltas' sum bounded before they exist (n_h * bound(W2) *
+    sum|D_out|: |sigmoid'|, |tanh'|, |relu'| <= 1) and, for an unbounded
+    activation, sum|H| too (n_h * bound(W1) * (sum|X| + m): |act(z)| <= |z|).
+    """
+    cdef Spec* s = t.s
+    cdef Py_ssize_t n_out = s.sizes[2], n_h = s.sizes[1], j
+    cdef float* b2 = t.params + s.n_params - n_out
+    cdef float* g2 = t.outs + 3 * t.bs * n_out     # part 0's column sums
+    t.bounds = bounds
+    t.out_ready = 0
+    fmp_run(unit_block, t, t.parts, threads)
+    if not t.update:
+        return UNIT_DONE
+    if t.status == UNIT_NOT_FINITE:
+        return UNIT_NOT_FINITE
+    if t.status == UNIT_UNSAFE:
+        memcpy(t.backup + s.n_params - n_out, b2, n_out * sizeof(float))
     for j in range(n_out):
-        b2[j] -= lr * t.bsums[j]
-    fmp_run(unit_backward, t, parts, threads)
-    if not safe:
-        if not params_finite(t.params, P_all):
-            memcpy(t.params, backup, P_all * sizeof(float))
-            return 2
-        exact_bounds(s, t.params, bounds)
-    return 0
+        b2[j] -= t.lr * g2[j]
+    if t.status == UNIT_DONE:
+        bounds[0] = t.bounds_out[0]
+        bounds[1] = t.bounds_out[1]
+        return UNIT_DONE
+    if not params_finite(t.params, s.n_params):
+        memcpy(t.params, t.backup, s.n_params * sizeof(float))
+        return UNIT_RESTORED
+    exact_bounds(s, t.params, bounds)
+    return UNIT_DONE
 
 
 # --------------------------------------------------------------------------
@@ -1687,6 +1792,18 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
     return total
 
 
+cdef void gather_rows(const floating[:, ::1] X, const floating[:, ::1] Y, const floating* w,
+                      const Py_ssize_t* rows, Py_ssize_t m, floating* xbuf, floating* ybuf,
+                      floating* wbuf) noexcept nogil:
+    """Copy rows ``rows[0..m-1]`` of X, Y and w (unless NULL) into the buffers."""
+    cdef Py_ssize_t i, n_in = X.shape[1], n_out = Y.shape[1]
+    for i in range(m):
+        memcpy(xbuf + i * n_in, &X[rows[i], 0], n_in * sizeof(floating))
+        memcpy(ybuf + i * n_out, &Y[rows[i], 0], n_out * sizeof(floating))
+        if w != NULL:
+            wbuf[i] = w[rows[i]]
+
+
 cdef int check_signals() except -1 with gil:
     """Run Python's signal handlers (Ctrl-C) from inside a nogil loop."""
     if PyErr_CheckSignals() < 0:
@@ -1759,8 +1876,16 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef double* batch_sums = NULL       # a batch's sums for sgd_safe (see safe_sums)
     cdef UpdateTask upd
     cdef UnitTask units
-    cdef int n_units = 1, status
+    cdef int n_units = 1, status, upar = 0
+    cdef bint pending = False           # the batch's forward pass is done (unit_hand_off)
+    cdef bint pregathered = False       # the batch is gathered, in xalt, yalt, walt
+    cdef Py_ssize_t nxt, mn
     cdef float* zparts = NULL
+    cdef float* unit_outs = NULL
+    cdef floating* xalt = NULL
+    cdef floating* yalt = NULL
+    cdef floating* walt = NULL
+    cdef const floating* wn
     cdef floating lr = <floating>learning_rate
     cdef double batch_obj, total, M, W_total = 0, gnorm
     cdef floating[::1] wv = sample_weight
@@ -1848,7 +1973,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
         batch_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
         if floating is float and s.L == 2:
-            zparts = <float*>malloc(MAX_UNIT_PARTS * bs * n_out * sizeof(float))
+            zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
+            unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + sizes[1])
+                                       * sizeof(float))
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
@@ -1859,6 +1986,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         ybuf = <floating*>malloc(bs * n_out * sizeof(floating))
         if w != NULL:
             wbuf = <floating*>malloc(bs * sizeof(floating))
+        if zparts != NULL:              # the next batch, gathered ahead (unit_hand_off)
+            xalt = <floating*>malloc(bs * n_in * sizeof(floating))
+            yalt = <floating*>malloc(bs * n_out * sizeof(floating))
+            if w != NULL:
+                walt = <floating*>malloc(bs * sizeof(floating))
     try:
         if ((one_pass and nwork == NULL) or (prepared and prep == NULL)
                 or (not one_pass and (acts == NULL or deltas == NULL or (keep_z and zout == NULL)))
@@ -1867,7 +1999,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 or (fused and backup == NULL)
                 or (fused and not one_pass and (bounds == NULL or part_sums == NULL
                                                 or (floating is float and s.L == 2
-                                                    and zparts == NULL)))
+                                                    and (zparts == NULL
+                                                         or unit_outs == NULL))))
+                or (xalt == NULL and zparts != NULL and gather)
+                or (yalt == NULL and zparts != NULL and gather)
+                or (walt == NULL and zparts != NULL and gather and w != NULL)
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
@@ -1890,10 +2026,13 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 upd.deltas = deltas
                 units.s = &s
                 units.params = &params[0]
+                units.bs = bs
                 units.hid = acts
                 units.dhid = deltas
                 units.zpart = zparts
-                units.bsums = scratch
+                units.outs = unit_outs
+                units.backup = backup
+                units.l2 = l2
                 units.lr = lr
             if one_pass:
                 fm_narrow_init(nwork, &sizes[0], s.L, nv)
@@ -1922,16 +2061,20 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                     shuffle_index(&order[0], n, &rng_state[0])
                 if bounds != NULL and e > 0:
                     exact_bounds(&s, &params[0], bounds)    # tight again (see sgd_safe)
+                pending = False
+                pregathered = False
                 total = 0
                 start = 0
                 while start < n:
                     m = min(bs, n - start)
+                    if pregathered:     # by the step before (unit_hand_off)
+                        xbuf, xalt = xalt, xbuf
+                        ybuf, yalt = yalt, ybuf
+                        wbuf, walt = walt, wbuf
+                        pregathered = False
+                    elif gather:
+                        gather_rows(X, Y, w, &order[start], m, xbuf, ybuf, wbuf)
                     if gather:
-                        for i in range(m):
-                            memcpy(xbuf + i * n_in, &X[order[start + i], 0], n_in * sizeof(floating))
-                            memcpy(ybuf + i * n_out, &Y[order[start + i], 0], n_out * sizeof(floating))
-                            if w != NULL:
-                                wbuf[i] = w[order[start + i]]
                         Xb = xbuf
                         Yb = ybuf
                         wb = wbuf
@@ -1955,17 +2098,49 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         if fused and not one_pass and zparts != NULL:
                             n_units = unit_parts(&s, m)
                             if n_units > 1:
-                                status = unit_sgd_step(&units, Xb, Yb, wb, m, M, n_units,
-                                                       s.pool_threads, l2 / M, l2, zout, backup,
-                                                       bounds, &batch_obj)
-                                if status == 1:
-                                    total = batch_obj
+                                # this batch's update and the next one's forward
+                                # pass in one hand-off when the next splits alike
+                                units.parts = n_units
+                                if not pending:
+                                    units.update = False
+                                    units.fwd = True
+                                    units.par = upar
+                                    units.Xn = Xb
+                                    units.mn = m
+                                    unit_hand_off(&units, s.pool_threads, bounds)
+                                units.update = True
+                                units.par = upar
+                                units.X = Xb
+                                units.Y = Yb
+                                units.w = wb
+                                units.m = m
+                                units.M = M
+                                units.fwd = False
+                                nxt = start + m
+                                mn = min(bs, n - nxt)
+                                if nxt < n and unit_parts(&s, mn) == n_units:
+                                    if gather:
+                                        gather_rows(X, Y, w, &order[nxt], mn, xalt, yalt, walt)
+                                        units.Xn = xalt
+                                        wn = walt               # NULL when w is
+                                    else:
+                                        units.Xn = &X[nxt, 0]
+                                        wn = NULL if w == NULL else w + nxt
+                                    units.fwd = total_weight(wn, mn) > 0
+                                    units.mn = mn
+                                status = unit_hand_off(&units, s.pool_threads, bounds)
+                                if status == UNIT_NOT_FINITE:
+                                    total = units.obj
                                     break
-                                if status == 2:
+                                if status == UNIT_RESTORED:
                                     total = INFINITY
                                     break
+                                pending = units.fwd
+                                pregathered = pending and gather
+                                if pending:
+                                    upar = 1 - upar
                                 start += m
-                                total += batch_obj
+                                total += units.obj
                                 continue
                     if one_pass:
                         batch_obj = narrow_batch(
@@ -2064,6 +2239,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(bounds)
         free(part_sums)
         free(zparts)
+        free(unit_outs)
+        free(xalt)
+        free(yalt)
+        free(walt)
         free(nwork)
         free(prep)
     return done
