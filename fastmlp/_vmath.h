@@ -111,6 +111,38 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
                                         fm_idx m, fm_idx k, int act)            \
 {                                                                               \
     fm_idx i, j;                                                                \
+    if (act == 4 && k < 16) {                                                   \
+        /* narrow rows: the exp over blocks of rows in one flat loop (softmax  \
+         * of 32 x 10: 0.63 -> 0.36 us, the same values) */                    \
+        fm_idx i0, n, t;                                                        \
+        for (i0 = 0; i0 < m; i0 += 64) {                                        \
+            T *restrict blk = A + i0 * k;                                       \
+            n = m - i0 < 64 ? m - i0 : 64;                                      \
+            for (i = 0; i < n; i++) {                                           \
+                T *restrict row = blk + i * k;                                  \
+                T mx;                                                           \
+                for (j = 0; j < k; j++)                                         \
+                    row[j] += b[j];                                             \
+                mx = row[0];                                                    \
+                for (j = 1; j < k; j++)                                         \
+                    mx = row[j] > mx ? row[j] : mx;                             \
+                for (j = 0; j < k; j++)                                         \
+                    row[j] -= mx;                                               \
+            }                                                                   \
+            for (t = 0; t < n * k; t++)                                         \
+                blk[t] = EXP(blk[t]);                                           \
+            for (i = 0; i < n; i++) {                                           \
+                T *restrict row = blk + i * k;                                  \
+                T s = 0;                                                        \
+                for (j = 0; j < k; j++)                                         \
+                    s += row[j];                                                \
+                s = (T)1 / s;                                                   \
+                for (j = 0; j < k; j++)                                         \
+                    row[j] *= s;                                                \
+            }                                                                   \
+        }                                                                       \
+        return;                                                                 \
+    }                                                                           \
     if (act == 4) {                                                             \
         for (i = 0; i < m; i++) {                                               \
             T *restrict row = A + i * k;                                        \
