@@ -25,6 +25,14 @@
  * FMP_SOLO_NS run on the caller alone (same results), then try the workers
  * again; a stall within a second of the last one doubles that time (up to
  * 32 times).
+ *
+ * A worker that keeps running but slowly (its core shared with another
+ * process's thread) never stalls that long, yet keeps the caller waiting on
+ * every call: a digits fit on two threads then took 28 ms, against 22 ms on
+ * one.  So the caller also adds up, over windows of FMP_SLOW_WINDOW_NS, the
+ * time it spent on its own blocks and the time it then waited; a window
+ * whose waits exceed its own time (with the blocks shared evenly, the caller
+ * alone would have been faster) counts as a stall too.
  */
 #ifndef FASTMLP_POOL_H
 #define FASTMLP_POOL_H
@@ -38,6 +46,7 @@
 #define FMP_STALL_NS 1000000    /* a wait for a worker this long: it was descheduled */
 #define FMP_SOLO_NS 20000000    /* then the caller runs alone this long */
 #define FMP_SOLO_MAX_LEVEL 5    /* ... at most 2^5 times as long after stalls in a row */
+#define FMP_SLOW_WINDOW_NS 2000000  /* the caller's own work and waits, added up this long */
 
 typedef void (*fmp_fn)(void *arg, int block);
 
@@ -69,6 +78,8 @@ static struct {
     int64_t solo_until;         /* calls before this time run alone (atomic) */
     int64_t last_stall;         /* when the last stall was seen (by the pool's caller) */
     int stall_level;            /* the solo time of the last stall: FMP_SOLO_NS << level */
+    int64_t own_ns;             /* this window's time of the caller on its blocks */
+    int64_t wait_ns;            /* ... and waiting for the workers' (see the top) */
     uint32_t gen;               /* generation of the latest task (atomic) */
     int done;                   /* blocks finished in this generation (atomic) */
     fmp_fn fn;                  /* the task: stable while its generation */
@@ -206,12 +217,30 @@ static int64_t fmp_solo_left_ns(void)
     return left > 0 ? left : 0;
 }
 
+/* Add a call's own time and wait to the window (see the top); a window
+ * that waited longer than it worked counts as a stall.  By the pool's
+ * caller only. */
+static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
+{
+    fmp_pool.own_ns += own;
+    fmp_pool.wait_ns += wait;
+    if (fmp_pool.own_ns + fmp_pool.wait_ns < FMP_SLOW_WINDOW_NS)
+        return;
+    if (fmp_pool.wait_ns > fmp_pool.own_ns
+            && now > __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED))
+        fmp_stalled(now);
+    fmp_pool.own_ns = 0;
+    fmp_pool.wait_ns = 0;
+}
+
 /* Forget past stalls (for tests). */
 static void fmp_forget_stalls(void)
 {
     __atomic_store_n(&fmp_pool.solo_until, 0, __ATOMIC_RELAXED);
     fmp_pool.last_stall = 0;
     fmp_pool.stall_level = 0;
+    fmp_pool.own_ns = 0;
+    fmp_pool.wait_ns = 0;
 }
 
 /* Run fn(arg, b) for b in 0..n_blocks-1 on up to `threads` threads (the
@@ -250,17 +279,18 @@ static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
         pthread_mutex_unlock(&fmp_pool.lock);
     }
     fmp_take_blocks(gen, 0);
+    own_end = fmp_now_ns();
     while (__atomic_load_n(&fmp_pool.done, __ATOMIC_ACQUIRE) < n_blocks) {
         fmp_relax();
         if (++spins % 256 == 0) {       /* ~ every few microseconds of waiting */
             now = fmp_now_ns();
-            if (own_end == 0)
-                own_end = now;
-            else if (now - own_end > FMP_STALL_NS && now - own_end > own_end - start
-                     && now > __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED))
+            if (now - own_end > FMP_STALL_NS && now - own_end > own_end - start
+                    && now > __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED))
                 fmp_stalled(now);
         }
     }
+    now = spins ? fmp_now_ns() : own_end;
+    fmp_add_to_window(own_end - start, now - own_end, now);
     __atomic_store_n(&fmp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
