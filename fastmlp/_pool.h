@@ -32,7 +32,11 @@
  * one.  So the caller also adds up, over windows of FMP_SLOW_WINDOW_NS, the
  * time it spent on its own blocks and the time it then waited; a window
  * whose waits exceed its own time (with the blocks shared evenly, the caller
- * alone would have been faster) counts as a stall too.
+ * alone would have been faster) sends the calls of the next FMP_SOLO_NS to
+ * the caller alone, that time never doubled: such phases came and went
+ * within a few hundred milliseconds here (numpy's OpenBLAS threads spinning
+ * after their work), and doubling kept digits fits on one thread for up to
+ * a second after them.
  */
 #ifndef FASTMLP_POOL_H
 #define FASTMLP_POOL_H
@@ -217,9 +221,9 @@ static int64_t fmp_solo_left_ns(void)
     return left > 0 ? left : 0;
 }
 
-/* Add a call's own time and wait to the window (see the top); a window
- * that waited longer than it worked counts as a stall.  By the pool's
- * caller only. */
+/* Add a call's own time and wait to the window (see the top); after a
+ * window that waited longer than it worked, calls run alone for
+ * FMP_SOLO_NS.  By the pool's caller only. */
 static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
 {
     fmp_pool.own_ns += own;
@@ -228,7 +232,7 @@ static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
         return;
     if (fmp_pool.wait_ns > fmp_pool.own_ns
             && now > __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED))
-        fmp_stalled(now);
+        __atomic_store_n(&fmp_pool.solo_until, now + FMP_SOLO_NS, __ATOMIC_RELAXED);
     fmp_pool.own_ns = 0;
     fmp_pool.wait_ns = 0;
 }
