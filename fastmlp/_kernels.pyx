@@ -73,6 +73,7 @@ cdef extern from "_pool.h" nogil:
     int64_t fmp_now_ns()
     int64_t fmp_solo_left_ns()
     void fmp_forget_stalls()
+    void fmp_set_slow_windows(int on)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -290,6 +291,12 @@ def _pool_stall_probe(double caller_s, double worker_s, int n_blocks=2, int thre
             fmp_forget_stalls()
         fmp_run(stall_probe_block, &p, n_blocks, threads)
     return p.on_caller, fmp_solo_left_ns() / 1e9
+
+
+def _pool_slow_windows(bint enabled):
+    """Keep (True) or drop the pool's slow-worker windows (see _pool.h); for
+    measurements, not thread-safe."""
+    fmp_set_slow_windows(enabled)
 
 
 def set_blas_thread_functions(size_t set_address, size_t get_address):

@@ -84,6 +84,7 @@ static struct {
     int stall_level;            /* the solo time of the last stall: FMP_SOLO_NS << level */
     int64_t own_ns;             /* this window's time of the caller on its blocks */
     int64_t wait_ns;            /* ... and waiting for the workers' (see the top) */
+    int slow_off;               /* 1: the windows are not kept (for measurements) */
     uint32_t gen;               /* generation of the latest task (atomic) */
     int done;                   /* blocks finished in this generation (atomic) */
     fmp_fn fn;                  /* the task: stable while its generation */
@@ -226,6 +227,8 @@ static int64_t fmp_solo_left_ns(void)
  * FMP_SOLO_NS.  By the pool's caller only. */
 static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
 {
+    if (fmp_pool.slow_off)
+        return;
     fmp_pool.own_ns += own;
     fmp_pool.wait_ns += wait;
     if (fmp_pool.own_ns + fmp_pool.wait_ns < FMP_SLOW_WINDOW_NS)
@@ -233,6 +236,14 @@ static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
     if (fmp_pool.wait_ns > fmp_pool.own_ns
             && now > __atomic_load_n(&fmp_pool.solo_until, __ATOMIC_RELAXED))
         __atomic_store_n(&fmp_pool.solo_until, now + FMP_SOLO_NS, __ATOMIC_RELAXED);
+    fmp_pool.own_ns = 0;
+    fmp_pool.wait_ns = 0;
+}
+
+/* Keep (1) or drop (0) the slow-worker windows (for measurements). */
+static void fmp_set_slow_windows(int on)
+{
+    fmp_pool.slow_off = !on;
     fmp_pool.own_ns = 0;
     fmp_pool.wait_ns = 0;
 }
