@@ -1093,8 +1093,9 @@ cdef struct UnitTask:
     float* hid              # hidden activations, part k's m x nu at bs * u_k
     float* dhid             # their deltas, the same layout
     float* zpart            # 2 x parts x bs x n_out partial logits (by step parity)
-    float* outs             # parts x (3 bs n_out + n_h): each part's outputs, logits,
-                            # output deltas and column sums
+    float* outs             # parts x (3 bs n_out + n_out + n_h): each part's
+                            # outputs, logits, output deltas and column sums
+                            # (b2's, then its hidden units')
     float* backup           # every part's parameters before a step not proven safe
     const double* bounds    # the bounds of sgd_safe before the step (read only)
     double l2
@@ -1160,7 +1161,7 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
     cdef float* b2 = W2 + n_h * n_out
     cdef float* H = t.hid + bs * u0
     cdef float* DH = t.dhid + bs * u0
-    cdef float* P = t.outs + k * (3 * zsize + n_h)
+    cdef float* P = t.outs + k * (3 * zsize + n_out + n_h)
     cdef float* Z = P + zsize
     cdef float* D = Z + zsize
     cdef float* sums = D + zsize
@@ -1989,7 +1990,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         batch_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
         if floating is float and s.L == 2:
             zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
-            unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + sizes[1])
+            unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + n_out + sizes[1])
                                        * sizeof(float))
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
