@@ -74,6 +74,7 @@ cdef extern from "_pool.h" nogil:
     int64_t fmp_solo_left_ns()
     void fmp_forget_stalls()
     void fmp_set_slow_windows(int on)
+    void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -291,6 +292,20 @@ def _pool_stall_probe(double caller_s, double worker_s, int n_blocks=2, int thre
             fmp_forget_stalls()
         fmp_run(stall_probe_block, &p, n_blocks, threads)
     return p.on_caller, fmp_solo_left_ns() / 1e9
+
+
+def _pool_window_probe(double own_s, double wait_s, int calls, bint forget=True):
+    """Test hook of _pool.h's slow-worker windows: add ``calls`` pool calls
+    of ``own_s`` seconds on the caller's own blocks and ``wait_s`` waiting
+    for the workers (past stalls forgotten first with ``forget``), and
+    return the seconds the pool then runs alone."""
+    cdef int i
+    with nogil:
+        if forget:
+            fmp_forget_stalls()
+        for i in range(calls):
+            fmp_add_to_window(<int64_t>(own_s * 1e9), <int64_t>(wait_s * 1e9), fmp_now_ns())
+    return fmp_solo_left_ns() / 1e9
 
 
 def _pool_slow_windows(bint enabled):
@@ -1896,6 +1911,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef bint pending = False           # the batch's forward pass is done (unit_hand_off)
     cdef bint pregathered = False       # the batch is gathered, in xalt, yalt, walt
     cdef Py_ssize_t nxt, mn
+    cdef bint unit_split = False        # some batch splits by hidden units (unit_parts)
     cdef float* zparts = NULL
     cdef float* unit_outs = NULL
     cdef floating* xalt = NULL
@@ -1988,7 +2004,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         bounds = <double*>malloc(2 * s.L * sizeof(double))
         part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
         batch_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
-        if floating is float and s.L == 2:
+        if floating is float and bs > 0:
+            unit_split = (unit_parts(&s, bs) > 1
+                          or (n % bs != 0 and unit_parts(&s, n % bs) > 1))
+        if unit_split:
             zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
             unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + n_out + sizes[1])
                                        * sizeof(float))
@@ -2002,7 +2021,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         ybuf = <floating*>malloc(bs * n_out * sizeof(floating))
         if w != NULL:
             wbuf = <floating*>malloc(bs * sizeof(floating))
-        if zparts != NULL:              # the next batch, gathered ahead (unit_hand_off)
+        if unit_split:                  # the next batch, gathered ahead (unit_hand_off)
             xalt = <floating*>malloc(bs * n_in * sizeof(floating))
             yalt = <floating*>malloc(bs * n_out * sizeof(floating))
             if w != NULL:
@@ -2013,13 +2032,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 or scratch == NULL
                 or ((not fused or one_pass) and grads == NULL)
                 or (fused and backup == NULL)
-                or (fused and not one_pass and (bounds == NULL or part_sums == NULL
-                                                or (floating is float and s.L == 2
-                                                    and (zparts == NULL
-                                                         or unit_outs == NULL))))
-                or (xalt == NULL and zparts != NULL and gather)
-                or (yalt == NULL and zparts != NULL and gather)
-                or (walt == NULL and zparts != NULL and gather and w != NULL)
+                or (fused and not one_pass and (bounds == NULL or part_sums == NULL))
+                or (unit_split and (zparts == NULL or unit_outs == NULL))
+                or (unit_split and gather
+                    and (xalt == NULL or yalt == NULL or (w != NULL and walt == NULL)))
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
@@ -2111,7 +2127,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         start += m
                         continue
                     if floating is float:
-                        if fused and not one_pass and zparts != NULL:
+                        if unit_split:
                             n_units = unit_parts(&s, m)
                             if n_units > 1:
                                 # this batch's update and the next one's forward
