@@ -35,8 +35,8 @@
  * alone would have been faster) sends the calls of the next FMP_SOLO_NS to
  * the caller alone, that time never doubled: such phases came and went
  * within a few hundred milliseconds here (numpy's OpenBLAS threads spinning
- * after their work), and doubling kept digits fits on one thread for up to
- * a second after them.
+ * after their work), and doubling would keep the pool alone for up to
+ * 640 ms past one.
  */
 #ifndef FASTMLP_POOL_H
 #define FASTMLP_POOL_H
