@@ -1286,7 +1286,7 @@ cdef int unit_hand_off(UnitTask* t, int threads, double* bounds) noexcept nogil:
     activation, sum|H| too (n_h * bound(W1) * (sum|X| + m): |act(z)| <= |z|).
     """
     cdef Spec* s = t.s
-    cdef Py_ssize_t n_out = s.sizes[2], n_h = s.sizes[1], j
+    cdef Py_ssize_t n_out = s.sizes[2], j
     cdef float* b2 = t.params + s.n_params - n_out
     cdef float* g2 = t.outs + 3 * t.bs * n_out     # part 0's column sums
     t.bounds = bounds
@@ -1908,8 +1908,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef UpdateTask upd
     cdef UnitTask units
     cdef int n_units = 1, status, upar = 0
-    cdef bint pending = False           # the batch's forward pass is done (unit_hand_off)
-    cdef bint pregathered = False       # the batch is gathered, in xalt, yalt, walt
+    cdef bint pending = False           # the batch's forward pass is done (unit_hand_off),
+                                        # and when gathering, the batch is in xalt, yalt, walt
     cdef Py_ssize_t nxt, mn
     cdef bint unit_split = False        # some batch splits by hidden units (unit_parts)
     cdef float* zparts = NULL
@@ -2094,16 +2094,14 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 if bounds != NULL and e > 0:
                     exact_bounds(&s, &params[0], bounds)    # tight again (see sgd_safe)
                 pending = False
-                pregathered = False
                 total = 0
                 start = 0
                 while start < n:
                     m = min(bs, n - start)
-                    if pregathered:     # by the step before (unit_hand_off)
+                    if pending and gather:      # by the step before (unit_hand_off)
                         xbuf, xalt = xalt, xbuf
                         ybuf, yalt = yalt, ybuf
                         wbuf, walt = walt, wbuf
-                        pregathered = False
                     elif gather:
                         gather_rows(X, Y, w, &order[start], m, xbuf, ybuf, wbuf)
                     if gather:
@@ -2133,15 +2131,14 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                                 # this batch's update and the next one's forward
                                 # pass in one hand-off when the next splits alike
                                 units.parts = n_units
+                                units.par = upar
                                 if not pending:
                                     units.update = False
                                     units.fwd = True
-                                    units.par = upar
                                     units.Xn = Xb
                                     units.mn = m
                                     unit_hand_off(&units, s.pool_threads, bounds)
                                 units.update = True
-                                units.par = upar
                                 units.X = Xb
                                 units.Y = Yb
                                 units.w = wb
@@ -2168,7 +2165,6 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                                     total = INFINITY
                                     break
                                 pending = units.fwd
-                                pregathered = pending and gather
                                 if pending:
                                     upar = 1 - upar
                                 start += m
