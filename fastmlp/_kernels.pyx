@@ -52,6 +52,9 @@ cdef extern from "_vmath.h" nogil:
                                  const double* w, Py_ssize_t m, Py_ssize_t k)
     double fm_softmax_xent_sum_f(const float* z, const float* p, const float* y,
                                  const float* w, Py_ssize_t m, Py_ssize_t k)
+    double fm_softmax_xent_delta_f(const float* zp, Py_ssize_t parts, Py_ssize_t zstride,
+                                   const float* b, const float* y, const float* w,
+                                   Py_ssize_t m, Py_ssize_t k, double inv_M, float* D)
     double fm_exp_d(double x)
     int fm_all_finite_d(const double* x, Py_ssize_t n)
     int fm_all_finite_f(const float* x, Py_ssize_t n)
@@ -1185,7 +1188,7 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
     cdef double bnd[4]
     cdef double safe_sums[4]
     cdef float lr = t.lr, keep
-    cdef bint safe
+    cdef bint safe, fused
     cdef int nxt = t.par if not t.update else 1 - t.par
     if t.update and k > 0 and fm_load_acquire(&t.out_ready):
         if t.status == UNIT_NOT_FINITE:
@@ -1193,16 +1196,21 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
         safe = t.status == UNIT_DONE
         D = t.outs + 2 * zsize                  # part 0's output deltas
     elif t.update:
-        memcpy(P, t.zpart + t.par * t.parts * zsize, m * n_out * sizeof(float))
-        for j in range(1, t.parts):
-            zk = t.zpart + (t.par * t.parts + j) * zsize
-            for i in range(m * n_out):
-                P[i] += zk[i]
-        if s.loss == LOSS_LOG:
-            memcpy(Z, P, m * n_out * sizeof(float))
-            bias_act(Z, b2, m, n_out, ACT_IDENTITY)
-        bias_act(P, b2, m, n_out, ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
-        obj = data_loss_sum(s, Z if s.loss == LOSS_LOG else <float*>NULL, P, t.Y, t.w, m)
+        fused = s.loss == LOSS_LOG and s.output == OUT_SOFTMAX and n_out <= 16
+        if fused:       # outputs, objective and deltas in one pass
+            obj = fm_softmax_xent_delta_f(t.zpart + t.par * t.parts * zsize, t.parts, zsize,
+                                          b2, t.Y, t.w, m, n_out, 1.0 / t.M, D)
+        else:
+            memcpy(P, t.zpart + t.par * t.parts * zsize, m * n_out * sizeof(float))
+            for j in range(1, t.parts):
+                zk = t.zpart + (t.par * t.parts + j) * zsize
+                for i in range(m * n_out):
+                    P[i] += zk[i]
+            if s.loss == LOSS_LOG:
+                memcpy(Z, P, m * n_out * sizeof(float))
+                bias_act(Z, b2, m, n_out, ACT_IDENTITY)
+            bias_act(P, b2, m, n_out, ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
+            obj = data_loss_sum(s, Z if s.loss == LOSS_LOG else <float*>NULL, P, t.Y, t.w, m)
         if t.l2 != 0:
             for j in range(t.parts):
                 sq += t.sq[t.par][j]
@@ -1213,7 +1221,8 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
                 t.status = UNIT_NOT_FINITE
                 fm_store_release(&t.out_ready, 1)
             return
-        output_delta(s, P, t.Y, t.w, D, m, 1.0 / t.M)
+        if not fused:
+            output_delta(s, P, t.Y, t.w, D, m, 1.0 / t.M)
         # bound the step (see unit_hand_off)
         for j in range(t.parts):
             sum_x += t.xsum[t.par][j]

@@ -415,6 +415,97 @@ FM_CLONES static double fm_softmax_xent_sum_##SUF(const T *restrict z, const T *
 FM_DEFINE_XENT(double, d)
 FM_DEFINE_XENT(float, f)
 
+/* The output layer of a softmax + log-loss network with k <= 16 outputs, for
+ * m rows whose logits are the sum of `parts` partial products (part q's m x k
+ * row-major block at zp + q * zstride, added in order) plus the bias b:
+ * writes the output deltas D = ((sum_j y_j) p - y) * w_i * inv_M (w NULL:
+ * unit weights) and returns the weighted log-loss sum.  The arithmetic is
+ * that of the parts' sum, fm_bias_act's softmax, fm_softmax_xent_sum and the
+ * row-wise delta (the same sum, bit for bit; a delta's multiply-subtract may
+ * round once, fused).  Rows go FM_NARROW_ROWS at a time through a transposed
+ * copy, so that every loop runs over rows, a vector at a time: row by row,
+ * each row's max, sums and argmax wait on chains of k steps.  In a digits
+ * step's part (32 x 10, two parts): 1.48 us as those passes, 0.69 us here.
+ * NaN logits give a NaN sum. */
+#define FM_NARROW_ROWS 32
+FM_CLONES static double fm_softmax_xent_delta_f(const float *restrict zp, fm_idx parts,
+                                                fm_idx zstride, const float *restrict b,
+                                                const float *restrict y,
+                                                const float *restrict w, fm_idx m,
+                                                fm_idx k, double inv_M, float *restrict D)
+{
+    enum { R = FM_NARROW_ROWS };
+    float zsum[16 * R], zt[16][R], et[16][R], yt[16][R], mx[R], inv[R], pm[R], ys[R], c[R];
+    double others[R], ysd[R], yd[R];
+    int jm[R];
+    double total = 0;
+    fm_idx i0, n, r, j, q;
+    for (i0 = 0; i0 < m; i0 += R) {
+        n = m - i0 < R ? m - i0 : R;
+        for (r = 0; r < n * k; r++)
+            zsum[r] = zp[i0 * k + r];
+        for (q = 1; q < parts; q++)
+            for (r = 0; r < n * k; r++)
+                zsum[r] += zp[q * zstride + i0 * k + r];
+        for (r = 0; r < n; r++)
+            for (j = 0; j < k; j++) {
+                zt[j][r] = zsum[r * k + j] + b[j];
+                yt[j][r] = y[(i0 + r) * k + j];
+            }
+        for (; r < R; r++)
+            for (j = 0; j < k; j++)
+                zt[j][r] = yt[j][r] = 0;
+        for (r = 0; r < R; r++) {
+            mx[r] = zt[0][r];
+            jm[r] = 0;
+        }
+        for (j = 1; j < k; j++)
+            for (r = 0; r < R; r++) {
+                float v = zt[j][r];
+                jm[r] = v > mx[r] ? (int)j : jm[r];
+                mx[r] = v > mx[r] ? v : mx[r];
+            }
+        for (j = 0; j < k; j++)
+            for (r = 0; r < R; r++)
+                et[j][r] = fm_exp_f(zt[j][r] - mx[r]);
+        for (r = 0; r < R; r++)
+            inv[r] = 0;
+        for (j = 0; j < k; j++)
+            for (r = 0; r < R; r++)
+                inv[r] += et[j][r];
+        for (r = 0; r < R; r++) {
+            inv[r] = 1.0f / inv[r];
+            pm[r] = 0;
+            ys[r] = 0;
+            others[r] = ysd[r] = yd[r] = 0;
+            c[r] = (float)(w == 0 ? inv_M : (double)w[i0 + (r < n ? r : 0)] * inv_M);
+        }
+        for (j = 0; j < k; j++)
+            for (r = 0; r < R; r++) {
+                float p = et[j][r] * inv[r], t = yt[j][r];
+                et[j][r] = p;
+                pm[r] = jm[r] == j ? p : pm[r];
+                others[r] += jm[r] != j ? (double)p : 0.0;
+                ys[r] = ys[r] + t;
+                ysd[r] += (double)t;
+                yd[r] += (double)t * ((double)mx[r] - (double)zt[j][r]);
+            }
+        for (r = 0; r < R; r++)
+            others[r] = fm_log1p_pos(others[r] / (double)pm[r]);
+        for (r = 0; r < n; r++) {
+            double row = yd[r] + ysd[r] * others[r];
+            total += w == 0 ? row : (double)w[i0 + r] * row;
+        }
+        for (j = 0; j < k; j++)
+            for (r = 0; r < R; r++)
+                et[j][r] = (ys[r] * et[j][r] - yt[j][r]) * c[r];
+        for (r = 0; r < n; r++)
+            for (j = 0; j < k; j++)
+                D[(i0 + r) * k + j] = et[j][r];
+    }
+    return total;
+}
+
 /* 1 when all n values are finite: x - x is 0 for finite x, NaN otherwise;
  * an integer OR reduction, which vectorises. */
 #define FM_DEFINE_ALL_FINITE(T, SUF)                                            \

@@ -410,10 +410,12 @@ def test_minibatch_row_parts_match_reference_on_any_thread_count(batch_size, hid
 
 
 # one hidden layer, float32 plain SGD: the step splits the hidden units into
-# parts on the pool (2 parts of 48, of 64 and 66 units, 4 parts of 64, and 2
-# parts of 32 with more outputs than hidden units)
+# parts on the pool (2 parts of 48, of 64 and 66 units, 4 parts of 64, 2 of
+# 32 with 16 outputs and batches of 50 rows, the most outputs and more rows
+# than the fused softmax output layer takes in one pass, and 2 parts of 32
+# with more outputs than hidden units, past that layer's 16)
 UNIT_SHAPES = [((64, 96, 10), 32, 2), ((40, 130, 8), 40, 2), ((64, 256, 10), 32, 4),
-               ((64, 64, 100), 32, 2)]
+               ((48, 64, 16), 50, 2), ((64, 64, 100), 32, 2)]
 
 
 @pytest.mark.parametrize("sizes,batch_size,parts", UNIT_SHAPES,
@@ -515,6 +517,8 @@ def test_plain_sgd_divergence_keeps_the_last_finite_step(dtype, batch_size, out,
     ("sigmoid", "identity", "squared_error", 3.0, 3.0),
     ("identity", "sigmoid", "log_loss", 1e4, 1e36),
     ("sigmoid", "sigmoid", "log_loss", 1e4, 1e36),
+    ("identity", "softmax", "log_loss", 1e4, 1e36),     # the fused softmax output layer
+    ("sigmoid", "softmax", "log_loss", 1e4, 1e36),
 ])
 def test_hidden_unit_parts_divergence_keeps_the_last_finite_step(hidden, out, loss, x_scale,
                                                                  lr):
