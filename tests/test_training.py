@@ -517,7 +517,9 @@ def test_plain_sgd_divergence_keeps_the_last_finite_step(dtype, batch_size, out,
     ("sigmoid", "identity", "squared_error", 3.0, 3.0),
     ("identity", "sigmoid", "log_loss", 1e4, 1e36),
     ("sigmoid", "sigmoid", "log_loss", 1e4, 1e36),
-    ("identity", "softmax", "log_loss", 1e4, 1e36),     # the fused softmax output layer
+    # softmax + log loss: the one-pass output layer's deltas feed an update that
+    # overflows
+    ("identity", "softmax", "log_loss", 1e4, 1e36),
     ("sigmoid", "softmax", "log_loss", 1e4, 1e36),
 ])
 def test_hidden_unit_parts_divergence_keeps_the_last_finite_step(hidden, out, loss, x_scale,
@@ -541,6 +543,34 @@ def test_hidden_unit_parts_divergence_keeps_the_last_finite_step(hidden, out, lo
             again.fit(X, Y, epochs=200, learning_rate=lr, batch_size=32)
         assert info.value.epoch == err.epoch
         np.testing.assert_array_equal(again.params, net.params)
+
+
+def test_hidden_unit_parts_objective_not_finite_in_the_output_layer():
+    # inputs near float32's largest value overflow the logits within the first
+    # epoch: the one-pass softmax output layer's objective is NaN (a restored
+    # update would say inf), its step is not applied, the weights stay finite,
+    # and the split step ends where the unsplit one does, alike on any thread
+    # count
+    from fastmlp import _kernels
+    rng = np.random.default_rng(1)
+    X = rng.normal(scale=1e37, size=(96, 64)).astype("float32")
+    Y = np.eye(8, dtype="float32")[rng.integers(0, 8, 96)]
+    assert _kernels.unit_parts_of(np.array([64, 128, 8], dtype=np.intp), 32) == 2
+    runs = []
+    try:
+        for split, threads in [(True, 1), (True, 2), (False, 2)]:
+            _kernels.set_unit_split(split)
+            net = fastmlp.Network([64, 128, 8], activation="identity", output="softmax",
+                                  loss="log_loss", dtype="float32", seed=4, n_threads=threads)
+            net._narrow = 0
+            with pytest.raises(fastmlp.DivergenceError, match="the loss became nan") as info:
+                net.fit(X, Y, epochs=3, learning_rate=0.1, batch_size=32)
+            assert info.value.epoch == 0 and info.value.history.loss == []
+            assert np.all(np.isfinite(net.params))
+            runs.append(net.params)
+    finally:
+        _kernels.set_unit_split(True)
+    np.testing.assert_array_equal(runs[0], runs[1])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
