@@ -1188,7 +1188,7 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
     cdef double bnd[4]
     cdef double safe_sums[4]
     cdef float lr = t.lr, keep
-    cdef bint safe, fused
+    cdef bint safe, one_pass_out
     cdef int nxt = t.par if not t.update else 1 - t.par
     if t.update and k > 0 and fm_load_acquire(&t.out_ready):
         if t.status == UNIT_NOT_FINITE:
@@ -1196,8 +1196,8 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
         safe = t.status == UNIT_DONE
         D = t.outs + 2 * zsize                  # part 0's output deltas
     elif t.update:
-        fused = s.loss == LOSS_LOG and s.output == OUT_SOFTMAX and n_out <= 16
-        if fused:       # outputs, objective and deltas in one pass
+        one_pass_out = s.loss == LOSS_LOG and s.output == OUT_SOFTMAX and n_out <= 16
+        if one_pass_out:    # outputs, objective and deltas in one pass
             obj = fm_softmax_xent_delta_f(t.zpart + t.par * t.parts * zsize, t.parts, zsize,
                                           b2, t.Y, t.w, m, n_out, 1.0 / t.M, D)
         else:
@@ -1221,7 +1221,7 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
                 t.status = UNIT_NOT_FINITE
                 fm_store_release(&t.out_ready, 1)
             return
-        if not fused:
+        if not one_pass_out:
             output_delta(s, P, t.Y, t.w, D, m, 1.0 / t.M)
         # bound the step (see unit_hand_off)
         for j in range(t.parts):

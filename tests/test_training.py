@@ -412,7 +412,7 @@ def test_minibatch_row_parts_match_reference_on_any_thread_count(batch_size, hid
 # one hidden layer, float32 plain SGD: the step splits the hidden units into
 # parts on the pool (2 parts of 48, of 64 and 66 units, 4 parts of 64, 2 of
 # 32 with 16 outputs and batches of 50 rows, the most outputs and more rows
-# than the fused softmax output layer takes in one pass, and 2 parts of 32
+# than the one-pass softmax output layer takes in one block, and 2 parts of 32
 # with more outputs than hidden units, past that layer's 16)
 UNIT_SHAPES = [((64, 96, 10), 32, 2), ((40, 130, 8), 40, 2), ((64, 256, 10), 32, 4),
                ((48, 64, 16), 50, 2), ((64, 64, 100), 32, 2)]
@@ -549,8 +549,8 @@ def test_hidden_unit_parts_objective_not_finite_in_the_output_layer():
     # inputs near float32's largest value overflow the logits within the first
     # epoch: the one-pass softmax output layer's objective is NaN (a restored
     # update would say inf), its step is not applied, the weights stay finite,
-    # and the split step ends where the unsplit one does, alike on any thread
-    # count
+    # the split step stops at the same epoch with the same message as the
+    # unsplit one, and with the same weights on 1 and 2 threads
     from fastmlp import _kernels
     rng = np.random.default_rng(1)
     X = rng.normal(scale=1e37, size=(96, 64)).astype("float32")
