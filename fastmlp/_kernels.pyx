@@ -1321,6 +1321,167 @@ cdef int unit_hand_off(UnitTask* t, int threads, double* bounds) noexcept nogil:
 
 
 # --------------------------------------------------------------------------
+# Plain SGD on a first layer whose products go to BLAS, split by its units
+# --------------------------------------------------------------------------
+
+# A float32 plain-SGD step whose first layer's products go to BLAS (784-256
+# on batches of 128: mnist-shape) gives every product to BLAS's own threads
+# and runs the work between them on one core; BLAS's threads then meet on
+# every product (its threads waiting took 13-14% of an mnist-shape fit's perf
+# samples, its packing another 22-24%).  Instead the step runs in three
+# hand-offs on the pool, each part calling BLAS on one thread:
+#   1. by the first layer's units: the part's columns of A1 = act(X @ W1 + b1)
+#      and sum|X| over its share of the rows;
+#   2. by rows: the rest of the network's forward pass, loss and deltas down
+#      to the second layer's (row_part on the layers after the first), with
+#      the sums sgd_safe reads;
+#   3. by the first layer's units again: the part's columns of the first
+#      layer's deltas (from its rows of W2, before their update), its rows
+#      of W2 and columns of W1 and b1 updated, and a share of the later
+#      layers' rows of W and entries of b.
+# Between 2 and 3 the caller adds up the objective and decides with sgd_safe
+# whether the step is proven safe, as for the unsplit step.  A part keeps its
+# columns of W1 from step to step.  Measured on mnist-shape fits (1 epoch,
+# two threads), 6 pairs of processes of 5 fits alternating: 368-398 against
+# 385-405 ms in quiet minutes, 496-523 against 560-587 ms in the host's slow
+# ones; a step's hand-offs took ~325 (first layer), ~72 (rows) and ~400 us
+# (update) a part.
+# The parts depend on the shape alone, never on the thread count, and every
+# value is computed as the same sums: results do not depend on the threads.
+cdef enum:
+    MAX_FIRST_PARTS = 4
+
+cdef Py_ssize_t FIRST_PART_MACS = 8000000   # first-layer forward multiply-adds a part
+cdef bint FIRST_SPLIT = True
+
+
+def set_first_split(bint enabled):
+    """Turn the first-layer split of :func:`first_split_parts` on or off and
+    return the previous setting.  For measurements and tests, not thread-safe."""
+    global FIRST_SPLIT
+    previous, FIRST_SPLIT = FIRST_SPLIT, enabled
+    return previous
+
+
+cdef int first_split_parts(Spec* s, Py_ssize_t m) noexcept nogil:
+    """Parts (1, 2 or 4) of the first layer's units for a float32 plain-SGD
+    batch of m rows (see FirstSplitTask): 1 (not split) unless the network
+    has a hidden layer, the step takes neither the hidden-unit parts nor
+    the row parts (whose products stay out of BLAS), the first layer's
+    forward product goes to BLAS, and each part gets FIRST_PART_MACS of it,
+    UNIT_PANEL units and MIN_PART_ROWS rows at least."""
+    cdef Py_ssize_t n_in, n_h
+    cdef int parts = MAX_FIRST_PARTS
+    if s.L < 2 or not FIRST_SPLIT:
+        return 1
+    n_in = s.sizes[0]
+    n_h = s.sizes[1]
+    while parts > 1 and (m * n_in * n_h < parts * FIRST_PART_MACS
+                         or n_h < parts * UNIT_PANEL or m < parts * MIN_PART_ROWS):
+        parts //= 2
+    if (parts == 1 or not blas_product(True, c'N', m, n_h, n_in)
+            or unit_parts(s, m) > 1 or row_parts(s, m, True) > 1):
+        return 1
+    return parts
+
+
+def first_split_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m):
+    """The first-layer parts ``train`` splits a float32 plain-SGD batch of m
+    rows into for these layer sizes (1: the step is not split that way)."""
+    cdef Spec s = make_spec(sizes, ACT_SIGMOID, OUT_SOFTMAX, LOSS_LOG)
+    return first_split_parts(&s, m)
+
+
+cdef struct FirstSplitTask:
+    Spec* s
+    float* params
+    int parts
+    const float* X
+    Py_ssize_t m
+    float* acts             # the step's activations and deltas (forward_part's layout)
+    float* deltas
+    float lr
+    float keep              # 1 - lr * decay
+    float* sums             # parts x widest: each part's column sums
+    Py_ssize_t widest       # the widest layer's size
+    double xsum[MAX_FIRST_PARTS]    # sum|X| over each part's share of the rows
+
+
+cdef void first_split_forward(void* arg, int k) noexcept nogil:
+    """Hand-off 1 of FirstSplitTask's step, part k: sum|X| over its share of
+    the rows, then its columns of the first layer's activations.
+
+    Every part reads all of X; reading its share first brings it from memory
+    on that core while the other core brings the rest (mnist-shape: the
+    product 310 -> 299 us a part with the sum, 12 us of it, before it)."""
+    cdef FirstSplitTask* t = <FirstSplitTask*>arg
+    cdef Spec* s = t.s
+    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], m = t.m, i
+    cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
+    cdef Py_ssize_t r0 = m * k // t.parts, r1 = m * (k + 1) // t.parts
+    cdef const float* b1 = t.params + n_in * n_h
+    t.xsum[k] = abs_sum(t.X + r0 * n_in, (r1 - r0) * n_in)
+    gemm_rm(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
+            t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
+    for i in range(m):
+        bias_act(t.acts + i * n_h + u0, b1 + u0, 1, nu, s.hidden)
+
+
+cdef void first_split_update(void* arg, int k) noexcept nogil:
+    """Hand-off 3 of FirstSplitTask's step, part k: its columns of the first
+    layer's deltas, then plain SGD on its rows of W2 and columns of W1 and
+    b1, and on its share (by rows of W, by entries of b) of the later layers."""
+    cdef FirstSplitTask* t = <FirstSplitTask*>arg
+    cdef Spec* s = t.s
+    cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_2 = s.sizes[2], m = t.m
+    cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
+    cdef Py_ssize_t i, j, l, i0, i1, j0, j1, n_a, n_b, w_off, a_off
+    cdef float* W1 = t.params
+    cdef float* b1 = W1 + n_in * n_h
+    cdef float* W2 = b1 + n_h
+    cdef const float* H = t.acts
+    cdef float* DH = t.deltas
+    cdef const float* D2 = t.deltas + m * n_h
+    cdef float* sums = t.sums + k * t.widest
+    cdef float* W
+    cdef float* b
+    cdef float lr = t.lr
+    gemm_rm(c'N', c'T', <int>m, <int>nu, <int>n_2, <float>1.0, D2, <int>n_2,
+            W2 + u0 * n_2, <int>n_2, <float>0.0, DH + u0, <int>n_h, 1)
+    for i in range(m):
+        times_dact(DH + i * n_h + u0, H + i * n_h + u0, nu, s.hidden)
+    gemm_rm(c'T', c'N', <int>nu, <int>n_2, <int>m, -lr, H + u0, <int>n_h, D2, <int>n_2,
+            t.keep, W2 + u0 * n_2, <int>n_2, 1)
+    gemm_rm(c'T', c'N', <int>n_in, <int>nu, <int>m, -lr, t.X, <int>n_in, DH + u0, <int>n_h,
+            t.keep, W1 + u0, <int>n_h, 1)
+    fm_colsum_ld_f(DH + u0, m, nu, n_h, sums)
+    for j in range(nu):
+        b1[u0 + j] -= lr * sums[j]
+    w_off = n_in * n_h + n_h
+    a_off = m * n_h
+    for l in range(1, s.L):
+        n_a = s.sizes[l]
+        n_b = s.sizes[l + 1]
+        W = t.params + w_off
+        b = W + n_a * n_b
+        if l >= 2:
+            i0 = n_a * k // t.parts
+            i1 = n_a * (k + 1) // t.parts
+            if i1 > i0:
+                gemm_rm(c'T', c'N', <int>(i1 - i0), <int>n_b, <int>m, -lr,
+                        t.acts + a_off - m * n_a + i0, <int>n_a, t.deltas + a_off, <int>n_b,
+                        t.keep, W + i0 * n_b, <int>n_b, 1)
+        j0 = n_b * k // t.parts
+        j1 = n_b * (k + 1) // t.parts
+        if j1 > j0:
+            fm_colsum_ld_f(t.deltas + a_off + j0, m, j1 - j0, n_b, sums)
+            for j in range(j1 - j0):
+                b[j0 + j] -= lr * sums[j]
+        w_off += n_a * n_b + n_b
+        a_off += m * n_b
+
+
+# --------------------------------------------------------------------------
 # The one-pass step for narrow networks (_narrow.h)
 # --------------------------------------------------------------------------
 
@@ -1923,6 +2084,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef bint unit_split = False        # some batch splits by hidden units (unit_parts)
     cdef float* zparts = NULL
     cdef float* unit_outs = NULL
+    cdef FirstSplitTask fst
+    cdef RowTask rest_rows              # first_split's row parts: the layers after the first
+    cdef Spec rest_spec
+    cdef int n_first = 1
+    cdef bint first_split = False       # some batch splits by the first layer's units
+    cdef float* first_sums = NULL
     cdef floating* xalt = NULL
     cdef floating* yalt = NULL
     cdef floating* walt = NULL
@@ -2020,11 +2187,17 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
             unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + n_out + sizes[1])
                                        * sizeof(float))
+        if floating is float and bs > 0:
+            first_split = (first_split_parts(&s, bs) > 1
+                           or (n % bs != 0 and first_split_parts(&s, n % bs) > 1))
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
         widest = max(widest, sizes[i])
     scratch = <floating*>malloc(widest * sizeof(floating))
+    if first_split:
+        first_sums = <float*>malloc(MAX_FIRST_PARTS * widest * sizeof(float))
+        rest_spec = spec_of(&sizes[1], s.L, hidden, output, loss)
     if gather:
         xbuf = <floating*>malloc(bs * n_in * sizeof(floating))
         ybuf = <floating*>malloc(bs * n_out * sizeof(floating))
@@ -2043,12 +2216,14 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 or (fused and backup == NULL)
                 or (fused and not one_pass and (bounds == NULL or part_sums == NULL))
                 or (unit_split and (zparts == NULL or unit_outs == NULL))
+                or (first_split and first_sums == NULL)
                 or (unit_split and gather
                     and (xalt == NULL or yalt == NULL or (w != NULL and walt == NULL)))
                 or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
             raise MemoryError()
         with nogil:
-            before = threads_enter(threads)
+            # first_split's parts call BLAS on one thread each
+            before = threads_enter(1 if first_split else threads)
             W_total = total_weight(w, n)
             if bounds != NULL:          # the per-layer step's plain SGD (see sgd_safe)
                 exact_bounds(&s, &params[0], bounds)
@@ -2075,6 +2250,17 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                 units.backup = backup
                 units.l2 = l2
                 units.lr = lr
+                fst.s = &s
+                fst.params = &params[0]
+                fst.acts = acts
+                fst.deltas = deltas
+                fst.sums = first_sums
+                fst.widest = widest
+                fst.lr = lr
+                rest_rows.s = &rest_spec
+                rest_rows.params = &params[0] + sizes[0] * sizes[1] + sizes[1]
+                rest_rows.zout = zout
+                rest_rows.sums = part_sums
             if one_pass:
                 fm_narrow_init(nwork, &sizes[0], s.L, nv)
             if prepared:
@@ -2179,14 +2365,36 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                                 start += m
                                 total += units.obj
                                 continue
+                    n_first = 1
+                    if floating is float:
+                        if first_split:
+                            n_first = first_split_parts(&s, m)
+                        if n_first > 1:
+                            # the first layer by units, the rest by rows (first_split_forward)
+                            fst.parts = n_first
+                            fst.X = Xb
+                            fst.m = m
+                            fmp_run(first_split_forward, &fst, n_first, pool_threads)
+                            rest_rows.acts = acts + m * sizes[1]
+                            rest_rows.deltas = deltas + m * sizes[1]
+                            batch_obj = run_row_parts(&rest_rows, acts, Yb, wb, m, M, n_first,
+                                                      pool_threads, batch_sums + 2)
+                            # sum|X|, and the first layer's sum|D| bounded before it
+                            # exists (see unit_hand_off)
+                            batch_sums[0] = 0
+                            for i in range(n_first):
+                                batch_sums[0] += fst.xsum[i]
+                            batch_sums[1] = <double>sizes[1] * bounds[1] * batch_sums[3]
                     if one_pass:
                         batch_obj = narrow_batch(
                             &s, nwork, &params[0], Xb, Yb, wb,
                             NULL if not prepared else prep_base + (start // chunk) * block_bytes,
                             m, 1.0 / M, grads, parts)
-                    else:
+                    elif n_first == 1:
                         n_row_parts = row_parts(&s, m, floating is float)
-                    if not one_pass and n_row_parts > 1:
+                    if n_first > 1:
+                        pass
+                    elif not one_pass and n_row_parts > 1:
                         if floating is float:
                             batch_obj = run_row_parts(&rows, Xb, Yb, wb, m, M, n_row_parts,
                                                       s.pool_threads, batch_sums)
@@ -2210,11 +2418,15 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                                 total = INFINITY
                                 break
                             continue
-                        if n_row_parts == 1:
+                        if n_first == 1 and n_row_parts == 1:
                             backward_deltas(&s, &params[0], Yb, wb, m, M, acts, deltas)
                             safe_sums(&s, Xb, m, 0, m, acts, deltas, batch_sums)
                         if sgd_safe(&s, m, floating is float, l2 / M, lr, bounds, batch_sums):
                             if floating is float:
+                                if n_first > 1:
+                                    fst.keep = 1 - lr * <float>(l2 / M)
+                                    fmp_run(first_split_update, &fst, n_first, pool_threads)
+                                    continue
                                 if s.pool_threads > 1 and update_on_pool(&s, m):
                                     upd.X = Xb
                                     upd.m = m
@@ -2227,8 +2439,13 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                                        <floating>(l2 / M), lr, scratch)
                             continue
                         memcpy(backup, &params[0], P * sizeof(floating))
-                        sgd_layers(&s, &params[0], Xb, m, acts, deltas, <floating>(l2 / M),
-                                   lr, scratch)
+                        if n_first > 1:
+                            if floating is float:
+                                fst.keep = 1 - lr * <float>(l2 / M)
+                                fmp_run(first_split_update, &fst, n_first, pool_threads)
+                        else:
+                            sgd_layers(&s, &params[0], Xb, m, acts, deltas, <floating>(l2 / M),
+                                       lr, scratch)
                         if not params_finite(&params[0], P):
                             memcpy(&params[0], backup, P * sizeof(floating))
                             total = INFINITY
@@ -2277,6 +2494,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         free(part_sums)
         free(zparts)
         free(unit_outs)
+        free(first_sums)
         free(xalt)
         free(yalt)
         free(walt)

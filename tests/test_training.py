@@ -603,3 +603,144 @@ def test_plain_sgd_same_with_or_without_its_backup(dtype, l2, weighted):
     np.testing.assert_array_equal(results[2], results[3])
     with pytest.raises(ValueError, match=r"fraction must be in \[0, 1e-2\]; got 0.5"):
         _kernels.set_safe_fraction(0.5)
+
+
+# float32 plain SGD whose first layer's products go to BLAS: the step splits
+# the first layer's units into parts on the pool and the later layers by rows
+# (2 parts of 128 units, of 96 and 104 units, 4 parts of 128, and 2 parts
+# with three later layers, whose updates split by rows of W and entries of b)
+FIRST_SHAPES = [((512, 256, 64, 10), 128, 2), ((520, 200, 30, 3), 160, 2),
+                ((640, 512, 10), 100, 4), ((600, 224, 48, 24, 5), 128, 2)]
+
+
+def _first_parts(sizes, m):
+    from fastmlp import _kernels
+    return _kernels.first_split_parts_of(np.array(sizes, dtype=np.intp), m)
+
+
+@pytest.mark.parametrize("sizes,batch_size,parts", FIRST_SHAPES,
+                         ids=["-".join(map(str, s[0])) for s in FIRST_SHAPES])
+@pytest.mark.parametrize("hidden,out,loss", [("sigmoid", "softmax", "log_loss"),
+                                             ("tanh", "sigmoid", "log_loss"),
+                                             ("relu", "identity", "squared_error"),
+                                             ("identity", "softmax", "squared_error"),
+                                             ("sigmoid", "sigmoid", "squared_error")])
+@pytest.mark.parametrize("options", [dict(), dict(l2=0.2, weighted=True, shuffle=True)],
+                         ids=["plain", "l2-weighted-shuffled"])
+def test_first_layer_parts_match_reference_on_any_thread_count(sizes, batch_size, parts,
+                                                               hidden, out, loss, options):
+    # each part computes its columns of the first layer's activations and
+    # deltas and keeps its columns of W1 and rows of W2; the later layers run
+    # by rows; a last batch of 10 rows is too small to split and takes the
+    # unsplit step.  Results match the reference and repeat bit for bit on
+    # any thread count.
+    assert _first_parts(sizes, batch_size) == parts
+    assert _first_parts(sizes, 10) == 1
+    rng = np.random.default_rng(19)
+    n = 3 * batch_size + 10
+    X = rng.random(size=(n, sizes[0])).astype("float32")
+    Y = make_targets(rng, n, sizes[-1], out, loss, "float32")
+    options = dict(options)
+    sw = rng.random(n) + 0.2 if options.pop("weighted", False) else None
+    kw = dict(activation=hidden, output=out, loss=loss, dtype="float32", seed=9,
+              l2=options.pop("l2", 0.0))
+    lr = 0.01 if hidden in ("relu", "identity") else 0.2
+    fit = dict(epochs=2, learning_rate=lr, batch_size=batch_size, sample_weight=sw,
+               shuffle=options.pop("shuffle", False))
+    _same_on_any_thread_count_as_reference(list(sizes), kw, X, Y, fit)
+
+
+def test_first_layer_parts_are_taken_only_where_they_fit():
+    assert _first_parts((784, 256, 128, 10), 128) == 2     # mnist-shape
+    assert _first_parts((784, 256, 10), 128) == 2          # one hidden layer
+    assert _first_parts((784, 512, 10), 128) == 4
+    assert _first_parts((784, 256, 128, 10), 10) == 1      # too few rows a part
+    assert _first_parts((784, 256, 128, 10), 64) == 1      # too little work a part
+    assert _first_parts((784, 16, 10), 2048) == 1          # too few units a part
+    assert _first_parts((784, 10), 128) == 1               # no hidden layer
+    assert _first_parts((64, 128, 10), 32) == 1            # digits: hidden-unit parts
+    assert _first_parts((64, 96, 24, 10), 37) == 1         # row parts, no BLAS
+    assert _first_parts((20, 4000, 10), 400) == 4          # few inputs, many units
+
+
+def _first_split_divergence(X, Y, epochs, lr, **kw):
+    """Fit [512, 256, 8] float32 networks that diverge: split on 1 and 2
+    threads, then unsplit on 2.  Each stops with finite weights and a finite
+    history; returns their (DivergenceError, params)."""
+    from fastmlp import _kernels
+    assert _first_parts((512, 256, 8), 128) == 2
+    ends = []
+    try:
+        for split, threads in [(True, 1), (True, 2), (False, 2)]:
+            _kernels.set_first_split(split)
+            net = fastmlp.Network([512, 256, 8], dtype="float32", seed=4, n_threads=threads,
+                                  **kw)
+            with pytest.raises(fastmlp.DivergenceError) as info:
+                net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=128)
+            err = info.value
+            assert 0 <= err.epoch < epochs and np.all(np.isfinite(net.params))
+            assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+            ends.append((err, net.params))
+    finally:
+        _kernels.set_first_split(True)
+    return ends
+
+
+@pytest.mark.parametrize("hidden,out,loss,x_scale,lr", [
+    ("identity", "identity", "squared_error", 3.0, 0.05),
+    ("sigmoid", "identity", "squared_error", 3.0, 0.5),
+    ("identity", "sigmoid", "log_loss", 1e4, 1e36),
+    ("sigmoid", "softmax", "log_loss", 1e4, 1e36),
+])
+def test_first_layer_parts_divergence_keeps_the_last_finite_step(hidden, out, loss, x_scale,
+                                                                 lr):
+    # the split step bounds the first layer's deltas before they exist; an
+    # update that overflows all the same is undone, and the divergence comes
+    # at the same batch, with the same weights, on 1 and 2 threads and at the
+    # same epoch as on the unsplit step
+    rng = np.random.default_rng(1)
+    X = rng.normal(scale=x_scale, size=(384, 512)).astype("float32")
+    Y = (rng.random(size=(384, 8)) > 0.5).astype("float32")
+    ends = _first_split_divergence(X, Y, 200, lr, activation=hidden, output=out, loss=loss)
+    assert ends[0][0].epoch == ends[1][0].epoch == ends[2][0].epoch
+    np.testing.assert_array_equal(ends[0][1], ends[1][1])
+
+
+def test_first_layer_parts_objective_not_finite():
+    # inputs near float32's largest value overflow the products within the
+    # first epoch: the rows' objective is NaN, that step is not applied, the
+    # weights stay finite and the same on 1 and 2 threads, and the split step
+    # stops as the unsplit one does
+    rng = np.random.default_rng(1)
+    X = rng.normal(scale=1e37, size=(256, 512)).astype("float32")
+    Y = np.eye(8, dtype="float32")[rng.integers(0, 8, 256)]
+    ends = _first_split_divergence(X, Y, 3, 0.1, activation="identity", output="softmax",
+                                   loss="log_loss")
+    for err, _ in ends:
+        assert err.epoch == 0 and "the loss became nan" in str(err)
+    np.testing.assert_array_equal(ends[0][1], ends[1][1])
+
+
+@pytest.mark.parametrize("l2,weighted", [(0.0, False), (0.3, True)])
+def test_first_layer_parts_same_with_or_without_their_backup(l2, weighted):
+    # a step not proven safe keeps a copy and checks the weights after; the
+    # bounds only decide that: the weights come out the same either way
+    from fastmlp import _kernels
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 512)).astype("float32")
+    y = rng.integers(0, 5, 300)
+    sw = rng.random(300) if weighted else None
+    assert _first_parts((512, 256, 32, 5), 128) == 2
+    results = []
+    for fraction in (0.0, 1e-2):
+        net = fastmlp.Network([512, 256, 32, 5], activation="tanh", output="softmax",
+                              loss="log_loss", l2=l2, dtype="float32", seed=2)
+        previous = _kernels.set_safe_fraction(fraction)
+        try:
+            net.fit(X, y, sample_weight=sw, epochs=3, learning_rate=0.1, batch_size=128)
+        finally:
+            _kernels.set_safe_fraction(previous)
+        results.append(net.params.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.allclose(results[0], fastmlp.Network([512, 256, 32, 5], seed=2,
+                                                       dtype="float32").params)
