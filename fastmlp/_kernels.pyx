@@ -1352,6 +1352,7 @@ cdef enum:
     MAX_FIRST_PARTS = 4
 
 cdef Py_ssize_t FIRST_PART_MACS = 8000000   # first-layer forward multiply-adds a part
+cdef size_t FIRST_CACHED_BYTES = 512 << 10  # a part's W1 columns kept in a core's cache
 cdef bint FIRST_SPLIT = True
 
 
@@ -1413,7 +1414,12 @@ cdef void first_split_forward(void* arg, int k) noexcept nogil:
 
     Every part reads all of X; reading its share first brings it from memory
     on that core while the other core brings the rest (mnist-shape: the
-    product 310 -> 299 us a part with the sum, 12 us of it, before it)."""
+    product 310 -> 299 us a part with the sum, 12 us of it, before it).  The
+    part's columns of W1, when they fit FIRST_CACHED_BYTES, are still in its
+    core's cache from its last update: the register blocks read them in
+    place where BLAS would pack them again (mnist-shape: 290-309 -> 272-281
+    us a part).  Above that BLAS's blocking wins (_gemm.h's blocks read B
+    once for every 4 rows of A, from L2 at best)."""
     cdef FirstSplitTask* t = <FirstSplitTask*>arg
     cdef Spec* s = t.s
     cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], m = t.m, i
@@ -1421,8 +1427,12 @@ cdef void first_split_forward(void* arg, int k) noexcept nogil:
     cdef Py_ssize_t r0 = m * k // t.parts, r1 = m * (k + 1) // t.parts
     cdef const float* b1 = t.params + n_in * n_h
     t.xsum[k] = abs_sum(t.X + r0 * n_in, (r1 - r0) * n_in)
-    gemm_rm(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
-            t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
+    if n_in * nu * sizeof(float) <= FIRST_CACHED_BYTES:
+        gemm_blocked(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
+                     t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
+    else:
+        gemm_rm(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
+                t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
     for i in range(m):
         bias_act(t.acts + i * n_h + u0, b1 + u0, 1, nu, s.hidden)
 
@@ -2047,8 +2057,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     without BLAS products runs its rows' forward pass, loss and deltas in
     parts there (see row_parts) and plain SGD's updates in blocks (see
     update_block), and plain SGD on one hidden layer runs in parts of its
-    hidden units, one hand-off a step (see unit_parts, unit_block), results
-    the same for any number.
+    hidden units, one hand-off a step (see unit_parts, unit_block); plain
+    SGD whose first layer's products go to BLAS runs that layer in parts of
+    its units and the later ones in parts of the rows, each part calling
+    BLAS on one thread (see first_split_parts, FirstSplitTask); results the
+    same for any number.
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
