@@ -258,6 +258,7 @@ cdef extern from "_threads.h" nogil:
     void fm_install_blas_threads(void* set_fn, void* get_fn)
     int fm_threads_enter(int want)
     void fm_threads_exit(int entered)
+    int fm_blas_threads_known()
 
 
 cdef struct StallProbe:
@@ -983,7 +984,9 @@ cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr
     lr, and lr * sum|D| for a bias), so the new values are within
     max(|1 - lr*decay|, 1) * bound + lr * sum|D| * (sum|A| + 1).  Safe when
     every sum is finite and each of those stays below SAFE_FRACTION of the
-    largest finite value.
+    largest finite value, and so does sum|D| itself: a step whose deltas
+    are bounded before they exist (unit_hand_off, FirstSplitTask) must not
+    pass with deltas that overflow where sum|A| < 1 and lr is tiny.
 
     Sigmoid and tanh activations lie in [-1, 1], so sum|A| <= the count of
     A's values, known without reading A (the bounds' share of a digits fit's
@@ -1005,7 +1008,8 @@ cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr
         sum_d = sums[2 * l + 1]
         step = lr * sum_d * (sum_a + 1)
         next_bounds[l] = grow * bounds[l] + step
-        if not (sum_a * sum_d < limit and step < limit and next_bounds[l] < limit):
+        if not (sum_d < limit and sum_a * sum_d < limit and step < limit
+                and next_bounds[l] < limit):
             return False            # (NaN fails every comparison)
     for l in range(s.L):
         bounds[l] = next_bounds[l]
@@ -1364,13 +1368,16 @@ def set_first_split(bint enabled):
     return previous
 
 
-cdef int first_split_parts(Spec* s, Py_ssize_t m) noexcept nogil:
+cdef int first_split_parts(Spec* s, Py_ssize_t m, int threads) noexcept nogil:
     """Parts (1, 2 or 4) of the first layer's units for a float32 plain-SGD
-    batch of m rows (see FirstSplitTask): 1 (not split) unless the network
-    has a hidden layer, the step takes neither the hidden-unit parts nor
-    the row parts (whose products stay out of BLAS), the first layer's
-    forward product goes to BLAS, and each part gets FIRST_PART_MACS of it,
-    UNIT_PANEL units and MIN_PART_ROWS rows at least."""
+    batch of m rows on ``threads`` of the pool (see FirstSplitTask): 1 (not
+    split) unless the network has a hidden layer, the step takes neither
+    the hidden-unit parts nor the row parts (whose products stay out of
+    BLAS), the first layer's forward product goes to BLAS, each part gets
+    FIRST_PART_MACS of it, UNIT_PANEL units and MIN_PART_ROWS rows at least,
+    and there are no more threads than parts (more threads would sit idle
+    where BLAS's own threads used them all).  On 1 to ``parts`` threads the
+    results are the same."""
     cdef Py_ssize_t n_in, n_h
     cdef int parts = MAX_FIRST_PARTS
     if s.L < 2 or not FIRST_SPLIT:
@@ -1380,17 +1387,18 @@ cdef int first_split_parts(Spec* s, Py_ssize_t m) noexcept nogil:
     while parts > 1 and (m * n_in * n_h < parts * FIRST_PART_MACS
                          or n_h < parts * UNIT_PANEL or m < parts * MIN_PART_ROWS):
         parts //= 2
-    if (parts == 1 or not blas_product(True, c'N', m, n_h, n_in)
+    if (parts == 1 or threads > parts or not blas_product(True, c'N', m, n_h, n_in)
             or unit_parts(s, m) > 1 or row_parts(s, m, True) > 1):
         return 1
     return parts
 
 
-def first_split_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m):
+def first_split_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m, int threads=2):
     """The first-layer parts ``train`` splits a float32 plain-SGD batch of m
-    rows into for these layer sizes (1: the step is not split that way)."""
+    rows into for these layer sizes on ``threads`` of the pool (1: the step
+    is not split that way)."""
     cdef Spec s = make_spec(sizes, ACT_SIGMOID, OUT_SOFTMAX, LOSS_LOG)
-    return first_split_parts(&s, m)
+    return first_split_parts(&s, m, threads)
 
 
 cdef struct FirstSplitTask:
@@ -2200,9 +2208,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
             unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + n_out + sizes[1])
                                        * sizeof(float))
-        if floating is float and bs > 0:
-            first_split = (first_split_parts(&s, bs) > 1
-                           or (n % bs != 0 and first_split_parts(&s, n % bs) > 1))
+        if floating is float and bs > 0 and fm_blas_threads_known():
+            # (with a BLAS whose thread count fastmlp cannot set, the parts'
+            # calls would each start that BLAS's threads)
+            first_split = (first_split_parts(&s, bs, pool_threads) > 1
+                           or (n % bs != 0 and first_split_parts(&s, n % bs, pool_threads) > 1))
     if not fused or one_pass:
         grads = <floating*>malloc(P * sizeof(floating))
     for i in range(sizes.shape[0]):
@@ -2381,7 +2391,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                     n_first = 1
                     if floating is float:
                         if first_split:
-                            n_first = first_split_parts(&s, m)
+                            n_first = first_split_parts(&s, m, pool_threads)
                         if n_first > 1:
                             # the first layer by units, the rest by rows (first_split_forward)
                             fst.parts = n_first

@@ -32,6 +32,12 @@ static void fm_install_blas_threads(void *set_fn, void *get_fn)
     pthread_mutex_unlock(&fm_threads_lock);
 }
 
+/* 1 when the BLAS library's thread count can be set (OpenBLAS found). */
+static int fm_blas_threads_known(void)
+{
+    return fm_blas_set != 0;
+}
+
 /* Returns 1 when a count was taken (call fm_threads_exit after), else 0. */
 static int fm_threads_enter(int want)
 {

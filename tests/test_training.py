@@ -351,13 +351,13 @@ def test_one_pass_batches_split_over_threads(batch_size, weighted, act, out, los
     assert not np.array_equal(results[1][0], results[2][0])
 
 
-def _same_on_any_thread_count_as_reference(sizes, kw, X, Y, fit):
+def _same_on_any_thread_count_as_reference(sizes, kw, X, Y, fit, thread_counts=(1, 2, 4)):
     """Fit float32 networks on 1, 2 and 4 threads: each matches the reference
     to rounding, and all equal one another bit for bit."""
     ref = reference.Network(sizes, **kw)
     ref_hist = ref.fit(X, Y, **fit)
     results = []
-    for threads in (1, 2, 4):
+    for threads in thread_counts:
         net = fastmlp.Network(sizes, n_threads=threads, **kw)
         hist = net.fit(X, Y, **fit)
         np.testing.assert_allclose(net.params, ref.params, rtol=TOL["float32"],
@@ -615,9 +615,9 @@ FIRST_SHAPES = [((512, 256, 64, 10), 128, 2), ((520, 200, 30, 3), 160, 2),
                 ((1100, 256, 10), 64, 2)]
 
 
-def _first_parts(sizes, m):
+def _first_parts(sizes, m, threads=2):
     from fastmlp import _kernels
-    return _kernels.first_split_parts_of(np.array(sizes, dtype=np.intp), m)
+    return _kernels.first_split_parts_of(np.array(sizes, dtype=np.intp), m, threads)
 
 
 @pytest.mark.parametrize("sizes,batch_size,parts", FIRST_SHAPES,
@@ -635,8 +635,10 @@ def test_first_layer_parts_match_reference_on_any_thread_count(sizes, batch_size
     # deltas and keeps its columns of W1 and rows of W2; the later layers run
     # by rows; a last batch of 10 rows is too small to split and takes the
     # unsplit step.  Results match the reference and repeat bit for bit on
-    # any thread count.
+    # 1 to `parts` threads (on more, the step is not split).
     assert _first_parts(sizes, batch_size) == parts
+    assert _first_parts(sizes, batch_size, threads=1) == parts
+    assert _first_parts(sizes, batch_size, threads=4) == (parts if parts == 4 else 1)
     assert _first_parts(sizes, 10) == 1
     rng = np.random.default_rng(19)
     n = 3 * batch_size + 10
@@ -649,11 +651,14 @@ def test_first_layer_parts_match_reference_on_any_thread_count(sizes, batch_size
     lr = 0.01 if hidden in ("relu", "identity") else 0.2
     fit = dict(epochs=2, learning_rate=lr, batch_size=batch_size, sample_weight=sw,
                shuffle=options.pop("shuffle", False))
-    _same_on_any_thread_count_as_reference(list(sizes), kw, X, Y, fit)
+    _same_on_any_thread_count_as_reference(list(sizes), kw, X, Y, fit,
+                                           [t for t in (1, 2, 4) if t <= parts])
 
 
 def test_first_layer_parts_are_taken_only_where_they_fit():
     assert _first_parts((784, 256, 128, 10), 128) == 2     # mnist-shape
+    assert _first_parts((784, 256, 128, 10), 128, threads=1) == 2
+    assert _first_parts((784, 256, 128, 10), 128, threads=3) == 1   # more threads than parts
     assert _first_parts((784, 256, 10), 128) == 2          # one hidden layer
     assert _first_parts((784, 512, 10), 128) == 4
     assert _first_parts((784, 256, 128, 10), 10) == 1      # too few rows a part
@@ -665,9 +670,10 @@ def test_first_layer_parts_are_taken_only_where_they_fit():
     assert _first_parts((20, 4000, 10), 400) == 4          # few inputs, many units
 
 
-def _first_split_divergence(X, Y, epochs, lr, **kw):
+def _first_split_divergence(X, Y, epochs, lr, prepare=None, shuffle=True, **kw):
     """Fit [512, 256, 8] float32 networks that diverge: split on 1 and 2
-    threads, then unsplit on 2.  Each stops with finite weights and a finite
+    threads, then unsplit on 2, each from the same weights (set by
+    ``prepare(net)`` if given).  Each stops with finite weights and a finite
     history; returns their (DivergenceError, params)."""
     from fastmlp import _kernels
     assert _first_parts((512, 256, 8), 128) == 2
@@ -677,8 +683,10 @@ def _first_split_divergence(X, Y, epochs, lr, **kw):
             _kernels.set_first_split(split)
             net = fastmlp.Network([512, 256, 8], dtype="float32", seed=4, n_threads=threads,
                                   **kw)
+            if prepare is not None:
+                prepare(net)
             with pytest.raises(fastmlp.DivergenceError) as info:
-                net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=128)
+                net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=128, shuffle=shuffle)
             err = info.value
             assert 0 <= err.epoch < epochs and np.all(np.isfinite(net.params))
             assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
@@ -746,3 +754,97 @@ def test_first_layer_parts_same_with_or_without_their_backup(l2, weighted):
     np.testing.assert_array_equal(results[0], results[1])
     assert not np.allclose(results[0], fastmlp.Network([512, 256, 32, 5], seed=2,
                                                        dtype="float32").params)
+
+
+@pytest.mark.parametrize("column", [100, 0])
+def test_first_layer_update_overflow_is_undone(column):
+    # W1 = 0 and b1 tiny: the first layer's relu activations are ~1e-30, so
+    # the later layers' updates are tiny and proven safe; one huge input makes
+    # the first layer's update overflow.  The step is not proven safe: it is
+    # undone and the weights stay finite, as on the unsplit step (the bound
+    # reads sum|X| over every row of the batch and the first layer's deltas)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(256, 512)).astype("float32")
+    X[0, column] = 1e37
+    Y = np.eye(8, dtype="float32")[rng.integers(0, 8, 256)]
+    n_w1 = 512 * 256
+
+    def start(net):
+        net.params[:n_w1] = 0
+        net.params[n_w1:n_w1 + 256] = 1e-30
+
+    ends = _first_split_divergence(X, Y, 3, 1e6, activation="relu", output="softmax",
+                                   loss="log_loss", prepare=start, shuffle=False)
+    assert ends[0][0].epoch == ends[1][0].epoch == ends[2][0].epoch == 0
+    np.testing.assert_array_equal(ends[0][1], ends[1][1])
+
+
+def test_first_layer_deltas_that_overflow_are_not_proven_safe():
+    # sum|X| = 0 and a tiny rate: the bound on the first layer's deltas
+    # (n1 * max|W2| * sum|D2|, known before they exist) is above float32's
+    # range while every product with it stays below; such a step must keep
+    # its backup (measured before the fix: b1 inf and W1 NaN after it)
+    X = np.zeros((256, 512), dtype="float32")
+    Y = np.full((256, 8), 1e15, dtype="float32")
+    n_w1 = 512 * 256
+
+    def start(net):
+        net.params[:n_w1] = 0
+        net.params[n_w1:n_w1 + 256] = 1e-30                     # relu active, A1 ~ 1e-30
+        net.params[n_w1 + 256:n_w1 + 256 + 256 * 8] = 1e30      # W2
+        net.params[n_w1 + 256 + 256 * 8:] = 0
+
+    ends = _first_split_divergence(X, Y, 2, 1e-13, activation="relu", output="identity",
+                                   loss="squared_error", prepare=start, shuffle=False)
+    assert ends[0][0].epoch == ends[2][0].epoch == 0
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_first_layer_parts_last_batch_split_too(shuffle):
+    # batches of 200 rows and a last one of 136: both split in 2 parts, the
+    # last with its own layout (blocks of 136 rows a layer)
+    sizes = [512, 256, 64, 10]
+    assert _first_parts(sizes, 200) == 2 and _first_parts(sizes, 136) == 2
+    rng = np.random.default_rng(12)
+    n = 2 * 200 + 136
+    X = rng.random(size=(n, 512)).astype("float32")
+    Y = make_targets(rng, n, 10, "softmax", "log_loss", "float32")
+    sw = rng.random(n) + 0.2
+    kw = dict(activation="sigmoid", output="softmax", loss="log_loss", dtype="float32",
+              seed=7, l2=0.1)
+    _same_on_any_thread_count_as_reference(sizes, kw, X, Y, dict(
+        epochs=2, learning_rate=0.3, batch_size=200, sample_weight=sw, shuffle=shuffle),
+        (1, 2))
+
+
+def test_first_layer_parts_and_hidden_unit_parts_in_one_fit():
+    # 780-256-16: batches of 128 split by the first layer's units, the last
+    # batch of 8 rows by hidden units (unit_hand_off)
+    from fastmlp import _kernels
+    sizes = [780, 256, 16]
+    assert _first_parts(sizes, 128) == 2
+    assert _kernels.unit_parts_of(np.array(sizes, dtype=np.intp), 8) > 1
+    rng = np.random.default_rng(2)
+    n = 2 * 128 + 8
+    X = rng.random(size=(n, 780)).astype("float32")
+    Y = make_targets(rng, n, 16, "softmax", "log_loss", "float32")
+    kw = dict(activation="tanh", output="softmax", loss="log_loss", dtype="float32", seed=3)
+    for shuffle in (False, True):
+        _same_on_any_thread_count_as_reference(sizes, kw, X, Y, dict(
+            epochs=3, learning_rate=0.1, batch_size=128, shuffle=shuffle), (1, 2))
+
+
+def test_first_layer_parts_later_layer_narrower_than_parts():
+    # 4 parts and a later layer of 3 units: some parts get no rows of W3 and
+    # no entries of b2 or b3; a batch of zero weight is skipped
+    sizes = [640, 512, 3, 2]
+    assert _first_parts(sizes, 100, threads=4) == 4
+    rng = np.random.default_rng(8)
+    X = rng.random(size=(310, 640)).astype("float32")
+    Y = make_targets(rng, 310, 2, "sigmoid", "log_loss", "float32")
+    sw = rng.random(310) + 0.1
+    sw[100:200] = 0
+    kw = dict(activation="sigmoid", output="sigmoid", loss="log_loss", dtype="float32",
+              seed=5, l2=0.5)
+    _same_on_any_thread_count_as_reference(sizes, kw, X, Y, dict(
+        epochs=2, learning_rate=0.5, batch_size=100, sample_weight=sw))
