@@ -1348,10 +1348,12 @@ cdef int unit_hand_off(UnitTask* t, int threads, double* bounds) noexcept nogil:
 # columns of W1 from step to step.  Measured on mnist-shape fits (1 epoch,
 # two threads), 6 pairs of processes of 5 fits alternating: 368-398 against
 # 385-405 ms in quiet minutes, 496-523 against 560-587 ms in the host's slow
-# ones; a step's hand-offs took ~325 (first layer), ~72 (rows) and ~400 us
-# (update) a part.
-# The parts depend on the shape alone, never on the thread count, and every
-# value is computed as the same sums: results do not depend on the threads.
+# ones (before the first layer's product read W1 in place: a step's hand-offs
+# then took ~325, now ~280 us a part for the first layer, ~72 for the rows
+# and ~400 for the update).  On one thread (the parts in turn) ~3% slower.
+# The parts depend on the shape alone and every value is computed as the same
+# sums: on 1 to `parts` threads results are the same.  On more threads than
+# parts the step is not split (BLAS's own threads then use every core).
 cdef enum:
     MAX_FIRST_PARTS = 4
 

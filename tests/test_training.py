@@ -352,8 +352,8 @@ def test_one_pass_batches_split_over_threads(batch_size, weighted, act, out, los
 
 
 def _same_on_any_thread_count_as_reference(sizes, kw, X, Y, fit, thread_counts=(1, 2, 4)):
-    """Fit float32 networks on 1, 2 and 4 threads: each matches the reference
-    to rounding, and all equal one another bit for bit."""
+    """Fit float32 networks on each of ``thread_counts``: each matches the
+    reference to rounding, and all equal one another bit for bit."""
     ref = reference.Network(sizes, **kw)
     ref_hist = ref.fit(X, Y, **fit)
     results = []
