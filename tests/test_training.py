@@ -545,6 +545,32 @@ def test_hidden_unit_parts_divergence_keeps_the_last_finite_step(hidden, out, lo
         np.testing.assert_array_equal(again.params, net.params)
 
 
+def _split_divergence(set_split, sizes, batch_size, X, Y, epochs, lr, prepare=None,
+                      shuffle=True, **kw):
+    """Fit float32 networks of these sizes that diverge: split (by
+    ``set_split``, a switch of _kernels) on 1 and 2 threads, then unsplit on
+    2, each from the same weights (set by ``prepare(net)`` if given).  Each
+    stops with finite weights and a finite history; returns their
+    (DivergenceError, params)."""
+    ends = []
+    try:
+        for split, threads in [(True, 1), (True, 2), (False, 2)]:
+            set_split(split)
+            net = fastmlp.Network(sizes, dtype="float32", seed=4, n_threads=threads, **kw)
+            if prepare is not None:
+                prepare(net)
+            with pytest.raises(fastmlp.DivergenceError) as info:
+                net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=batch_size,
+                        shuffle=shuffle)
+            err = info.value
+            assert 0 <= err.epoch < epochs and np.all(np.isfinite(net.params))
+            assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+            ends.append((err, net.params))
+    finally:
+        set_split(True)
+    return ends
+
+
 def test_hidden_unit_parts_objective_not_finite_in_the_output_layer():
     # inputs near float32's largest value overflow the logits within the first
     # epoch: the one-pass softmax output layer's objective is NaN (a restored
@@ -556,21 +582,13 @@ def test_hidden_unit_parts_objective_not_finite_in_the_output_layer():
     X = rng.normal(scale=1e37, size=(96, 64)).astype("float32")
     Y = np.eye(8, dtype="float32")[rng.integers(0, 8, 96)]
     assert _kernels.unit_parts_of(np.array([64, 128, 8], dtype=np.intp), 32) == 2
-    runs = []
-    try:
-        for split, threads in [(True, 1), (True, 2), (False, 2)]:
-            _kernels.set_unit_split(split)
-            net = fastmlp.Network([64, 128, 8], activation="identity", output="softmax",
-                                  loss="log_loss", dtype="float32", seed=4, n_threads=threads)
-            net._narrow = 0
-            with pytest.raises(fastmlp.DivergenceError, match="the loss became nan") as info:
-                net.fit(X, Y, epochs=3, learning_rate=0.1, batch_size=32)
-            assert info.value.epoch == 0 and info.value.history.loss == []
-            assert np.all(np.isfinite(net.params))
-            runs.append(net.params)
-    finally:
-        _kernels.set_unit_split(True)
-    np.testing.assert_array_equal(runs[0], runs[1])
+    ends = _split_divergence(_kernels.set_unit_split, [64, 128, 8], 32, X, Y, 3, 0.1,
+                             prepare=lambda net: setattr(net, "_narrow", 0),
+                             activation="identity", output="softmax", loss="log_loss")
+    for err, _ in ends:
+        assert "the loss became nan" in str(err)
+        assert err.epoch == 0 and err.history.loss == []
+    np.testing.assert_array_equal(ends[0][1], ends[1][1])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -670,30 +688,13 @@ def test_first_layer_parts_are_taken_only_where_they_fit():
     assert _first_parts((20, 4000, 10), 400) == 4          # few inputs, many units
 
 
-def _first_split_divergence(X, Y, epochs, lr, prepare=None, shuffle=True, **kw):
-    """Fit [512, 256, 8] float32 networks that diverge: split on 1 and 2
-    threads, then unsplit on 2, each from the same weights (set by
-    ``prepare(net)`` if given).  Each stops with finite weights and a finite
-    history; returns their (DivergenceError, params)."""
+def _first_split_divergence(X, Y, epochs, lr, **kw):
+    """:func:`_split_divergence` of [512, 256, 8] networks on batches of 128
+    rows, split by the first layer's units."""
     from fastmlp import _kernels
     assert _first_parts((512, 256, 8), 128) == 2
-    ends = []
-    try:
-        for split, threads in [(True, 1), (True, 2), (False, 2)]:
-            _kernels.set_first_split(split)
-            net = fastmlp.Network([512, 256, 8], dtype="float32", seed=4, n_threads=threads,
-                                  **kw)
-            if prepare is not None:
-                prepare(net)
-            with pytest.raises(fastmlp.DivergenceError) as info:
-                net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=128, shuffle=shuffle)
-            err = info.value
-            assert 0 <= err.epoch < epochs and np.all(np.isfinite(net.params))
-            assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
-            ends.append((err, net.params))
-    finally:
-        _kernels.set_first_split(True)
-    return ends
+    return _split_divergence(_kernels.set_first_split, [512, 256, 8], 128, X, Y, epochs, lr,
+                             **kw)
 
 
 @pytest.mark.parametrize("hidden,out,loss,x_scale,lr", [
