@@ -223,6 +223,8 @@ cdef struct Spec:
     Py_ssize_t per_row        # sum of sizes[1:]: activations per row
     Py_ssize_t n_params
     int pool_threads          # threads of fastmlp's pool for the products it computes
+    bint blas_one             # BLAS runs on one thread: products whose B a core's cache
+                              # holds go to the register blocks (see cached_product)
 
 
 cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int loss) except *:
@@ -244,6 +246,7 @@ cdef Spec spec_of(const Py_ssize_t* sizes, Py_ssize_t n_sizes, int hidden, int o
     s.per_row = 0
     s.n_params = 0
     s.pool_threads = 1
+    s.blas_one = False
     for l in range(s.L):
         s.per_row += sizes[l + 1]
         s.n_params += sizes[l] * sizes[l + 1] + sizes[l + 1]
@@ -375,6 +378,44 @@ cdef inline void gemm_blocked(char ta, char tb, int M, int N, int K, floating al
                               floating beta, floating* C, int ldc, int threads) noexcept nogil:
     fm_gemm_rb(floating is float, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                threads)
+
+
+# A part's product on one thread, where BLAS runs on one thread too (the
+# first-layer split, FirstSplitTask): with op(A) untransposed and B's K x N
+# within CACHED_B_BYTES (half a core's L2), the register blocks read B in
+# place from the core's cache and stream A's rows past it, where one-thread
+# BLAS packs both again; the size limit of BLOCKED_MAX_PRODUCT (set against
+# BLAS's two threads) does not apply.  Measured in mnist-shape's split step
+# (us a part, averages over fits, BLAS -> register blocks): the first
+# layer's 128x784 @ 784x128 290-309 -> 272-281, the later layers' forward
+# pass over 64 rows (64x256 @ 256x128 its product) 61.0 -> 51.6, the first
+# layer's deltas 128x128 @ (128x128)^T 53.4 -> 46.7; steps 758 -> 740 us
+# (p10 of 30 fits of 15000 rows, interleaved).  With op(A) transposed the
+# blocks lose (the update products: 128x784^T @ 128x128 277-281 -> 307-329,
+# 128x128^T @ 128x128 48.6 -> 57.2 alone).
+cdef size_t CACHED_B_BYTES = 512 << 10
+
+
+cdef inline bint cached_product(char ta, char tb, Py_ssize_t M, Py_ssize_t N,
+                                Py_ssize_t K) noexcept nogil:
+    """Whether a one-thread float32 product beside one-thread BLAS goes to
+    the register blocks (see CACHED_B_BYTES): B held by a core's cache,
+    op(A) untransposed, and the shape the blocks take (as blas_product)."""
+    return (ta == c'N' and <size_t>(K * N) * sizeof(float) <= CACHED_B_BYTES
+            and not loop_product(M, N, K) and ((tb == c'N' and N >= 16) or (N >= 8 and M >= 8)))
+
+
+cdef inline void part_gemm(bint blas_one, char ta, char tb, int M, int N, int K,
+                           floating alpha, const floating* A, int lda, const floating* B,
+                           int ldb, floating beta, floating* C, int ldc,
+                           int threads) noexcept nogil:
+    """:func:`gemm_rm`, but with ``blas_one`` (one thread here and in BLAS)
+    float32 products that :func:`cached_product` takes go to the register
+    blocks on one thread whatever their size."""
+    if floating is float and blas_one and cached_product(ta, tb, M, N, K):
+        gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1)
+    else:
+        gemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads)
 
 
 cdef inline void gemm_loops(char ta, char tb, int M, int N, int K, floating alpha,
@@ -611,9 +652,9 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
             fmr_product(floating is float, <int>mr, n_out, n_in, A_prev, n_in, W, n_out,
                         A, n_out, s.pool_threads)
         else:
-            gemm_rm(c'N', c'N', <int>mr, <int>n_out, <int>n_in, <floating>1.0,
-                    A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out,
-                    s.pool_threads)
+            part_gemm(s.blas_one, c'N', c'N', <int>mr, <int>n_out, <int>n_in, <floating>1.0,
+                      A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out,
+                      s.pool_threads)
         if (check_x and l == 0 and not values_finite(A, mr * n_out, floating is float, 1)
                 and not values_finite(X + r0 * n_in, mr * n_in, floating is float, 1)):
             return False
@@ -691,10 +732,10 @@ cdef void backward_delta_part(Spec* s, const floating* params, const floating* Y
         n_out = s.sizes[l + 1]
         w_off -= n_in * n_out + n_out
         a_off -= m * n_out
-        gemm_rm(c'N', c'T', <int>mr, <int>n_in, <int>n_out, <floating>1.0,
-                deltas + a_off + r0 * n_out, <int>n_out, params + w_off, <int>n_out,
-                <floating>0.0, deltas + a_off - m * n_in + r0 * n_in, <int>n_in,
-                s.pool_threads)
+        part_gemm(s.blas_one, c'N', c'T', <int>mr, <int>n_in, <int>n_out, <floating>1.0,
+                  deltas + a_off + r0 * n_out, <int>n_out, params + w_off, <int>n_out,
+                  <floating>0.0, deltas + a_off - m * n_in + r0 * n_in, <int>n_in,
+                  s.pool_threads)
         times_dact(deltas + a_off - m * n_in + r0 * n_in, acts + a_off - m * n_in + r0 * n_in,
                    mr * n_in, s.hidden)
 
@@ -1358,7 +1399,6 @@ cdef enum:
     MAX_FIRST_PARTS = 4
 
 cdef Py_ssize_t FIRST_PART_MACS = 8000000   # first-layer forward multiply-adds a part
-cdef size_t FIRST_CACHED_BYTES = 512 << 10  # a part's W1 columns kept in a core's cache
 cdef bint FIRST_SPLIT = True
 
 
@@ -1425,11 +1465,11 @@ cdef void first_split_forward(void* arg, int k) noexcept nogil:
     Every part reads all of X; reading its share first brings it from memory
     on that core while the other core brings the rest (mnist-shape: the
     product 310 -> 299 us a part with the sum, 12 us of it, before it).  The
-    part's columns of W1, when they fit FIRST_CACHED_BYTES, are still in its
+    part's columns of W1, when they fit CACHED_B_BYTES, are still in its
     core's cache from its last update: the register blocks read them in
-    place where BLAS would pack them again (mnist-shape: 290-309 -> 272-281
-    us a part).  Above that BLAS's blocking wins (_gemm.h's blocks read B
-    once for every 4 rows of A, from L2 at best)."""
+    place where BLAS would pack them again (part_gemm).  Above that BLAS's
+    blocking wins (_gemm.h's blocks read B once for every 4 rows of A, from
+    L2 at best)."""
     cdef FirstSplitTask* t = <FirstSplitTask*>arg
     cdef Spec* s = t.s
     cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], m = t.m, i
@@ -1437,12 +1477,8 @@ cdef void first_split_forward(void* arg, int k) noexcept nogil:
     cdef Py_ssize_t r0 = m * k // t.parts, r1 = m * (k + 1) // t.parts
     cdef const float* b1 = t.params + n_in * n_h
     t.xsum[k] = abs_sum(t.X + r0 * n_in, (r1 - r0) * n_in)
-    if n_in * nu * sizeof(float) <= FIRST_CACHED_BYTES:
-        gemm_blocked(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
-                     t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
-    else:
-        gemm_rm(c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
-                t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
+    part_gemm(True, c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
+              t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
     for i in range(m):
         bias_act(t.acts + i * n_h + u0, b1 + u0, 1, nu, s.hidden)
 
@@ -1466,8 +1502,8 @@ cdef void first_split_update(void* arg, int k) noexcept nogil:
     cdef float* W
     cdef float* b
     cdef float lr = t.lr
-    gemm_rm(c'N', c'T', <int>m, <int>nu, <int>n_2, <float>1.0, D2, <int>n_2,
-            W2 + u0 * n_2, <int>n_2, <float>0.0, DH + u0, <int>n_h, 1)
+    part_gemm(True, c'N', c'T', <int>m, <int>nu, <int>n_2, <float>1.0, D2, <int>n_2,
+              W2 + u0 * n_2, <int>n_2, <float>0.0, DH + u0, <int>n_h, 1)
     for i in range(m):
         times_dact(DH + i * n_h + u0, H + i * n_h + u0, nu, s.hidden)
     gemm_rm(c'T', c'N', <int>nu, <int>n_2, <int>m, -lr, H + u0, <int>n_h, D2, <int>n_2,
@@ -2223,6 +2259,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     if first_split:
         first_sums = <float*>malloc(MAX_FIRST_PARTS * widest * sizeof(float))
         rest_spec = spec_of(&sizes[1], s.L, hidden, output, loss)
+        rest_spec.blas_one = True   # first_split's parts call BLAS on one thread
     if gather:
         xbuf = <floating*>malloc(bs * n_in * sizeof(floating))
         ybuf = <floating*>malloc(bs * n_out * sizeof(floating))

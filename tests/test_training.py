@@ -626,11 +626,13 @@ def test_plain_sgd_same_with_or_without_its_backup(dtype, l2, weighted):
 # float32 plain SGD whose first layer's products go to BLAS: the step splits
 # the first layer's units into parts on the pool and the later layers by rows
 # (2 parts of 128 units, of 96 and 104 units, 4 parts of 128, 2 parts with
-# three later layers, whose updates split by rows of W and entries of b, and
-# 2 parts whose columns of W1 are too big to stay in cache: BLAS's product)
+# three later layers, whose updates split by rows of W and entries of b,
+# 2 parts whose columns of W1 are too big to stay in cache: BLAS's product,
+# and 2 parts whose W2 is: the rows' forward product and the first layer's
+# deltas in BLAS, not the register blocks, see cached_product)
 FIRST_SHAPES = [((512, 256, 64, 10), 128, 2), ((520, 200, 30, 3), 160, 2),
                 ((640, 512, 10), 100, 4), ((600, 224, 48, 24, 5), 128, 2),
-                ((1100, 256, 10), 64, 2)]
+                ((1100, 256, 10), 64, 2), ((400, 384, 704, 10), 128, 2)]
 
 
 def _first_parts(sizes, m, threads=2):
