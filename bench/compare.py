@@ -99,6 +99,19 @@ def module_version(name):
         return None
 
 
+def source_commit():
+    """The checkout's commit (``git describe --always --dirty``), or None
+    outside a git checkout: which code a results file measured."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
 def fmt_time(sec, unit):
     if sec is None:
         return "-"
@@ -662,6 +675,9 @@ def report(results, out=sys.stdout, check=False):
         p(f"fastmlp   {fi.get('version')}  build: {fi.get('build_info')}  ({fi.get('file')})")
     else:
         p(f"fastmlp   NOT importable: {fi.get('error')}")
+    if meta.get("source"):
+        p(f"source    {meta['source']} (the checkout bench/ ran from; the installed "
+          f"build should match it)")
     p("peers     " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v))
     for b in meta["blas"]:
         p("blas      " + ", ".join(f"{k}={v}" for k, v in b.items() if v is not None))
@@ -861,7 +877,8 @@ def main(argv=None):
             sys.argv[1:] if argv is None else argv),
         "cpu": cpu_model(), "cpu_flags": cpu_flags(), "nproc": os.cpu_count(),
         "platform": platform.platform(), "python": sys.version.split()[0],
-        "fastmlp": peers.fastmlp_build_info(), "versions": versions,
+        "fastmlp": peers.fastmlp_build_info(), "source": source_commit(),
+        "versions": versions,
         "blas": peers.blas_info(), "repeats": repeats, "min_time": min_time,
         "quick": args.quick,
         "openblas_env": " ".join(f"{k}={os.environ[k]}" for k in
