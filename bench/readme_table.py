@@ -2,9 +2,9 @@
 """Turn compare.py's JSON results into the README's Performance tables.
 
     python bench/readme_table.py bench/results/latest.json
-    python bench/readme_table.py runE.json runF.json runG.json runH.json --names E,F,G,H
+    python bench/readme_table.py runE.json runF.json runG.json --names E,F,G --main G
 
-The first file gives the side-by-side table (median of each system, and in
+One file (the first, or the run named by --main) gives the side-by-side table (median of each system, and in
 brackets the ratio fastmlp-f32 / that system); every file gives one column of
 the targets table (compare.py's own verdict on each issue-3 target).  Nothing
 is timed here: the numbers are the ones compare.py wrote.
@@ -94,9 +94,10 @@ def targets(runs, names):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="+", help="compare.py --json files; the first "
-                    "gives the side-by-side table")
+    ap.add_argument("results", nargs="+", help="compare.py --json files, one per run")
     ap.add_argument("--names", help="comma list of run names (default A, B, ...)")
+    ap.add_argument("--main", help="the run (by name) whose side-by-side table is "
+                    "printed (default: the first)")
     args = ap.parse_args(argv)
     runs = []
     for path in args.results:
@@ -105,12 +106,15 @@ def main(argv=None):
     names = args.names.split(",") if args.names else [chr(65 + i) for i in range(len(runs))]
     if len(names) != len(runs):
         ap.error(f"--names: expected {len(runs)} names, one per file, got {len(names)}")
+    main_name = args.main or names[0]
+    if main_name not in names:
+        ap.error(f"--main: expected one of the run names {', '.join(names)}, got {main_name!r}")
     for run, path in zip(runs, args.results):
         meta = run.get("meta", {})
         build = meta.get("fastmlp", {})
         print(f"<!-- {path}: {meta.get('date', '?')}, source {meta.get('source', '?')}, "
               f"fastmlp {build.get('version', '?')} {build.get('build_info', '?')} -->")
-    print("\n".join(side_by_side(runs[0])))
+    print("\n".join(side_by_side(runs[names.index(main_name)])))
     print()
     print("\n".join(targets(runs, names)))
 

@@ -70,3 +70,19 @@ def test_main_reads_files_and_checks_names(tmp_path, capsys):
         assert exc.code == 2
     else:
         raise AssertionError("two names for one file were accepted")
+
+
+def test_main_prints_the_named_run(tmp_path, capsys):
+    paths = []
+    for name, f32 in (("A", 544e-6), ("B", 600e-6)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(_results(f32, 1.2e-3)))
+    readme_table.main([str(p) for p in paths] + ["--main", "B"])
+    out = capsys.readouterr().out
+    assert "| xor 2-3-1, 5000 epochs | 600 µs" in out and "| 544 µs" not in out
+    try:
+        readme_table.main([str(p) for p in paths] + ["--main", "C"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("an unknown --main run was accepted")
