@@ -4,16 +4,18 @@
     python bench/readme_table.py bench/results/latest.json
     python bench/readme_table.py runE.json runF.json runG.json --names E,F,G --main G
 
-One file (the first, or the run named by --main) gives the side-by-side table (median of each system, and in
-brackets the ratio fastmlp-f32 / that system); every file gives one column of
-the targets table (compare.py's own verdict on each issue-3 target).  Nothing
-is timed here: the numbers are the ones compare.py wrote.
+One file (the first, or the run named by --main) gives the side-by-side table
+(median of each system, and in brackets the ratio fastmlp-f32 / that system);
+every file gives one column of the targets table (compare.py's own verdict on
+each issue-3 target).  Nothing is timed here: the numbers are the ones
+compare.py wrote.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 
 # (workload, README label, unit): unit "us" shows microseconds per call
 WORKLOADS = [
@@ -74,19 +76,16 @@ def side_by_side(results):
 
 def targets(runs, names):
     """The targets table: one row per issue-3 target, one column per run."""
-    order, cells = [], {}
+    cells = {}    # target -> {run name: (shown, met)}, in the order first seen
     for name, results in zip(names, runs):
         for t in results.get("targets", []):
-            if t["target"] not in cells:
-                order.append(t["target"])
-                cells[t["target"]] = {}
-            cells[t["target"]][name] = (t["shown"], t["met"])
+            cells.setdefault(t["target"], {})[name] = (t["shown"], t["met"])
     lines = ["| target | " + " | ".join(f"run {n}" for n in names) + " | met in |",
              "|---" * (len(names) + 2) + "|"]
-    for target in order:
-        row = [cells[target].get(n, ("–", None)) for n in names]
+    for target, by_run in cells.items():
+        row = [by_run.get(n, ("–", None)) for n in names]
         met = sum(1 for _, m in row if m)
-        shown = [s.replace("us", "µs") for s, _ in row]
+        shown = [re.sub(r"(?<=\d) us\b", " µs", s) for s, _ in row]
         lines.append(f"| {target} | " + " | ".join(shown) + f" | {met} of {len(names)} |")
     return lines
 

@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import readme_table  # noqa: E402
@@ -48,6 +50,12 @@ def test_targets_table_counts_runs_met():
     lines = readme_table.targets(runs, ["A", "B"])
     assert lines[0] == "| target | run A | run B | met in |"
     assert lines[2] == "| xor: fastmlp-f32 / jax | 0.410x | 0.570x | 1 of 2 |"
+    # latencies shown in "us" become µs; other text is left as it is
+    lat = {"target": "predict-1: fastmlp-f32 latency", "met": True, "shown": "8.24 us"}
+    rss = {"target": "rss: status", "met": True, "shown": "3.4 MB (thus)"}
+    lines = readme_table.targets([_results(1, 1, targets=[lat, rss])], ["A"])
+    assert lines[2:] == ["| predict-1: fastmlp-f32 latency | 8.24 µs | 1 of 1 |",
+                         "| rss: status | 3.4 MB (thus) | 1 of 1 |"]
 
 
 def test_significant_digits():
@@ -64,12 +72,9 @@ def test_main_reads_files_and_checks_names(tmp_path, capsys):
     readme_table.main([str(path)])
     out = capsys.readouterr().out
     assert "source abc1234" in out and "| xor 2-3-1, 5000 epochs | 544 µs" in out
-    try:
+    with pytest.raises(SystemExit) as exc:         # two names for one file
         readme_table.main([str(path), "--names", "A,B"])
-    except SystemExit as exc:
-        assert exc.code == 2
-    else:
-        raise AssertionError("two names for one file were accepted")
+    assert exc.value.code == 2
 
 
 def test_main_prints_the_named_run(tmp_path, capsys):
@@ -80,9 +85,6 @@ def test_main_prints_the_named_run(tmp_path, capsys):
     readme_table.main([str(p) for p in paths] + ["--main", "B"])
     out = capsys.readouterr().out
     assert "| xor 2-3-1, 5000 epochs | 600 µs" in out and "| 544 µs" not in out
-    try:
+    with pytest.raises(SystemExit) as exc:         # an unknown --main run
         readme_table.main([str(p) for p in paths] + ["--main", "C"])
-    except SystemExit as exc:
-        assert exc.code == 2
-    else:
-        raise AssertionError("an unknown --main run was accepted")
+    assert exc.value.code == 2
