@@ -5,6 +5,7 @@ Environment switches (local builds only; wheels are built without them):
 FASTMLP_DEBUG=1     bounds checking and wraparound back on, for debugging.
 FASTMLP_NATIVE=1    compile with -march=native (never used for a distributed wheel).
 """
+import glob
 import os
 
 import numpy as np
@@ -38,9 +39,9 @@ extensions = [
     Extension(
         "fastmlp._kernels",
         ["fastmlp/_kernels.pyx"],
-        depends=["fastmlp/_vmath.h", "fastmlp/_threads.h", "fastmlp/_narrow.h",
-                 "fastmlp/_narrow_impl.h", "fastmlp/_fewrows.h", "fastmlp/_pool.h",
-                 "fastmlp/_gemm.h"],
+        # one extension: the pool and the BLAS thread lock are process-wide state
+        depends=sorted(glob.glob("fastmlp/_*.h") + glob.glob("fastmlp/_*.pxi")
+                       + ["fastmlp/_kernels.pxd"]),
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

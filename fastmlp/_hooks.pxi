@@ -1,0 +1,105 @@
+# Test and measurement hooks: not used by the production paths.
+# Included by _kernels.pyx.
+
+cdef struct StallProbe:
+    pthread_t caller
+    int64_t caller_ns       # how long a block takes on the caller
+    int64_t worker_ns       # ... on a worker (as if descheduled in the middle)
+    int on_caller           # blocks the caller ran (written by the caller only)
+
+
+cdef void stall_probe_block(void* arg, int block) noexcept nogil:
+    cdef StallProbe* p = <StallProbe*>arg
+    cdef int64_t until
+    if pthread_equal(pthread_self(), p.caller):
+        p.on_caller += 1
+        until = fmp_now_ns() + p.caller_ns
+    else:
+        until = fmp_now_ns() + p.worker_ns
+    while fmp_now_ns() < until:
+        pass
+
+
+def _pool_stall_probe(double caller_s, double worker_s, int n_blocks=2, int threads=2,
+                      bint forget=False):
+    """Test hook of _pool.h's stall handling: one pool call of ``n_blocks``
+    blocks that take ``caller_s`` seconds each on the caller and ``worker_s``
+    on a worker.  Past stalls are forgotten first with ``forget``.  Returns
+    (blocks the caller ran, seconds the pool then runs alone)."""
+    cdef StallProbe p
+    p.caller = pthread_self()
+    p.caller_ns = <int64_t>(caller_s * 1e9)
+    p.worker_ns = <int64_t>(worker_s * 1e9)
+    p.on_caller = 0
+    with nogil:
+        if forget:
+            fmp_forget_stalls()
+        fmp_run(stall_probe_block, &p, n_blocks, threads)
+    return p.on_caller, fmp_solo_left_ns() / 1e9
+
+
+def _pool_window_probe(double own_s, double wait_s, int calls, bint forget=True):
+    """Test hook of _pool.h's slow-worker windows: add ``calls`` pool calls
+    of ``own_s`` seconds on the caller's own blocks and ``wait_s`` waiting
+    for the workers (past stalls forgotten first with ``forget``), and
+    return the seconds the pool then runs alone."""
+    cdef int i
+    with nogil:
+        if forget:
+            fmp_forget_stalls()
+        for i in range(calls):
+            fmp_add_to_window(<int64_t>(own_s * 1e9), <int64_t>(wait_s * 1e9), fmp_now_ns())
+    return fmp_solo_left_ns() / 1e9
+
+
+def _pool_slow_windows(bint enabled):
+    """Keep (True) or drop the pool's slow-worker windows (see _pool.h); for
+    measurements, not thread-safe."""
+    fmp_set_slow_windows(enabled)
+
+
+def set_safe_fraction(double fraction):
+    """Set SAFE_FRACTION (0: every plain-SGD step keeps a backup) and return
+    the previous value.  For tests and measurements, not thread-safe."""
+    global SAFE_FRACTION
+    if not 0 <= fraction <= 1e-2:
+        raise ValueError(f"fraction must be in [0, 1e-2]; got {fraction}")
+    previous, SAFE_FRACTION = SAFE_FRACTION, fraction
+    return previous
+
+
+cdef bint UNIT_SPLIT = True
+
+
+def set_unit_split(bint enabled):
+    """Turn the hidden-unit split of :func:`unit_parts` on or off and return
+    the previous setting.  For measurements, not thread-safe."""
+    global UNIT_SPLIT
+    previous, UNIT_SPLIT = UNIT_SPLIT, enabled
+    return previous
+
+
+def unit_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m):
+    """The hidden-unit parts ``train`` splits a float32 plain-SGD batch of
+    m rows into for these layer sizes (1: the step is not split that way)."""
+    cdef Spec s = make_spec(sizes, ACT_SIGMOID, OUT_SOFTMAX, LOSS_LOG)
+    return unit_parts(&s, m)
+
+
+cdef bint FIRST_SPLIT = True
+
+
+def set_first_split(bint enabled):
+    """Turn the first-layer split of :func:`first_split_parts` on or off and
+    return the previous setting.  For measurements and tests, not thread-safe."""
+    global FIRST_SPLIT
+    previous, FIRST_SPLIT = FIRST_SPLIT, enabled
+    return previous
+
+
+def first_split_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m, int threads=2):
+    """The first-layer parts ``train`` splits a float32 plain-SGD batch of m
+    rows into for these layer sizes on ``threads`` of the pool (1: the step
+    is not split that way)."""
+    cdef Spec s = make_spec(sizes, ACT_SIGMOID, OUT_SOFTMAX, LOSS_LOG)
+    return first_split_parts(&s, m, threads)

@@ -1,0 +1,70 @@
+# Optimizer updates on the flat parameter buffer.
+# Included by _kernels.pyx.
+
+cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
+                     const floating* acts, const floating* deltas, floating decay,
+                     floating lr, floating* scratch) noexcept nogil:
+    """Plain SGD from the deltas, fused into the weight-gradient product:
+    ``W <- (1 - lr*decay) W - lr * A^T D``, ``b <- b - lr * colsum(D)``."""
+    cdef Py_ssize_t l, j, n_in, n_out, w_off = 0, a_off = 0
+    cdef floating* W
+    cdef floating* b
+    for l in range(s.L):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        W = params + w_off
+        b = W + n_in * n_out
+        gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, -lr,
+                X if l == 0 else acts + a_off - m * n_in, <int>n_in,
+                deltas + a_off, <int>n_out, <floating>(1 - lr * decay), W, <int>n_out,
+                s.pool_threads)
+        colsum(deltas + a_off, m, n_out, scratch)
+        for j in range(n_out):
+            b[j] -= lr * scratch[j]
+        w_off += n_in * n_out + n_out
+        a_off += m * n_out
+
+
+cdef void apply_step(int optimizer, floating* p, const floating* g, floating* state,
+                     Py_ssize_t n, double lr, double momentum, bint nesterov,
+                     double beta1, double beta2, double eps, Py_ssize_t t) noexcept nogil:
+    """One optimizer step (scikit-learn's definitions).
+
+    SGD: ``v = momentum * v - lr * g``; ``p += momentum * v - lr * g`` with
+    Nesterov, else ``p += v`` (``p -= lr * g`` when momentum is 0).
+    Adam (step ``t`` >= 1): ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+    """
+    cdef Py_ssize_t i
+    cdef floating f_lr = <floating>lr, mu = <floating>momentum
+    cdef floating b1 = <floating>beta1, b2 = <floating>beta2, e = <floating>eps
+    cdef floating lr_t, v
+    cdef floating* m1
+    cdef floating* m2
+    if optimizer == OPT_SGD:
+        if momentum == 0:
+            for i in range(n):
+                p[i] -= f_lr * g[i]
+        elif nesterov:
+            for i in range(n):
+                v = mu * state[i] - f_lr * g[i]
+                state[i] = v
+                p[i] += mu * v - f_lr * g[i]
+        else:
+            for i in range(n):
+                v = mu * state[i] - f_lr * g[i]
+                state[i] = v
+                p[i] += v
+    else:
+        m1 = state
+        m2 = state + n
+        lr_t = <floating>(lr * sqrt(1 - pow(beta2, <double>t)) / (1 - pow(beta1, <double>t)))
+        for i in range(n):
+            m1[i] = b1 * m1[i] + (1 - b1) * g[i]
+            m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i]
+            p[i] -= lr_t * m1[i] / (<floating>sqrt(m2[i]) + e)
+
+
+# --------------------------------------------------------------------------
+# Shuffling: splitmix64 + Fisher-Yates, mirrored in fastmlp/_shuffle.py
+# --------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+# Element-wise math: activations, losses, output deltas, penalties, sums.
+# Included by _kernels.pyx.
+
+# --------------------------------------------------------------------------
+# Element-wise pieces (the vectorised loops live in _vmath.h)
+# --------------------------------------------------------------------------
+
+cdef inline void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t k,
+                          int act) noexcept nogil:
+    if floating is float:
+        fm_bias_act_f(A, b, m, k, act)
+    else:
+        fm_bias_act_d(A, b, m, k, act)
+
+
+cdef inline void times_dact(floating* D, const floating* A, Py_ssize_t n, int act) noexcept nogil:
+    if act == ACT_IDENTITY:
+        return
+    if floating is float:
+        fm_times_dact_f(D, A, n, act)
+    else:
+        fm_times_dact_d(D, A, n, act)
+
+
+cdef inline void colsum(const floating* D, Py_ssize_t m, Py_ssize_t k, floating* out) noexcept nogil:
+    if floating is float:
+        fm_colsum_f(D, m, k, out)
+    else:
+        fm_colsum_d(D, m, k, out)
+
+
+cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
+                          const floating* Y, const floating* w, Py_ssize_t m) noexcept nogil:
+    """Weighted sum over the batch of the per-row data loss (not divided by M).
+
+    Log loss is computed from the output logits ``Z`` (stable for any
+    magnitude; softmax's also takes the ratios of ``P`` to its largest
+    value, which are exp(z_j - z_max)); squared error from the outputs
+    ``P``.  ``w`` NULL means unit weights.  (Softmax's in C with its log1p
+    vectorised: the loss's share of a digits fit's perf samples was 2.6%
+    as a loop here with libm's log1p.)
+    """
+    cdef Py_ssize_t i, j, k = s.sizes[s.L]
+    cdef double total = 0, row, d
+    if s.loss == LOSS_LOG and s.output == OUT_SIGMOID:
+        if floating is float:
+            return fm_bce_sum_f(Z, Y, w, m, k)
+        else:
+            return fm_bce_sum_d(Z, Y, w, m, k)
+    if s.loss == LOSS_LOG:
+        if floating is float:
+            return fm_softmax_xent_sum_f(Z, P, Y, w, m, k)
+        else:
+            return fm_softmax_xent_sum_d(Z, P, Y, w, m, k)
+    for i in range(m):                  # squared error
+        row = 0
+        for j in range(k):
+            d = <double>Y[i * k + j] - <double>P[i * k + j]
+            row += d * d
+        row *= 0.5
+        total += row if w == NULL else w[i] * row
+    return total
+
+
+cdef void output_delta(Spec* s, const floating* P, const floating* Y, const floating* w,
+                       floating* D, Py_ssize_t m, double inv_M) noexcept nogil:
+    """dObjective/dZ of the output layer for the batch (includes w_i / M)."""
+    cdef Py_ssize_t i, j, k = s.sizes[s.L]
+    cdef floating c, t, p, g
+    for i in range(m):
+        c = <floating>(inv_M if w == NULL else w[i] * inv_M)
+        if s.loss == LOSS_LOG and s.output == OUT_SOFTMAX:
+            # d/dz_j sum_k y_k (lse - z_k) = (sum_k y_k) p_j - y_j
+            t = 0
+            for j in range(k):
+                t = t + Y[i * k + j]
+            for j in range(k):
+                D[i * k + j] = (t * P[i * k + j] - Y[i * k + j]) * c
+        elif s.loss == LOSS_LOG or s.output == OUT_IDENTITY:
+            # sigmoid + binary cross-entropy, identity + squared error: p - y
+            for j in range(k):
+                D[i * k + j] = (P[i * k + j] - Y[i * k + j]) * c
+        elif s.output == OUT_SIGMOID:
+            for j in range(k):
+                p = P[i * k + j]
+                D[i * k + j] = (p - Y[i * k + j]) * (p * (1 - p)) * c
+        else:
+            # softmax + squared error: J^T g with J = diag(p) - p p^T
+            t = 0
+            for j in range(k):
+                t = t + (P[i * k + j] - Y[i * k + j]) * P[i * k + j]
+            for j in range(k):
+                p = P[i * k + j]
+                D[i * k + j] = p * ((p - Y[i * k + j]) - t) * c
+
+
+cdef inline double total_weight(const floating* w, Py_ssize_t n) noexcept nogil:
+    """Sum of the sample weights (``n`` when ``w`` is NULL: unit weights)."""
+    cdef double t = 0
+    cdef Py_ssize_t i
+    if w == NULL:
+        return n
+    for i in range(n):
+        t += w[i]
+    return t
+
+
+cdef double penalty(Spec* s, const floating* params, double l2, double l1) noexcept nogil:
+    """``l2 / 2 * sum(W**2) + l1 * sum(|W|)`` over weights (not biases)."""
+    cdef double sq = 0, ab = 0
+    cdef Py_ssize_t l, i, off = 0, nw
+    if l2 == 0 and l1 == 0:
+        return 0
+    for l in range(s.L):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(nw):
+            sq += <double>params[off + i] * params[off + i]
+            ab += fabs(params[off + i])
+        off += nw + s.sizes[l + 1]
+    return 0.5 * l2 * sq + l1 * ab
+
+
+cdef void add_l1_gradient(Spec* s, const floating* params, floating* grads,
+                          floating c) noexcept nogil:
+    """grads += c * sign(W) over the weights."""
+    cdef Py_ssize_t l, i, off = 0, nw
+    for l in range(s.L):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(nw):
+            if params[off + i] > 0:
+                grads[off + i] += c
+            elif params[off + i] < 0:
+                grads[off + i] -= c
+        off += nw + s.sizes[l + 1]
+
+
+cdef double abs_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fm_abs_sum_f(x, n)
+    else:
+        return fm_abs_sum_d(x, n)
+
+
+cdef void add_decay(Spec* s, const floating* params, floating* grads, floating c) noexcept nogil:
+    """grads += c * W over the weights (the L2 term's gradient)."""
+    cdef Py_ssize_t l, i, off = 0, nw
+    for l in range(s.L):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(nw):
+            grads[off + i] += c * params[off + i]
+        off += nw + s.sizes[l + 1]
+
+
+# --------------------------------------------------------------------------
+# Optimizer steps on the flat buffer
+# --------------------------------------------------------------------------
+
+
+cdef inline bint params_finite(const floating* p, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fm_all_finite_f(p, n) != 0
+    else:
+        return fm_all_finite_d(p, n) != 0
+
+
+cdef double sq_norm(const floating* g, Py_ssize_t n) noexcept nogil:
+    cdef double t = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        t += <double>g[i] * g[i]
+    return t
+
+
+cdef struct FiniteTask:
+    const void* x
+    Py_ssize_t n
+    bint is_float
+    int ok[FINITE_BLOCKS]
+
+
+cdef void finite_block(void* arg, int b) noexcept nogil:
+    cdef FiniteTask* t = <FiniteTask*>arg
+    cdef Py_ssize_t lo = t.n * b // FINITE_BLOCKS, hi = t.n * (b + 1) // FINITE_BLOCKS
+    if t.is_float:
+        t.ok[b] = fm_all_finite_f(<const float*>t.x + lo, hi - lo)
+    else:
+        t.ok[b] = fm_all_finite_d(<const double*>t.x + lo, hi - lo)
+
+
+cdef bint values_finite(const void* x, Py_ssize_t n, bint is_float, int threads) noexcept nogil:
+    """Whether the n values at x are all finite; arrays of at least
+    FINITE_SPLIT values are read by up to ``threads`` threads of _pool.h
+    (reading is memory-bound: two cores read faster)."""
+    cdef FiniteTask t
+    cdef int ok = 1, b
+    if n >= FINITE_SPLIT and threads > 1:
+        t.x = x
+        t.n = n
+        t.is_float = is_float
+        fmp_run(finite_block, &t, FINITE_BLOCKS, threads)
+        for b in range(FINITE_BLOCKS):
+            ok = ok and t.ok[b]
+        return ok
+    if is_float:
+        return fm_all_finite_f(<const float*>x, n)
+    return fm_all_finite_d(<const double*>x, n)

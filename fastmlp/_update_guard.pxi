@@ -1,0 +1,90 @@
+# The update guard: proofs that a plain-SGD step stays finite, backup and restore.
+# Included by _kernels.pyx.
+
+cdef void exact_bounds(Spec* s, const floating* params, double* bounds) noexcept nogil:
+    """bounds[l] = the largest |value| of layer l's weights and biases (NaN
+    when one is not finite: then no step is proven safe)."""
+    cdef Py_ssize_t l, off = 0, n
+    for l in range(s.L):
+        n = s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
+        if floating is float:
+            bounds[l] = fm_abs_max_f(params + off, n)
+        else:
+            bounds[l] = fm_abs_max_d(params + off, n)
+        off += n
+
+
+cdef inline bint activation_bounded(int act) noexcept nogil:
+    """Whether the activation's values lie in [-1, 1] (see sgd_safe)."""
+    return act == ACT_SIGMOID or act == ACT_TANH
+
+
+cdef void safe_sums(Spec* s, const floating* X, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t mr,
+                    const floating* acts, const floating* deltas, double* sums) noexcept nogil:
+    """The sums :func:`sgd_safe` reads, over rows r0 .. r0+mr-1 of a batch of
+    m rows: each layer's sum|A| of its input (sums[2l]; not for sigmoid or
+    tanh activations, bounded by their count) and sum|D| (sums[2l + 1])."""
+    cdef Py_ssize_t l, n_in, n_out, a_off = 0
+    for l in range(s.L):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        if l == 0:
+            sums[0] = abs_sum(X + r0 * n_in, mr * n_in)
+        elif not activation_bounded(s.hidden):
+            sums[2 * l] = abs_sum(acts + a_off - m * n_in + r0 * n_in, mr * n_in)
+        sums[2 * l + 1] = abs_sum(deltas + a_off + r0 * n_out, mr * n_out)
+        a_off += m * n_out
+
+
+cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr,
+                   double* bounds, const double* sums) noexcept nogil:
+    """Whether :func:`sgd_layers` with a batch of m rows whose deltas give
+    ``sums`` (see :func:`safe_sums`) cannot make a parameter non-finite, in
+    float32 (``is_float``) or float64, given bounds[l] >= every |parameter|
+    of layer l; if so the bounds are advanced past the step (bounds holds
+    2 * L values: the second half is workspace).
+
+    Each update of a weight is lr * sum_p a_pi d_pj, at most lr * sum|A| *
+    sum|D| in size (likewise the products' partial sums before the factor
+    lr, and lr * sum|D| for a bias), so the new values are within
+    max(|1 - lr*decay|, 1) * bound + lr * sum|D| * (sum|A| + 1).  Safe when
+    every sum is finite and each of those stays below SAFE_FRACTION of the
+    largest finite value, and so does sum|D| itself: a step whose deltas
+    are bounded before they exist (unit_hand_off, FirstSplitTask) must not
+    pass with deltas that overflow where sum|A| < 1 and lr is tiny.
+
+    Sigmoid and tanh activations lie in [-1, 1], so sum|A| <= the count of
+    A's values, known without reading A (the bounds' share of a digits fit's
+    perf samples: 1.2% -> 0.8%).  A value of A that is not
+    finite cannot pass unseen that way: it makes its row of every later
+    layer's products, the output and the output deltas NaN, and sum|D| of
+    the last layer fails the test."""
+    cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if is_float
+                                         else 1.7976931348623157e308)
+    cdef double grow = max(fabs(1 - lr * decay), 1.0), sum_a, sum_d, step
+    cdef double* next_bounds = bounds + s.L
+    cdef Py_ssize_t l, n_in
+    for l in range(s.L):
+        n_in = s.sizes[l]
+        if l > 0 and activation_bounded(s.hidden):
+            sum_a = <double>(m * n_in)
+        else:
+            sum_a = sums[2 * l]
+        sum_d = sums[2 * l + 1]
+        step = lr * sum_d * (sum_a + 1)
+        next_bounds[l] = grow * bounds[l] + step
+        if not (sum_d < limit and sum_a * sum_d < limit and step < limit
+                and next_bounds[l] < limit):
+            return False            # (NaN fails every comparison)
+    for l in range(s.L):
+        bounds[l] = next_bounds[l]
+    return True
+
+
+cdef inline bint sgd_step(floating* p, const floating* g, floating* backup, floating lr,
+                          Py_ssize_t n) noexcept nogil:
+    """p -= lr * g; False (and p unchanged) if that made any value non-finite."""
+    if floating is float:
+        return fm_sgd_step_f(p, g, backup, lr, n) != 0
+    else:
+        return fm_sgd_step_d(p, g, backup, lr, n) != 0
