@@ -61,6 +61,9 @@ def _aligned_zeros(n, dtype, align=_PARAMS_ALIGN):
 class BaseNetwork:
     """A fully-connected network: parameters, settings and the fit loop."""
 
+    # names of the compiled training steps whose batches fit counts (History.steps)
+    _STEPS = ()
+
     def __init__(self, layer_sizes, activation="sigmoid", output="sigmoid",
                  loss="squared_error", l2=0.0, init="xavier", dtype="float64",
                  seed=None, l1=0.0, n_threads=None):

@@ -19,14 +19,16 @@ cdef void shuffle_index(Py_ssize_t* order, Py_ssize_t n, uint64_t* state) noexce
         order[j] = t
 
 
-cdef void gather_rows(const floating[:, ::1] X, const floating[:, ::1] Y, const floating* w,
-                      const Py_ssize_t* rows, Py_ssize_t m, floating* xbuf, floating* ybuf,
-                      floating* wbuf) noexcept nogil:
+cdef void gather_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m, floating* xbuf,
+                      floating* ybuf, floating* wbuf) noexcept nogil:
     """Copy rows ``rows[0..m-1]`` of X, Y and w (unless NULL) into the buffers."""
-    cdef Py_ssize_t i, n_in = X.shape[1], n_out = Y.shape[1]
+    cdef Py_ssize_t i, n_in = d.n_in, n_out = d.n_out
+    cdef const floating* X = <const floating*>d.X
+    cdef const floating* Y = <const floating*>d.Y
+    cdef const floating* w = <const floating*>d.w
     for i in range(m):
-        memcpy(xbuf + i * n_in, &X[rows[i], 0], n_in * sizeof(floating))
-        memcpy(ybuf + i * n_out, &Y[rows[i], 0], n_out * sizeof(floating))
+        memcpy(xbuf + i * n_in, X + rows[i] * n_in, n_in * sizeof(floating))
+        memcpy(ybuf + i * n_out, Y + rows[i] * n_out, n_out * sizeof(floating))
         if w != NULL:
             wbuf[i] = w[rows[i]]
 
@@ -36,3 +38,263 @@ cdef int check_signals() except -1 with gil:
     if PyErr_CheckSignals() < 0:
         return -1
     return 0
+
+
+cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
+    """The fit's workspace (all of it: nothing is allocated in the loop);
+    False when an allocation failed (free_work frees what was made)."""
+    cdef Work* w = &f.work
+    cdef Spec* s = f.s
+    cdef FitPlan* p = &f.plan
+    cdef Py_ssize_t bs = f.data.bs, n_out = s.sizes[s.L], n_in = s.sizes[0], P = s.n_params
+    cdef bint units = p.full.kind == STEP_UNITS or p.last.kind == STEP_UNITS
+    cdef bint first = p.full.kind == STEP_FIRST or p.last.kind == STEP_FIRST
+    cdef bint weighted = f.data.w != NULL
+    memset(w, 0, sizeof(Work))
+    if p.one_pass:
+        w.nwork = malloc(p.narrow_parts * fm_narrow_work_bytes(s.sizes, s.L))
+        if p.prepared:
+            w.prep = malloc(fm_narrow_prep_bytes(n_in, n_out, f.data.n, p.nv, elsize))
+            if w.prep == NULL:
+                return False
+        if w.nwork == NULL:
+            return False
+    else:
+        w.acts = malloc(bs * s.per_row * elsize)
+        w.deltas = malloc(bs * s.per_row * elsize)
+        if w.acts == NULL or w.deltas == NULL:
+            return False
+        if s.loss == LOSS_LOG:
+            w.zout = malloc(bs * n_out * elsize)
+            if w.zout == NULL:
+                return False
+    if p.fused:
+        w.backup = malloc(P * elsize)
+        if w.backup == NULL:
+            return False
+    if p.fused and not p.one_pass:
+        w.bounds = <double*>malloc(2 * s.L * sizeof(double))
+        w.part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
+        if w.bounds == NULL or w.part_sums == NULL:
+            return False
+        w.batch_sums = w.part_sums + MAX_ROW_PARTS * 2 * s.L
+    if not p.fused or p.one_pass:
+        w.grads = malloc(P * elsize)
+        if w.grads == NULL:
+            return False
+    w.scratch = malloc(f.widest * elsize)
+    if w.scratch == NULL:
+        return False
+    if units:
+        w.zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
+        w.unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + n_out + s.sizes[1])
+                                     * sizeof(float))
+        if w.zparts == NULL or w.unit_outs == NULL:
+            return False
+    if first:
+        w.first_sums = <float*>malloc(MAX_FIRST_PARTS * f.widest * sizeof(float))
+        if w.first_sums == NULL:
+            return False
+    if f.data.gather:
+        if not alloc_batch(&w.xbuf, &w.ybuf, &w.wbuf, bs, n_in, n_out, weighted, elsize):
+            return False
+        if units and not alloc_batch(&w.xalt, &w.yalt, &w.walt, bs, n_in, n_out, weighted,
+                                     elsize):
+            return False
+    return True
+
+
+cdef bint alloc_batch(void** x, void** y, void** w, Py_ssize_t bs, Py_ssize_t n_in,
+                      Py_ssize_t n_out, bint weighted, size_t elsize) noexcept nogil:
+    """Buffers for one gathered batch (w only when weighted)."""
+    x[0] = malloc(bs * n_in * elsize)
+    y[0] = malloc(bs * n_out * elsize)
+    if weighted:
+        w[0] = malloc(bs * elsize)
+    return x[0] != NULL and y[0] != NULL and (not weighted or w[0] != NULL)
+
+
+cdef void free_work(Work* w) noexcept nogil:
+    free(w.acts)
+    free(w.deltas)
+    free(w.zout)
+    free(w.grads)
+    free(w.backup)
+    free(w.scratch)
+    free(w.xbuf)
+    free(w.ybuf)
+    free(w.wbuf)
+    free(w.xalt)
+    free(w.yalt)
+    free(w.walt)
+    free(w.bounds)
+    free(w.part_sums)
+    free(w.zparts)
+    free(w.unit_outs)
+    free(w.first_sums)
+    free(w.nwork)
+    free(w.prep)
+    memset(w, 0, sizeof(Work))
+
+
+cdef Py_ssize_t run_epochs(Fit* f, floating* params, uint64_t* rng, double* epoch_loss,
+                           Py_ssize_t epochs, Py_ssize_t check_every,
+                           int* stop) except -1 nogil:
+    """Run ``epochs`` epochs of the planned steps; returns the epochs completed
+    (see ``train``)."""
+    cdef Data* d = &f.data
+    cdef Py_ssize_t e, start, m, batches = 0, done = 0
+    cdef double total, obj
+    cdef bint halted = False
+    cdef Batch b
+    for e in range(epochs):
+        if d.gather:
+            shuffle_index(d.order, d.n, rng)
+        if f.work.bounds != NULL and e > 0:
+            exact_bounds(f.s, params, f.work.bounds)    # tight again (see sgd_safe)
+        f.pending = False
+        total = 0
+        start = 0
+        while start < d.n:
+            m = min(d.bs, d.n - start)
+            batch_rows(f, params, start, m, &b)
+            if check_every > 0:
+                batches += 1
+                if batches >= check_every:
+                    batches = 0
+                    check_signals()
+                    if stop != NULL and stop[0] != 0:
+                        halted = True
+                        break
+            if b.M <= 0:            # a batch of zero total weight carries no gradient
+                start += m
+                continue
+            obj = take_step(f, params, &b)
+            if not isfinite(obj):
+                total = obj
+                break
+            start += m
+            total += obj
+        if halted:
+            break
+        if not isfinite(total):
+            epoch_loss[e] = total
+            break
+        epoch_loss[e] = total / d.W_total
+        done += 1
+    return done
+
+
+cdef void batch_rows(Fit* f, floating* params, Py_ssize_t start, Py_ssize_t m,
+                     Batch* b) noexcept nogil:
+    """Batch ``start .. start+m-1`` of the epoch's order: rows of the data in
+    place, or gathered (by "units" one step ahead: then its buffers swap in)."""
+    cdef Data* d = &f.data
+    cdef Work* w = &f.work
+    b.start = start
+    b.m = m
+    if d.gather:
+        if f.pending:
+            w.xbuf, w.xalt = w.xalt, w.xbuf
+            w.ybuf, w.yalt = w.yalt, w.ybuf
+            w.wbuf, w.walt = w.walt, w.wbuf
+        else:
+            gather_rows(d, d.order + start, m, <floating*>w.xbuf, <floating*>w.ybuf,
+                        <floating*>w.wbuf)
+        b.X = w.xbuf
+        b.Y = w.ybuf
+        b.w = w.wbuf
+    else:
+        b.X = <const floating*>d.X + start * d.n_in
+        b.Y = <const floating*>d.Y + start * d.n_out
+        b.w = NULL if d.w == NULL else <const floating*>d.w + start
+    b.M = total_weight(<const floating*>b.w, m)
+
+
+cdef double take_step(Fit* f, floating* params, Batch* b) noexcept nogil:
+    """One batch's planned step: its objective (before the update), or a
+    value that is not finite when the objective or the update was not."""
+    cdef StepChoice c = step_of(f, b.m)
+    f.counts[c.kind] += 1
+    if c.kind == STEP_NARROW:
+        return step_narrow(f, params, b, c.parts)
+    if c.kind == STEP_UNITS:
+        return step_units(f, params, b, c.parts)
+    if c.kind == STEP_ROWS:
+        return step_rows(f, params, b, c.parts)
+    if c.kind == STEP_FIRST:
+        return step_first(f, params, b, c.parts)
+    return step_layers(f, params, b)
+
+
+cdef Py_ssize_t fit(Fit* f, floating* params, uint64_t* rng, double* epoch_loss,
+                    Py_ssize_t epochs, Py_ssize_t check_every, int* stop) except -1 nogil:
+    """Set up the workspace's contents and the tasks, then train (see ``train``)."""
+    cdef Spec* s = f.s
+    cdef Py_ssize_t done = 0
+    f.data.W_total = total_weight(<const floating*>f.data.w, f.data.n)
+    if f.work.bounds != NULL:       # plain SGD's update guard (see sgd_safe)
+        exact_bounds(s, params, f.work.bounds)
+    if floating is float:
+        setup_tasks(f, params)
+    if f.plan.one_pass:
+        fm_narrow_init(f.work.nwork, s.sizes, s.L, f.plan.nv)
+    if f.plan.prepared:
+        if floating is float:
+            fm_narrow_prepare_f(f.plan.nv, s.sizes[0], s.sizes[s.L], <const float*>f.data.X,
+                                <const float*>f.data.Y, <const float*>f.data.w, f.data.n,
+                                f.work.prep)
+        else:
+            fm_narrow_prepare_d(f.plan.nv, s.sizes[0], s.sizes[s.L], <const double*>f.data.X,
+                                <const double*>f.data.Y, <const double*>f.data.w, f.data.n,
+                                f.work.prep)
+        f.work.prep_base = <char*>((<size_t>f.work.prep + 31) & ~(<size_t>31))
+    if f.plan.epochs_in_c and f.data.W_total > 0:
+        return narrow_epochs(f, params, epoch_loss, epochs, check_every, stop)
+    return run_epochs(f, params, rng, epoch_loss, epochs, check_every, stop)
+
+
+cdef void setup_tasks(Fit* f, float* params) noexcept nogil:
+    """Point the float32 steps' pool tasks at the parameters and workspace."""
+    cdef Spec* s = f.s
+    cdef Work* w = &f.work
+    cdef Py_ssize_t l
+    f.part_spec = s[0]
+    f.part_spec.pool_threads = 1
+    f.rows.s = &f.part_spec
+    f.rows.params = params
+    f.rows.acts = <float*>w.acts
+    f.rows.deltas = <float*>w.deltas
+    f.rows.zout = <float*>w.zout
+    f.rows.sums = w.part_sums
+    f.upd.s = s
+    f.upd.params = params
+    f.upd.acts = <float*>w.acts
+    f.upd.deltas = <float*>w.deltas
+    f.n_update_blocks = 0
+    for l in range(s.L):
+        f.n_update_blocks += <int>update_blocks(s.sizes[l], s.sizes[l + 1])
+    f.units.s = s
+    f.units.params = params
+    f.units.bs = f.data.bs
+    f.units.hid = <float*>w.acts
+    f.units.dhid = <float*>w.deltas
+    f.units.zpart = w.zparts
+    f.units.outs = w.unit_outs
+    f.units.backup = <float*>w.backup
+    f.units.l2 = f.opt.l2
+    f.units.lr = <float>f.opt.lr
+    f.fst.s = s
+    f.fst.params = params
+    f.fst.acts = <float*>w.acts
+    f.fst.deltas = <float*>w.deltas
+    f.fst.sums = w.first_sums
+    f.fst.widest = f.widest
+    f.fst.lr = <float>f.opt.lr
+    if s.L > 1:
+        f.rest_spec = spec_of(s.sizes + 1, s.L, s.hidden, s.output, s.loss)
+        f.rest_spec.blas_one = True     # the "first" step's parts call BLAS on one thread
+        f.rest_rows.s = &f.rest_spec
+        f.rest_rows.params = params + s.sizes[0] * s.sizes[1] + s.sizes[1]
+        f.rest_rows.zout = <float*>w.zout
+        f.rest_rows.sums = w.part_sums

@@ -68,15 +68,21 @@ def set_safe_fraction(double fraction):
     return previous
 
 
-cdef bint UNIT_SPLIT = True
+cdef bint toggle_step(int kind, bint enabled):
+    """Let the planner take step ``kind`` (or not); returns the previous setting."""
+    global HOOK_DISABLED_STEPS
+    previous = not (HOOK_DISABLED_STEPS >> kind) & 1
+    if enabled:
+        HOOK_DISABLED_STEPS &= ~(1 << kind)
+    else:
+        HOOK_DISABLED_STEPS |= 1 << kind
+    return previous
 
 
 def set_unit_split(bint enabled):
-    """Turn the hidden-unit split of :func:`unit_parts` on or off and return
-    the previous setting.  For measurements, not thread-safe."""
-    global UNIT_SPLIT
-    previous, UNIT_SPLIT = UNIT_SPLIT, enabled
-    return previous
+    """Let the planner take the "units" step (or not) and return the previous
+    setting.  For measurements and tests, not thread-safe."""
+    return toggle_step(STEP_UNITS, enabled)
 
 
 def unit_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m):
@@ -86,15 +92,10 @@ def unit_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m):
     return unit_parts(&s, m)
 
 
-cdef bint FIRST_SPLIT = True
-
-
 def set_first_split(bint enabled):
-    """Turn the first-layer split of :func:`first_split_parts` on or off and
-    return the previous setting.  For measurements and tests, not thread-safe."""
-    global FIRST_SPLIT
-    previous, FIRST_SPLIT = FIRST_SPLIT, enabled
-    return previous
+    """Let the planner take the "first" step (or not) and return the previous
+    setting.  For measurements and tests, not thread-safe."""
+    return toggle_step(STEP_FIRST, enabled)
 
 
 def first_split_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m, int threads=2):

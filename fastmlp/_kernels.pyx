@@ -24,7 +24,7 @@ cimport cython
 from cython cimport floating
 from libc.math cimport sqrt, pow, fabs, isfinite, INFINITY
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t, int64_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from cpython.exc cimport PyErr_CheckSignals
@@ -43,6 +43,9 @@ include "_step_rows.pxi"
 include "_step_units.pxi"
 include "_step_first.pxi"
 include "_step_narrow.pxi"
+include "_planner.pxi"
+include "_fit_state.pxi"
+include "_step_layers.pxi"
 include "_fit_loop.pxi"
 include "_hooks.pxi"
 
@@ -317,8 +320,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
-          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0, int narrow=-1,
-          bint epochs_in_c=True, int pool_threads=1):
+          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0,
+          object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     Each epoch: optionally shuffle ``order`` (in C), then for each batch of
@@ -333,24 +336,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     ``M_B * objective_B`` divided by the total weight, each measured before
     that batch's update (for a full batch: the objective at the epoch's start).
 
-    ``threads`` > 0 sets the BLAS thread count for the call.  ``narrow``
-    picks the step: 1 the one-pass feature-major step of ``_narrow.h`` (any
-    widths), 0 the per-layer products, -1 (default) the one-pass step when
-    every layer is at most ``NARROW_WIDTH`` wide.  With ``epochs_in_c``,
-    plain SGD on a data set that fits one chunk of the one-pass step runs its
-    epochs in one C loop (same results; the per-epoch cost of the loop here
-    is most of an XOR epoch).  ``pool_threads`` > 1 lets the one-pass step
-    split batches of enough work into that many parts on the threads of
-    ``_pool.h`` (results then depend on that number, not on timing), and the
-    register-blocked products split their columns there; a float32 step
-    without BLAS products runs its rows' forward pass, loss and deltas in
-    parts there (see row_parts) and plain SGD's updates in blocks (see
-    update_block), and plain SGD on one hidden layer runs in parts of its
-    hidden units, one hand-off a step (see unit_parts, unit_block); plain
-    SGD whose first layer's products go to BLAS runs that layer in parts of
-    its units and the later ones in parts of the rows, each part calling
-    BLAS on one thread (see first_split_parts, FirstSplitTask); results the
-    same for any number.
+    ``strategy``: "auto", a step name of STEP_NAMES or a sequence of them;
+    the planner (_planner.pxi, :func:`plan`) picks each batch's step among
+    them.  Results depend on the step and on ``pool_threads`` for the
+    "narrow" step only, never on timing.  ``threads`` > 0 sets the BLAS
+    thread count for the call.  OUT: ``counts`` (N_STEPS values, added to)
+    the batches each step ran (for "narrow-epochs": epochs).
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -363,76 +354,62 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     workspace is freed; params then hold the last completed step.
     """
     cdef Spec s = make_spec(sizes, hidden, output, loss)
-    cdef Py_ssize_t n = X.shape[0], n_in = sizes[0], n_out = sizes[s.L]
-    cdef Py_ssize_t bs = min(batch_size, n), P = s.n_params
-    cdef Py_ssize_t e, start, m, i, done = 0, batches = 0
-    cdef int* stop_ptr = NULL if stop is None else &stop[0]
-    cdef bint halted = False
-    cdef int before = 0
-    cdef bint gather = shuffle and bs < n
-    cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
-    cdef bint keep_z = loss == LOSS_LOG
-    cdef RowTask rows
-    cdef Spec part_spec
-    cdef int n_row_parts = 1, n_update_blocks = 0
-    cdef double* part_sums = NULL
-    cdef double* batch_sums = NULL       # a batch's sums for sgd_safe (see safe_sums)
-    cdef UpdateTask upd
-    cdef UnitTask units
-    cdef int n_units = 1, status, upar = 0
-    cdef bint pending = False           # the batch's forward pass is done (unit_hand_off),
-                                        # and when gathering, the batch is in xalt, yalt, walt
-    cdef Py_ssize_t nxt, mn
-    cdef bint unit_split = False        # some batch splits by hidden units (unit_parts)
-    cdef float* zparts = NULL
-    cdef float* unit_outs = NULL
-    cdef FirstSplitTask fst
-    cdef RowTask rest_rows              # first_split's row parts: the layers after the first
-    cdef Spec rest_spec
-    cdef int n_first = 1
-    cdef bint first_split = False       # some batch splits by the first layer's units
-    cdef float* first_sums = NULL
-    cdef floating* xalt = NULL
-    cdef floating* yalt = NULL
-    cdef floating* walt = NULL
-    cdef const floating* wn
-    cdef floating lr = <floating>learning_rate
-    cdef double batch_obj, total, M, W_total = 0, gnorm
+    cdef Fit f
     cdef floating[::1] wv = sample_weight
-    cdef const floating* w = weights_ptr(sample_weight, wv)
     cdef floating[::1] state_view
-    cdef floating* state = NULL
-    cdef Py_ssize_t* t = NULL
-    cdef const floating* Xb
-    cdef const floating* Yb
-    cdef const floating* wb
-    cdef floating* acts = NULL
-    cdef floating* deltas = NULL
-    cdef floating* zout = NULL
-    cdef Py_ssize_t widest = 0
-    cdef floating* scratch = NULL
-    cdef floating* grads = NULL
-    cdef floating* xbuf = NULL
-    cdef floating* ybuf = NULL
-    cdef floating* wbuf = NULL
-    cdef floating* backup = NULL
-    cdef double* bounds = NULL
-    cdef void* nwork = NULL
-    cdef int parts = 1
-    cdef bint one_pass = narrow_step(sizes, narrow)
-    cdef int nv = fm_narrow_nv(bs, sizeof(floating))
-    cdef Py_ssize_t chunk = fm_narrow_chunk(nv, sizeof(floating))
-    cdef size_t block_bytes = (n_in + n_out + 1) * chunk * sizeof(floating)
-    cdef void* prep = NULL
-    cdef char* prep_base = NULL
-    # unshuffled batches that start on chunk boundaries: their chunk blocks
-    # are prepared once for every epoch (when that copy is not too big)
-    cdef bint prepared = (one_pass and not gather and (bs >= n or bs % chunk == 0)
-                          and fm_narrow_prep_bytes(n_in, n_out, n, nv, sizeof(floating))
-                          <= PREPARED_BYTES)
-    # every check before the first allocation: nothing leaks on an error
+    cdef Py_ssize_t done = 0, k
+    cdef int before = 0
+    cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
     check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
                  sample_weight, 0 if sample_weight is None else wv.shape[0])
+    check_train_args(&s, X.shape[0], batch_size, epochs, order, epoch_loss, rng_state, stop,
+                     counts, pool_threads)
+    memset(&f, 0, sizeof(Fit))
+    f.s = &s
+    if opt_state is not None:
+        state_view = opt_state
+    f.opt = settings_of(&s, optimizer, learning_rate, l2, l1, momentum, nesterov, beta1,
+                        beta2, epsilon, clip_norm,
+                        NULL if opt_state is None else &state_view[0],
+                        -1 if opt_state is None else state_view.shape[0], step, fused)
+    f.data.X = &X[0, 0]
+    f.data.Y = &Y[0, 0]
+    f.data.w = weights_ptr(sample_weight, wv)
+    f.data.n = X.shape[0]
+    f.data.n_in = sizes[0]
+    f.data.n_out = sizes[s.L]
+    f.data.bs = min(batch_size, f.data.n)
+    f.data.order = &order[0]
+    f.data.gather = shuffle and f.data.bs < f.data.n
+    for k in range(s.L + 1):
+        f.widest = max(f.widest, sizes[k])
+    f.plan = plan_fit(&s, f.data.n, f.data.bs, floating is float, fused, f.data.gather, l2,
+                      strategy_mask(strategy), threads, pool_threads)
+    if plan_error(&f.plan, strategy) is not None:
+        raise ValueError(plan_error(&f.plan, strategy))
+    s.pool_threads = f.plan.pool_threads
+    try:
+        if not alloc_work(&f, sizeof(floating)):
+            raise MemoryError()
+        with nogil:
+            before = threads_enter(f.plan.blas_threads)
+            done = fit(&f, &params[0], &rng_state[0], &epoch_loss[0] if epochs > 0 else NULL,
+                       epochs, check_every,
+                       NULL if stop is None else &stop[0])
+    finally:
+        threads_exit(before)
+        free_work(&f.work)
+        if counts is not None:
+            for k in range(N_STEPS):
+                counts[k] += f.counts[k]
+    return done
+
+
+cdef check_train_args(Spec* s, Py_ssize_t n, Py_ssize_t batch_size, Py_ssize_t epochs,
+                      Py_ssize_t[::1] order, double[::1] epoch_loss, uint64_t[::1] rng_state,
+                      int[::1] stop, Py_ssize_t[::1] counts, int pool_threads):
+    """train's checks of its buffers and counts (before anything is allocated)."""
+    cdef Py_ssize_t i
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
     if order.shape[0] != n or epoch_loss.shape[0] < epochs or rng_state.shape[0] < 1:
@@ -440,369 +417,67 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     for i in range(n):
         if order[i] < 0 or order[i] >= n:
             raise ValueError(f"order[{i}] = {order[i]} is not a row index of X")
-    if opt_state is not None:
-        state_view = opt_state
-        if state_view.shape[0] < (2 * P if optimizer == OPT_ADAM else P):
-            raise ValueError("opt_state is too short for this optimizer")
-        state = &state_view[0]
+    if stop is not None and stop.shape[0] < 1:
+        raise ValueError("stop must hold one flag")
+    if counts is not None and counts.shape[0] < N_STEPS:
+        raise ValueError(f"counts must hold {N_STEPS} values; got {counts.shape[0]}")
+    if pool_threads < 1:
+        raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
+
+
+cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l1,
+                          double momentum, bint nesterov, double beta1, double beta2,
+                          double epsilon, double clip_norm, void* state,
+                          Py_ssize_t n_state, Py_ssize_t[::1] step, bint fused) except *:
+    """The optimizer's settings, its state checked against the network."""
+    cdef Settings o
+    o.optimizer = optimizer
+    o.lr = lr
+    o.l2 = l2
+    o.l1 = l1
+    o.momentum = momentum
+    o.nesterov = nesterov
+    o.beta1 = beta1
+    o.beta2 = beta2
+    o.epsilon = epsilon
+    o.clip_norm = clip_norm
+    o.state = state
+    o.t = NULL
+    if state != NULL and n_state < (2 * s.n_params if optimizer == OPT_ADAM else s.n_params):
+        raise ValueError("opt_state is too short for this optimizer")
     if step is not None:
         if step.shape[0] < 1:
             raise ValueError("step must hold one count")
-        t = &step[0]
-    if not fused and momentum != 0 and state == NULL:
+        o.t = &step[0]
+    if not fused and momentum != 0 and o.state == NULL:
         raise ValueError("opt_state is required for momentum")
-    if optimizer == OPT_ADAM and (state == NULL or t == NULL):
+    if optimizer == OPT_ADAM and (o.state == NULL or o.t == NULL):
         raise ValueError("opt_state and step are required for Adam")
-    if stop is not None and stop.shape[0] < 1:
-        raise ValueError("stop must hold one flag")
-    if pool_threads < 1:
-        raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
-    s.pool_threads = pool_threads
-    for i in range(s.L):
-        n_update_blocks += <int>update_blocks(sizes[i], sizes[i + 1])
-    for i in range(s.L):
-        if bs * sizes[i] * sizes[i + 1] > BLOCKED_MAX_PRODUCT:
-            # the step has BLAS products: the pool's threads, spinning after
-            # each small product, would take the cores from BLAS's threads
-            # (measured: mnist-shape, 6% of the fit spent spinning)
-            s.pool_threads = 1
-    if one_pass:
-        parts = narrow_parts(sizes, bs, chunk, pool_threads)
-        nwork = malloc(parts * fm_narrow_work_bytes(&sizes[0], s.L))
-        if prepared:
-            prep = malloc(fm_narrow_prep_bytes(n_in, n_out, n, nv, sizeof(floating)))
-    else:
-        acts = <floating*>malloc(bs * s.per_row * sizeof(floating))
-        deltas = <floating*>malloc(bs * s.per_row * sizeof(floating))
-        if keep_z:
-            zout = <floating*>malloc(bs * n_out * sizeof(floating))
-    if fused:
-        backup = <floating*>malloc(P * sizeof(floating))
-    if fused and not one_pass:
-        bounds = <double*>malloc(2 * s.L * sizeof(double))
-        part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
-        batch_sums = part_sums + MAX_ROW_PARTS * 2 * s.L
-        if floating is float and bs > 0:
-            unit_split = (unit_parts(&s, bs) > 1
-                          or (n % bs != 0 and unit_parts(&s, n % bs) > 1))
-        if unit_split:
-            zparts = <float*>malloc(2 * MAX_UNIT_PARTS * bs * n_out * sizeof(float))
-            unit_outs = <float*>malloc(MAX_UNIT_PARTS * (3 * bs * n_out + n_out + sizes[1])
-                                       * sizeof(float))
-        if floating is float and bs > 0 and fm_blas_threads_known():
-            # (with a BLAS whose thread count fastmlp cannot set, the parts'
-            # calls would each start that BLAS's threads)
-            first_split = (first_split_parts(&s, bs, pool_threads) > 1
-                           or (n % bs != 0 and first_split_parts(&s, n % bs, pool_threads) > 1))
-    if not fused or one_pass:
-        grads = <floating*>malloc(P * sizeof(floating))
-    for i in range(sizes.shape[0]):
-        widest = max(widest, sizes[i])
-    scratch = <floating*>malloc(widest * sizeof(floating))
-    if first_split:
-        first_sums = <float*>malloc(MAX_FIRST_PARTS * widest * sizeof(float))
-        rest_spec = spec_of(&sizes[1], s.L, hidden, output, loss)
-        rest_spec.blas_one = True   # first_split's parts call BLAS on one thread
-    if gather:
-        xbuf = <floating*>malloc(bs * n_in * sizeof(floating))
-        ybuf = <floating*>malloc(bs * n_out * sizeof(floating))
-        if w != NULL:
-            wbuf = <floating*>malloc(bs * sizeof(floating))
-        if unit_split:                  # the next batch, gathered ahead (unit_hand_off)
-            xalt = <floating*>malloc(bs * n_in * sizeof(floating))
-            yalt = <floating*>malloc(bs * n_out * sizeof(floating))
-            if w != NULL:
-                walt = <floating*>malloc(bs * sizeof(floating))
-    try:
-        if ((one_pass and nwork == NULL) or (prepared and prep == NULL)
-                or (not one_pass and (acts == NULL or deltas == NULL or (keep_z and zout == NULL)))
-                or scratch == NULL
-                or ((not fused or one_pass) and grads == NULL)
-                or (fused and backup == NULL)
-                or (fused and not one_pass and (bounds == NULL or part_sums == NULL))
-                or (unit_split and (zparts == NULL or unit_outs == NULL))
-                or (first_split and first_sums == NULL)
-                or (unit_split and gather
-                    and (xalt == NULL or yalt == NULL or (w != NULL and walt == NULL)))
-                or (gather and (xbuf == NULL or ybuf == NULL or (w != NULL and wbuf == NULL)))):
-            raise MemoryError()
-        with nogil:
-            # first_split's parts call BLAS on one thread each
-            before = threads_enter(1 if first_split else threads)
-            W_total = total_weight(w, n)
-            if bounds != NULL:          # the per-layer step's plain SGD (see sgd_safe)
-                exact_bounds(&s, &params[0], bounds)
-            if floating is float:       # the pool's tasks of the per-layer step
-                part_spec = s
-                part_spec.pool_threads = 1
-                rows.s = &part_spec
-                rows.params = &params[0]
-                rows.acts = acts
-                rows.deltas = deltas
-                rows.zout = zout
-                rows.sums = part_sums
-                upd.s = &s
-                upd.params = &params[0]
-                upd.acts = acts
-                upd.deltas = deltas
-                units.s = &s
-                units.params = &params[0]
-                units.bs = bs
-                units.hid = acts
-                units.dhid = deltas
-                units.zpart = zparts
-                units.outs = unit_outs
-                units.backup = backup
-                units.l2 = l2
-                units.lr = lr
-                fst.s = &s
-                fst.params = &params[0]
-                fst.acts = acts
-                fst.deltas = deltas
-                fst.sums = first_sums
-                fst.widest = widest
-                fst.lr = lr
-                rest_rows.s = &rest_spec
-                rest_rows.params = &params[0] + sizes[0] * sizes[1] + sizes[1]
-                rest_rows.zout = zout
-                rest_rows.sums = part_sums
-            if one_pass:
-                fm_narrow_init(nwork, &sizes[0], s.L, nv)
-            if prepared:
-                if floating is float:
-                    fm_narrow_prepare_f(nv, n_in, n_out, &X[0, 0], &Y[0, 0], w, n, prep)
-                else:
-                    fm_narrow_prepare_d(nv, n_in, n_out, &X[0, 0], &Y[0, 0], w, n, prep)
-                prep_base = <char*>((<size_t>prep + 31) & ~(<size_t>31))
-            if epochs_in_c and prepared and fused and n <= chunk and l2 == 0 and W_total > 0:
-                # the whole data set is one chunk and the step plain SGD: the
-                # epochs run in C, a slice of check_every at a time
-                while done < epochs and not halted:
-                    m = epochs - done if check_every <= 0 else min(epochs - done, check_every)
-                    e = narrow_sgd_epochs(&s, nwork, &params[0], prep_base, n, lr, m, W_total,
-                                          &epoch_loss[done], grads, backup)
-                    done += e
-                    if e < m:
-                        break
-                    if check_every > 0 and done < epochs:
-                        check_signals()
-                        halted = stop_ptr != NULL and stop_ptr[0] != 0
-                epochs = 0          # all done above
-            for e in range(epochs):
-                if gather:
-                    shuffle_index(&order[0], n, &rng_state[0])
-                if bounds != NULL and e > 0:
-                    exact_bounds(&s, &params[0], bounds)    # tight again (see sgd_safe)
-                pending = False
-                total = 0
-                start = 0
-                while start < n:
-                    m = min(bs, n - start)
-                    if pending and gather:      # by the step before (unit_hand_off)
-                        xbuf, xalt = xalt, xbuf
-                        ybuf, yalt = yalt, ybuf
-                        wbuf, walt = walt, wbuf
-                    elif gather:
-                        gather_rows(X, Y, w, &order[start], m, xbuf, ybuf, wbuf)
-                    if gather:
-                        Xb = xbuf
-                        Yb = ybuf
-                        wb = wbuf
-                    else:
-                        Xb = &X[start, 0]
-                        Yb = &Y[start, 0]
-                        wb = NULL if w == NULL else w + start
-                    M = total_weight(wb, m)
-                    if check_every > 0:
-                        batches += 1
-                        if batches >= check_every:
-                            batches = 0
-                            check_signals()
-                            if stop_ptr != NULL and stop_ptr[0] != 0:
-                                halted = True
-                                break
-                    if M <= 0:          # a batch of zero total weight carries no gradient
-                        start += m
-                        continue
-                    if floating is float:
-                        if unit_split:
-                            n_units = unit_parts(&s, m)
-                            if n_units > 1:
-                                # this batch's update and the next one's forward
-                                # pass in one hand-off when the next splits alike
-                                units.parts = n_units
-                                units.par = upar
-                                if not pending:
-                                    units.update = False
-                                    units.fwd = True
-                                    units.Xn = Xb
-                                    units.mn = m
-                                    unit_hand_off(&units, s.pool_threads, bounds)
-                                units.update = True
-                                units.X = Xb
-                                units.Y = Yb
-                                units.w = wb
-                                units.m = m
-                                units.M = M
-                                units.fwd = False
-                                nxt = start + m
-                                mn = min(bs, n - nxt)
-                                if nxt < n and unit_parts(&s, mn) == n_units:
-                                    if gather:
-                                        gather_rows(X, Y, w, &order[nxt], mn, xalt, yalt, walt)
-                                        units.Xn = xalt
-                                        wn = walt               # NULL when w is
-                                    else:
-                                        units.Xn = &X[nxt, 0]
-                                        wn = NULL if w == NULL else w + nxt
-                                    units.fwd = total_weight(wn, mn) > 0
-                                    units.mn = mn
-                                status = unit_hand_off(&units, s.pool_threads, bounds)
-                                if status == UNIT_NOT_FINITE:
-                                    total = units.obj
-                                    break
-                                if status == UNIT_RESTORED:
-                                    total = INFINITY
-                                    break
-                                pending = units.fwd
-                                if pending:
-                                    upar = 1 - upar
-                                start += m
-                                total += units.obj
-                                continue
-                    n_first = 1
-                    if floating is float:
-                        if first_split:
-                            n_first = first_split_parts(&s, m, pool_threads)
-                        if n_first > 1:
-                            # the first layer by units, the rest by rows (first_split_forward)
-                            fst.parts = n_first
-                            fst.X = Xb
-                            fst.m = m
-                            fmp_run(first_split_forward, &fst, n_first, pool_threads)
-                            rest_rows.acts = acts + m * sizes[1]
-                            rest_rows.deltas = deltas + m * sizes[1]
-                            batch_obj = run_row_parts(&rest_rows, acts, Yb, wb, m, M, n_first,
-                                                      pool_threads, batch_sums + 2)
-                            # sum|X|, and the first layer's sum|D| bounded before it
-                            # exists (see unit_hand_off)
-                            batch_sums[0] = 0
-                            for i in range(n_first):
-                                batch_sums[0] += fst.xsum[i]
-                            batch_sums[1] = <double>sizes[1] * bounds[1] * batch_sums[3]
-                    if one_pass:
-                        batch_obj = narrow_batch(
-                            &s, nwork, &params[0], Xb, Yb, wb,
-                            NULL if not prepared else prep_base + (start // chunk) * block_bytes,
-                            m, 1.0 / M, grads, parts)
-                    elif n_first == 1:
-                        n_row_parts = row_parts(&s, m, floating is float)
-                    if n_first > 1:
-                        pass
-                    elif not one_pass and n_row_parts > 1:
-                        if floating is float:
-                            batch_obj = run_row_parts(&rows, Xb, Yb, wb, m, M, n_row_parts,
-                                                      s.pool_threads, batch_sums)
-                    elif not one_pass:
-                        forward_batch(&s, &params[0], Xb, m, acts, NULL, zout, False)
-                        batch_obj = data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), Yb, wb, m)
-                    batch_obj += penalty(&s, &params[0], l2, l1)
-                    if not isfinite(batch_obj):
-                        total = batch_obj
-                        break
-                    start += m
-                    total += batch_obj
-                    if one_pass and l2 != 0:
-                        add_decay(&s, &params[0], grads, <floating>(l2 / M))
-                    if fused:
-                        # plain SGD: fused into backprop, or one pass over the
-                        # gradient; keep the weights, and put them back if the
-                        # step made any of them non-finite
-                        if one_pass:
-                            if not sgd_step(&params[0], grads, backup, lr, P):
-                                total = INFINITY
-                                break
-                            continue
-                        if n_first == 1 and n_row_parts == 1:
-                            backward_deltas(&s, &params[0], Yb, wb, m, M, acts, deltas)
-                            safe_sums(&s, Xb, m, 0, m, acts, deltas, batch_sums)
-                        if sgd_safe(&s, m, floating is float, l2 / M, lr, bounds, batch_sums):
-                            if floating is float:
-                                if n_first > 1:
-                                    fst.keep = 1 - lr * <float>(l2 / M)
-                                    fmp_run(first_split_update, &fst, n_first, pool_threads)
-                                    continue
-                                if s.pool_threads > 1 and update_on_pool(&s, m):
-                                    upd.X = Xb
-                                    upd.m = m
-                                    upd.lr = lr
-                                    upd.keep = 1 - lr * <float>(l2 / M)
-                                    fmp_run(update_block, &upd, n_update_blocks,
-                                            s.pool_threads)
-                                    continue
-                            sgd_layers(&s, &params[0], Xb, m, acts, deltas,
-                                       <floating>(l2 / M), lr, scratch)
-                            continue
-                        memcpy(backup, &params[0], P * sizeof(floating))
-                        if n_first > 1:
-                            if floating is float:
-                                fst.keep = 1 - lr * <float>(l2 / M)
-                                fmp_run(first_split_update, &fst, n_first, pool_threads)
-                        else:
-                            sgd_layers(&s, &params[0], Xb, m, acts, deltas, <floating>(l2 / M),
-                                       lr, scratch)
-                        if not params_finite(&params[0], P):
-                            memcpy(&params[0], backup, P * sizeof(floating))
-                            total = INFINITY
-                            break
-                        exact_bounds(&s, &params[0], bounds)
-                        continue
-                    if not one_pass:
-                        backward_batch(&s, &params[0], Xb, Yb, wb, m, M, acts, deltas,
-                                       grads, l2, n_row_parts > 1)
-                    if l1 != 0:
-                        add_l1_gradient(&s, &params[0], grads, <floating>(l1 / M))
-                    gnorm = sq_norm(grads, P)
-                    if not isfinite(gnorm):
-                        total = INFINITY
-                        break
-                    if clip_norm > 0 and gnorm > clip_norm * clip_norm:
-                        gnorm = clip_norm / sqrt(gnorm)
-                        for i in range(P):
-                            grads[i] = grads[i] * <floating>gnorm
-                    if optimizer == OPT_ADAM:
-                        t[0] += 1
-                        apply_step(optimizer, &params[0], grads, state, P, learning_rate,
-                                   momentum, nesterov, beta1, beta2, epsilon, t[0])
-                    else:
-                        apply_step(optimizer, &params[0], grads, state, P, learning_rate,
-                                   momentum, nesterov, beta1, beta2, epsilon, 0)
-                if halted:
-                    break
-                if not isfinite(total):
-                    epoch_loss[e] = total
-                    break
-                epoch_loss[e] = total / W_total
-                done += 1
-    finally:
-        threads_exit(before)
-        free(acts)
-        free(deltas)
-        free(zout)
-        free(grads)
-        free(xbuf)
-        free(ybuf)
-        free(wbuf)
-        free(scratch)
-        free(backup)
-        free(bounds)
-        free(part_sums)
-        free(zparts)
-        free(unit_outs)
-        free(first_sums)
-        free(xalt)
-        free(yalt)
-        free(walt)
-        free(nwork)
-        free(prep)
-    return done
+    return o
+
+
+def plan(const Py_ssize_t[::1] sizes, Py_ssize_t n, Py_ssize_t batch_size, bint is_float,
+         bint fused, bint shuffle, double l2, object strategy="auto", int threads=0,
+         int pool_threads=1):
+    """What ``train`` would run for a fit of n rows: a dict of the full
+    batches' step and parts, the last batch's (None when all are full), whether
+    the epochs run in C ("narrow-epochs", given a positive total weight), the
+    BLAS and pool threads, and the planner's error for a strategy that cannot
+    run (else None).  ``fused``: plain SGD (no momentum, clipping or L1)."""
+    cdef Spec s = make_spec(sizes, 0, 0, 0)
+    cdef Py_ssize_t bs = min(batch_size, n)
+    cdef FitPlan p
+    if n < 1 or batch_size < 1 or pool_threads < 1:
+        raise ValueError(f"n, batch_size and pool_threads must be >= 1; "
+                         f"got {n}, {batch_size}, {pool_threads}")
+    p = plan_fit(&s, n, bs, is_float, fused, shuffle and bs < n, l2, strategy_mask(strategy),
+                 threads, pool_threads)
+    full = None if p.full.kind < 0 else (STEP_NAMES[p.full.kind], p.full.parts)
+    return {
+        "step": "narrow-epochs" if p.epochs_in_c else full,
+        "full": full,
+        "last": None if p.last.kind < 0 else (STEP_NAMES[p.last.kind], p.last.parts),
+        "blas_threads": p.blas_threads,
+        "pool_threads": p.pool_threads,
+        "error": plan_error(&p, strategy),
+    }

@@ -8,7 +8,7 @@ cdef Spec make_spec(const Py_ssize_t[::1] sizes, int hidden, int output, int los
 
 
 cdef Spec spec_of(const Py_ssize_t* sizes, Py_ssize_t n_sizes, int hidden, int output,
-                  int loss) noexcept:
+                  int loss) noexcept nogil:
     """The Spec of ``n_sizes`` (>= 2) layer sizes at ``sizes``."""
     cdef Spec s
     cdef Py_ssize_t l

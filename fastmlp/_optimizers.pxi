@@ -68,3 +68,28 @@ cdef void apply_step(int optimizer, floating* p, const floating* g, floating* st
 # --------------------------------------------------------------------------
 # Shuffling: splitmix64 + Fisher-Yates, mirrored in fastmlp/_shuffle.py
 # --------------------------------------------------------------------------
+
+
+cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
+    """The general update from the gradient in the workspace (penalty-free
+    L1 part added here): clipping to the global norm, then the optimizer's
+    step.  False, nothing changed, when the gradient is not finite."""
+    cdef floating* grads = <floating*>f.work.grads
+    cdef Py_ssize_t P = f.s.n_params, i
+    cdef double gnorm
+    cdef Settings* o = &f.opt
+    if o.l1 != 0:
+        add_l1_gradient(f.s, params, grads, <floating>(o.l1 / b.M))
+    gnorm = sq_norm(grads, P)
+    if not isfinite(gnorm):
+        return False
+    if o.clip_norm > 0 and gnorm > o.clip_norm * o.clip_norm:
+        gnorm = o.clip_norm / sqrt(gnorm)
+        for i in range(P):
+            grads[i] = grads[i] * <floating>gnorm
+    if o.optimizer == OPT_ADAM:
+        o.t[0] += 1
+    apply_step(o.optimizer, params, grads, <floating*>o.state, P, o.lr, o.momentum,
+               o.nesterov, o.beta1, o.beta2, o.epsilon,
+               o.t[0] if o.optimizer == OPT_ADAM else 0)
+    return True

@@ -47,7 +47,7 @@ cdef int first_split_parts(Spec* s, Py_ssize_t m, int threads) noexcept nogil:
     results are the same."""
     cdef Py_ssize_t n_in, n_h
     cdef int parts = MAX_FIRST_PARTS
-    if s.L < 2 or not FIRST_SPLIT:
+    if s.L < 2:
         return 1
     n_in = s.sizes[0]
     n_h = s.sizes[1]
@@ -152,3 +152,33 @@ cdef void first_split_update(void* arg, int k) noexcept nogil:
                 b[j0 + j] -= lr * sums[j]
         w_off += n_a * n_b + n_b
         a_off += m * n_b
+
+
+cdef double step_first(Fit* f, floating* params, Batch* b, int parts) noexcept nogil:
+    """One plain-SGD batch with the first layer in ``parts`` parts (float32
+    only): its objective, or a non-finite value (see take_step)."""
+    cdef Spec* s = f.s
+    cdef double* sums = f.work.batch_sums
+    cdef Py_ssize_t m = b.m, i
+    cdef double obj = 0
+    if floating is float:
+        # the first layer by units, the rest by rows (first_split_forward)
+        f.fst.parts = parts
+        f.fst.X = <const float*>b.X
+        f.fst.m = m
+        fmp_run(first_split_forward, &f.fst, parts, f.plan.step_threads)
+        f.rest_rows.acts = <float*>f.work.acts + m * s.sizes[1]
+        f.rest_rows.deltas = <float*>f.work.deltas + m * s.sizes[1]
+        obj = run_row_parts(&f.rest_rows, <float*>f.work.acts, <const float*>b.Y,
+                            <const float*>b.w, m, b.M, parts, f.plan.step_threads, sums + 2)
+        # sum|X|, and the first layer's sum|D| bounded before it exists (see
+        # unit_hand_off)
+        sums[0] = 0
+        for i in range(parts):
+            sums[0] += f.fst.xsum[i]
+        sums[1] = <double>s.sizes[1] * f.work.bounds[1] * sums[3]
+        obj += penalty(s, params, f.opt.l2, f.opt.l1)
+        if not isfinite(obj):
+            return obj
+        return obj if plain_sgd_update(f, params, b, STEP_FIRST) else INFINITY
+    return obj

@@ -1,38 +1,6 @@
 # Training steps "narrow" and "narrow-epochs": the feature-major one-pass step of _narrow.h.
 # Included by _kernels.pyx.
 
-# --------------------------------------------------------------------------
-# The one-pass step for narrow networks (_narrow.h)
-# --------------------------------------------------------------------------
-
-cdef bint narrow_step(const Py_ssize_t[::1] sizes, int narrow):
-    """Whether ``train`` takes the one-pass step (see its ``narrow``)."""
-    cdef Py_ssize_t l
-    if narrow == 0 or sizes.shape[0] - 1 > FMN_MAX_LAYERS:
-        return False
-    if narrow > 0:
-        return True
-    for l in range(sizes.shape[0]):
-        if sizes[l] > NARROW_WIDTH:
-            return False
-    return True
-
-
-cdef int narrow_parts(const Py_ssize_t[::1] sizes, Py_ssize_t bs, Py_ssize_t chunk,
-                      int threads):
-    """Parts to split the one-pass step's batches of bs rows into: at most
-    ``threads``, one chunk each at least, and NARROW_PART_MACS forward
-    multiply-adds each at least (below that, handing work to another
-    thread costs more than it saves)."""
-    cdef Py_ssize_t l, per_row = 0
-    cdef int parts = min(threads, FMN_MAX_PARTS, <int>((bs + chunk - 1) // chunk))
-    for l in range(sizes.shape[0] - 1):
-        per_row += sizes[l] * sizes[l + 1]
-    while parts > 1 and bs * per_row < parts * NARROW_PART_MACS:
-        parts -= 1
-    return max(parts, 1)
-
-
 cdef inline double narrow_batch(Spec* s, void* work, const floating* params,
                                 const floating* X, const floating* Y, const floating* w,
                                 const void* prep, Py_ssize_t m, double inv_M,
@@ -64,3 +32,51 @@ cdef inline Py_ssize_t narrow_sgd_epochs(Spec* s, void* work, floating* params,
     else:
         return fm_narrow_sgd_epochs_d(work, s.hidden, s.output, s.loss, params, prep, m,
                                       lr, epochs, W_total, epoch_loss, grads, backup)
+
+
+cdef double step_narrow(Fit* f, floating* params, Batch* b, int parts) noexcept nogil:
+    """One batch in one feature-major pass (``parts`` parts of its chunks):
+    its objective, or a non-finite value (see take_step)."""
+    cdef Spec* s = f.s
+    cdef floating* grads = <floating*>f.work.grads
+    cdef const void* prep = NULL
+    cdef double obj
+    if f.plan.prepared:
+        # the batch's prepared chunk blocks: X, Y and w of ``chunk`` rows each
+        prep = f.work.prep_base + ((b.start // f.plan.chunk) * f.plan.chunk
+                                   * (s.sizes[0] + s.sizes[s.L] + 1) * sizeof(floating))
+    obj = narrow_batch(s, f.work.nwork, params, <const floating*>b.X, <const floating*>b.Y,
+                       <const floating*>b.w, prep, b.m, 1.0 / b.M, grads, parts)
+    obj += penalty(s, params, f.opt.l2, f.opt.l1)
+    if not isfinite(obj):
+        return obj
+    if f.opt.l2 != 0:
+        add_decay(s, params, grads, <floating>(f.opt.l2 / b.M))
+    if f.plan.fused:
+        # plain SGD: one guarded pass over the gradient
+        return obj if sgd_step(params, grads, <floating*>f.work.backup,
+                               <floating>f.opt.lr, s.n_params) else INFINITY
+    return obj if optimizer_update(f, params, b) else INFINITY
+
+
+cdef Py_ssize_t narrow_epochs(Fit* f, floating* params, double* epoch_loss,
+                              Py_ssize_t epochs, Py_ssize_t check_every,
+                              int* stop) except -1 nogil:
+    """Step "narrow-epochs": the whole data set is one prepared chunk and the
+    step plain SGD: the epochs run in C, ``check_every`` at a time between
+    signal checks.  Returns the epochs completed (see ``train``)."""
+    cdef Py_ssize_t done = 0, e, m
+    while done < epochs:
+        m = epochs - done if check_every <= 0 else min(epochs - done, check_every)
+        e = narrow_sgd_epochs(f.s, f.work.nwork, params, f.work.prep_base, f.data.n,
+                              <floating>f.opt.lr, m, f.data.W_total, epoch_loss + done,
+                              <floating*>f.work.grads, <floating*>f.work.backup)
+        done += e
+        f.counts[STEP_NARROW_EPOCHS] += e
+        if e < m:
+            break
+        if check_every > 0 and done < epochs:
+            check_signals()
+            if stop != NULL and stop[0] != 0:
+                break
+    return done

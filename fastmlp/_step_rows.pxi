@@ -174,3 +174,23 @@ cdef void update_block(void* arg, int block) noexcept nogil:
         block -= <int>nb
         w_off += n_in * n_out + n_out
         a_off += m * n_out
+
+
+cdef double step_rows(Fit* f, floating* params, Batch* b, int parts) noexcept nogil:
+    """One batch in ``parts`` row parts (float32 only: the planner's rule):
+    its objective, or a non-finite value (see take_step)."""
+    cdef double obj = 0
+    if floating is float:
+        obj = run_row_parts(&f.rows, <const float*>b.X, <const float*>b.Y,
+                            <const float*>b.w, b.m, b.M, parts, f.s.pool_threads,
+                            f.work.batch_sums)
+        obj += penalty(f.s, params, f.opt.l2, f.opt.l1)
+        if not isfinite(obj):
+            return obj
+        if f.plan.fused:
+            return obj if plain_sgd_update(f, params, b, STEP_ROWS) else INFINITY
+        backward_batch(f.s, params, <const float*>b.X, <const float*>b.Y, <const float*>b.w,
+                       b.m, b.M, <float*>f.work.acts, <float*>f.work.deltas,
+                       <float*>f.work.grads, f.opt.l2, True)
+        return obj if optimizer_update(f, params, b) else INFINITY
+    return obj

@@ -37,7 +37,7 @@ cdef int unit_parts(Spec* s, Py_ssize_t m) noexcept nogil:
     goes to BLAS (whose own threads would compete with the pool's)."""
     cdef Py_ssize_t n_in, n_h, n_out, nu, k
     cdef int parts = MAX_UNIT_PARTS
-    if s.L != 2 or not UNIT_SPLIT:
+    if s.L != 2:
         return 1
     n_in = s.sizes[0]
     n_h = s.sizes[1]
@@ -290,3 +290,55 @@ cdef int unit_hand_off(UnitTask* t, int threads, double* bounds) noexcept nogil:
         return UNIT_RESTORED
     exact_bounds(s, t.params, bounds)
     return UNIT_DONE
+
+
+cdef double step_units(Fit* f, floating* params, Batch* b, int parts) noexcept nogil:
+    """One plain-SGD batch in ``parts`` parts of the hidden units (float32
+    only): this batch's update and the next one's forward pass in one
+    hand-off when the next splits alike.  Its objective, or a non-finite
+    value (see take_step)."""
+    cdef UnitTask* u = &f.units
+    cdef Data* d = &f.data
+    cdef Py_ssize_t nxt = b.start + b.m, mn = min(d.bs, d.n - nxt)
+    cdef StepChoice next_step
+    cdef const float* wn
+    cdef int status
+    if floating is float:
+        u.parts = parts
+        u.par = f.upar
+        if not f.pending:
+            u.update = False
+            u.fwd = True
+            u.Xn = <const float*>b.X
+            u.mn = b.m
+            unit_hand_off(u, f.s.pool_threads, f.work.bounds)
+        u.update = True
+        u.X = <const float*>b.X
+        u.Y = <const float*>b.Y
+        u.w = <const float*>b.w
+        u.m = b.m
+        u.M = b.M
+        u.fwd = False
+        if nxt < d.n:
+            next_step = step_of(f, mn)
+            if next_step.kind == STEP_UNITS and next_step.parts == parts:
+                if d.gather:
+                    gather_rows(d, d.order + nxt, mn, <float*>f.work.xalt,
+                                <float*>f.work.yalt, <float*>f.work.walt)
+                    u.Xn = <const float*>f.work.xalt
+                    wn = <const float*>f.work.walt      # NULL when w is
+                else:
+                    u.Xn = <const float*>d.X + nxt * d.n_in
+                    wn = NULL if d.w == NULL else <const float*>d.w + nxt
+                u.fwd = total_weight(wn, mn) > 0
+                u.mn = mn
+        status = unit_hand_off(u, f.s.pool_threads, f.work.bounds)
+        if status == UNIT_NOT_FINITE:
+            return u.obj
+        if status == UNIT_RESTORED:
+            return INFINITY
+        f.pending = u.fwd
+        if f.pending:
+            f.upar = 1 - f.upar
+        return u.obj
+    return 0

@@ -64,7 +64,8 @@ cdef Py_ssize_t NARROW_PART_MACS = 100000
 # Measured (bench/compare.py, callgrind): 2-3x faster on xor (2-3-1) and clf
 # (20-8-3-1); no faster than BLAS on digits (64-128-10, batch 32), so wider
 # networks keep the per-layer products.
-NARROW_WIDTH = 32
+cdef Py_ssize_t NARROW_MAX_WIDTH = 32
+NARROW_WIDTH = NARROW_MAX_WIDTH
 # Largest copy of the training data the one-pass step prepares (transposed
 # into its chunk layout) once for all epochs; bigger data is transposed
 # batch by batch (measured on clf in float32: 1.5x the instructions per

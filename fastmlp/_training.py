@@ -95,6 +95,8 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                  or schedule != "constant")
     chunk = 1 if per_epoch else (max(1, epochs // 100) if verbose else epochs)
     history = History()
+    counts = np.zeros(len(net._STEPS), dtype=np.intp) if net._STEPS else None
+    history._count_steps(net._STEPS, counts)
     losses = np.full(epochs, np.nan)
     lr = learning_rate
     best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0
@@ -117,7 +119,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                     completed = net._train_epochs(
                         X, Y, sample_weight, lr, batch_size, k, order, bool(shuffle),
                         rng_state, losses[done:done + k], optimizer, clip_norm,
-                        ctrl_c.flag, check_every)
+                        ctrl_c.flag, check_every, counts)
                 except BaseException:
                     # an exception from a signal handler inside the kernel: the epochs
                     # it completed have their losses written (the rest are still NaN)

@@ -88,3 +88,55 @@ cdef inline bint sgd_step(floating* p, const floating* g, floating* backup, floa
         return fm_sgd_step_f(p, g, backup, lr, n) != 0
     else:
         return fm_sgd_step_d(p, g, backup, lr, n) != 0
+
+
+cdef inline bint keep_if_finite(floating* params, const floating* backup,
+                                Py_ssize_t n) noexcept nogil:
+    """True when the n parameters are all finite; else they are put back from
+    ``backup`` (the copy taken before the step): False."""
+    if params_finite(params, n):
+        return True
+    memcpy(params, backup, n * sizeof(floating))
+    return False
+
+
+cdef bint plain_sgd_update(Fit* f, floating* params, Batch* b, int kind) noexcept nogil:
+    """Plain SGD from the batch's deltas, guarded: unless sgd_safe proves the
+    step keeps every parameter finite, a copy is kept, and put back if the
+    step made one non-finite (False)."""
+    cdef Spec* s = f.s
+    cdef floating lr = <floating>f.opt.lr
+    cdef double decay = f.opt.l2 / b.M
+    cdef bint safe = sgd_safe(s, b.m, floating is float, decay, lr, f.work.bounds,
+                              f.work.batch_sums)
+    if not safe:
+        memcpy(f.work.backup, params, s.n_params * sizeof(floating))
+    sgd_apply(f, params, b, kind, lr, decay)
+    if safe:
+        return True
+    if not keep_if_finite(params, <floating*>f.work.backup, s.n_params):
+        return False
+    exact_bounds(s, params, f.work.bounds)
+    return True
+
+
+cdef void sgd_apply(Fit* f, floating* params, Batch* b, int kind, floating lr,
+                    double decay) noexcept nogil:
+    """``W <- (1 - lr*decay) W - lr * A^T D``, ``b <- b - lr * colsum(D)``
+    for every layer: on the "first" step's parts, in column blocks on the
+    pool (every value summed as by the whole product), or layer by layer."""
+    cdef Spec* s = f.s
+    if floating is float:
+        if kind == STEP_FIRST:
+            f.fst.keep = 1 - lr * <float>decay
+            fmp_run(first_split_update, &f.fst, f.fst.parts, f.plan.step_threads)
+            return
+        if s.pool_threads > 1 and update_on_pool(s, b.m):
+            f.upd.X = <const float*>b.X
+            f.upd.m = b.m
+            f.upd.lr = lr
+            f.upd.keep = 1 - lr * <float>decay
+            fmp_run(update_block, &f.upd, f.n_update_blocks, s.pool_threads)
+            return
+    sgd_layers(s, params, <const floating*>b.X, b.m, <floating*>f.work.acts,
+               <floating*>f.work.deltas, <floating>decay, lr, <floating*>f.work.scratch)

@@ -26,6 +26,10 @@ class History:
         Epoch (0-based) whose weights were kept by early stopping.
     stopped_early : bool
         Whether early stopping or a callback ended training.
+    steps : dict
+        Batches each training step of the compiled kernels ran (see
+        :meth:`fastmlp.Network.plan`; "narrow-epochs" counts epochs); empty for
+        the reference network.
     """
 
     _FIELDS = ("loss", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
@@ -43,6 +47,19 @@ class History:
         self.seconds = seconds
         self.best_epoch = best_epoch
         self.stopped_early = stopped_early
+        self._step_names = ()
+        self._step_counts = None
+
+    def _count_steps(self, names, counts):
+        """The training steps' names and the array the kernels count them in."""
+        self._step_names = tuple(names)
+        self._step_counts = counts
+
+    @property
+    def steps(self):
+        if self._step_counts is None:
+            return {}
+        return dict(zip(self._step_names, (int(c) for c in self._step_counts)))
 
     def _record(self, losses, learning_rate, seconds_each):
         """Epochs run by one kernel call: ``losses`` (a 1-D array) is kept as
@@ -100,4 +117,6 @@ class History:
             if name in state:
                 state["_" + name] = state.pop(name)
         state.setdefault("_pending", [])
+        state.setdefault("_step_names", ())
+        state.setdefault("_step_counts", None)
         self.__dict__.update(state)

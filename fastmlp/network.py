@@ -5,7 +5,24 @@ import numpy as np
 
 from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's BLAS)
 from . import _blas_threads, _kernels
+from . import _validation as v
 from ._base import BaseNetwork
+
+#: Why the planner takes each training step (see Network.plan and _planner.pxi).
+STEP_REASONS = {
+    "narrow-epochs": "plain SGD without L2 on data that fits one chunk of the one-pass step: "
+                     "every epoch runs in one C loop",
+    "narrow": "every layer is at most 32 units wide: forward, loss and backward run in one "
+              "feature-major pass over each batch",
+    "units": "float32 plain SGD on one hidden layer whose products stay in fastmlp's own "
+             "kernels: the hidden units are split into parts, one thread hand-off a step",
+    "rows": "float32, and no product of a part goes to BLAS: each batch is split into parts "
+            "of its rows on fastmlp's thread pool",
+    "first": "float32 plain SGD whose first layer's products go to BLAS: that layer is split "
+             "by its units, each part calling BLAS on one thread",
+    "layers": "the general step: layer by layer, small products in fastmlp's kernels and "
+              "large ones in BLAS",
+}
 
 
 class Network(BaseNetwork):
@@ -67,13 +84,80 @@ class Network(BaseNetwork):
     [0, 1, 1, 0]
     """
 
-    # Training step: -1 as the kernels choose (the one-pass step of
-    # _narrow.h for narrow networks), 0 per-layer products, 1 the one-pass
-    # step whatever the widths.  Tests set it to cover both.
+    #: The training steps a fit may take: "auto" (the planner's choice), one
+    #: step name of :data:`STEPS`, or a sequence of them (see :meth:`plan`).
+    strategy = "auto"
+    # Older test switches, mapped onto the strategy by _strategy: _narrow -1
+    # as planned, 0 no narrow step, 1 only the narrow steps; _epochs_in_c
+    # False takes "narrow-epochs" out.
     _narrow = -1
-    # Whether full-batch plain SGD on data of one chunk runs its epochs in one
-    # C loop (fm_narrow_sgd_epochs); tests turn it off to compare.
     _epochs_in_c = True
+    _STEPS = _kernels.STEP_NAMES
+
+    def _strategy(self):
+        """The strategy train gets: ``strategy``, less what the old switches exclude."""
+        if self._narrow == -1 and self._epochs_in_c:
+            return self.strategy
+        names = set(self._STEPS if self.strategy == "auto" else
+                    (self.strategy,) if isinstance(self.strategy, str) else self.strategy)
+        if self._narrow == 0:
+            names -= {"narrow", "narrow-epochs"}
+        elif self._narrow == 1:
+            names &= {"narrow", "narrow-epochs"}
+        if not self._epochs_in_c:
+            names.discard("narrow-epochs")
+        return tuple(name for name in self._STEPS if name in names) or self.strategy
+
+    def plan(self, n_samples, batch_size=None, *, optimizer="sgd", momentum=0.0,
+             clip_norm=None, shuffle=True, strategy=None):
+        """Which training step ``fit`` takes for these settings, and why.
+
+        The compiled core's planner picks one step for the full batches and
+        one for the last, shorter batch (when ``n_samples`` is not a multiple
+        of ``batch_size``); ``fit`` records what ran in ``History.steps``.
+
+        Parameters
+        ----------
+        n_samples : int
+            Rows of the training data.
+        batch_size, optimizer, momentum, clip_norm, shuffle
+            As for :meth:`fit` (the network's ``l1`` and ``l2`` are used).
+        strategy : str or sequence of str, optional
+            Steps to choose from (default: the network's ``strategy``,
+            ``"auto"``): any of :attr:`STEPS`.
+
+        Returns
+        -------
+        dict
+            ``step`` (the full batches' step name), ``parts`` (how many parts
+            each batch is split into on the thread pool), ``last_step`` and
+            ``last_parts`` (None without a shorter last batch),
+            ``blas_threads`` (0: the BLAS library's own setting),
+            ``pool_threads``, and ``reason``: why that step, in words.
+
+        Raises
+        ------
+        ValueError
+            For settings ``fit`` would refuse, or a strategy none of whose
+            steps applies.
+        """
+        n_samples = v.check_count("n_samples", n_samples)
+        batch_size = v.check_count("batch_size", batch_size, allow_none=True) or n_samples
+        v.check_choice("optimizer", optimizer, v.OPTIMIZERS)
+        fused = (optimizer == "sgd" and not momentum and not clip_norm and self.l1 == 0)
+        bs = min(batch_size, n_samples)
+        p = _kernels.plan(self._sizes, n_samples, bs, self.dtype == np.float32, fused,
+                          bool(shuffle), self.l2,
+                          self._strategy() if strategy is None else strategy,
+                          _blas_threads.threads_for(bs * self._widest_product, self.n_threads),
+                          _blas_threads.pool_threads(self.n_threads))
+        if p["error"] is not None:
+            raise ValueError(p["error"])
+        name, parts = ("narrow-epochs", 1) if p["step"] == "narrow-epochs" else p["full"]
+        last = p["last"] or (None, None)
+        return {"step": name, "parts": parts, "last_step": last[0], "last_parts": last[1],
+                "blas_threads": p["blas_threads"], "pool_threads": p["pool_threads"],
+                "reason": STEP_REASONS[name]}
 
     def _check_X(self, X):
         # Fast path for the common case (the network's dtype, C order, the
@@ -163,7 +247,7 @@ class Network(BaseNetwork):
         return out
 
     def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
-                      out, optimizer, clip_norm, stop, check_every):
+                      out, optimizer, clip_norm, stop, check_every, counts=None):
         hidden, output, loss = self._codes
         return _kernels.train(
             self.params, X, Y, sw, self._sizes, hidden, output, loss, lr, self.l2, self.l1,
@@ -171,6 +255,6 @@ class Network(BaseNetwork):
             optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
             stop, check_every, threads=_blas_threads.threads_for(
-                batch_size * self._widest_product, self.n_threads), narrow=self._narrow,
-            epochs_in_c=self._epochs_in_c,
-            pool_threads=_blas_threads.pool_threads(self.n_threads))
+                batch_size * self._widest_product, self.n_threads),
+            strategy=self._strategy(), pool_threads=_blas_threads.pool_threads(self.n_threads),
+            counts=counts)

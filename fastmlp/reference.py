@@ -166,7 +166,8 @@ class Network(BaseNetwork):
         return True
 
     def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
-                      out, optimizer, clip_norm, stop, check_every):
+                      out, optimizer, clip_norm, stop, check_every, counts=None):
+        # (counts: the compiled steps' tally; the reference has no steps)
         n = X.shape[0]
         gather = shuffle and batch_size < n
         total_weight = self._total_weight(X, sw)
