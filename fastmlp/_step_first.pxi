@@ -1,15 +1,10 @@
 # Training step "first": the first layer split by its units, each part calling BLAS on one thread.
 # Included by _kernels.pyx.
 
-# --------------------------------------------------------------------------
-# Plain SGD on a first layer whose products go to BLAS, split by its units
-# --------------------------------------------------------------------------
-
 # A float32 plain-SGD step whose first layer's products go to BLAS (784-256
 # on batches of 128: mnist-shape) gives every product to BLAS's own threads
 # and runs the work between them on one core; BLAS's threads then meet on
-# every product (its threads waiting took 13-14% of an mnist-shape fit's perf
-# samples, its packing another 22-24%).  Instead the step runs in three
+# every product.  Instead the step runs in three
 # hand-offs on the pool, each part calling BLAS on one thread:
 #   1. by the first layer's units: the part's columns of A1 = act(X @ W1 + b1)
 #      and sum|X| over its share of the rows;
@@ -22,12 +17,7 @@
 #      layers' rows of W and entries of b.
 # Between 2 and 3 the caller adds up the objective and decides with sgd_safe
 # whether the step is proven safe, as for the unsplit step.  A part keeps its
-# columns of W1 from step to step.  Measured on mnist-shape fits (1 epoch,
-# two threads), 6 pairs of processes of 5 fits alternating: 368-398 against
-# 385-405 ms in quiet minutes, 496-523 against 560-587 ms in the host's slow
-# ones (before the first layer's product read W1 in place: a step's hand-offs
-# then took ~325, now ~280 us a part for the first layer, ~72 for the rows
-# and ~400 for the update).  On one thread (the parts in turn) ~3% slower.
+# columns of W1 from step to step (measured: bench/NOTES.md, step "first").
 # The parts depend on the shape alone and every value is computed as the same
 # sums: on 1 to `parts` threads results are the same.  On more threads than
 # parts the step is not split (BLAS's own threads then use every core).

@@ -1,5 +1,11 @@
 # Training step "rows": a batch in parts of its rows on the pool, plain SGD in update blocks.
 # Included by _kernels.pyx.
+#
+# A float32 batch whose products all run in fastmlp's own kernels (register
+# blocks or loops, no BLAS) runs its forward pass, loss and deltas in parts of
+# its rows on the pool: each thread runs every layer on its rows, one hand-off
+# for all of it.  The parts depend on the batch's shape alone and a row's
+# values not on its part: results do not depend on the thread count.
 
 cdef enum:
     MAX_ROW_PARTS = 4

@@ -1,10 +1,6 @@
 # Training step "units": one hidden layer split by its units, one hand-off a step.
 # Included by _kernels.pyx.
 
-# --------------------------------------------------------------------------
-# Plain SGD on one hidden layer, split by hidden units
-# --------------------------------------------------------------------------
-
 # A float32 plain-SGD step of a network with one hidden layer whose products
 # all run in fastmlp's own kernels splits the hidden units into parts, each
 # a pool block that keeps its own columns of W1 (and entries of b1) and rows
@@ -16,12 +12,7 @@
 # (m x n_out, small; a part that starts after part 0 has them reads them),
 # then its hidden deltas and updates, then the forward pass of batch t + 1
 # with its own weights: its hidden activations and partial logits.
-# The row parts of row_part read all of W1 on each thread after the update
-# blocks wrote it on both: half of it crossed between the cores every step,
-# and they took two hand-offs a step.  Measured on digits (64-128-10, batch
-# 32, 20 epochs), medians of 30 fits interleaved in one process: two threads
-# 17.1 -> 14.8 ms (two hand-offs a step, outputs on the caller: 16.1), one
-# thread 22.6 -> 22.0 ms.
+# (Measured against the row parts: bench/NOTES.md, step "units".)
 # The parts depend on the shape alone, never on the thread count, and every
 # value is computed as the same sums: results do not depend on the threads.
 cdef enum:
