@@ -92,7 +92,9 @@ class Network(BaseNetwork):
     # False takes "narrow-epochs" out.
     _narrow = -1
     _epochs_in_c = True
-    _STEPS = _kernels.STEP_NAMES
+    #: The names of the compiled training steps (see :meth:`plan`).
+    STEPS = _kernels.STEP_NAMES
+    _STEPS = STEPS
 
     def _strategy(self):
         """The strategy train gets: ``strategy``, less what the old switches exclude."""

@@ -28,3 +28,36 @@ def randomise_biases(net, rng, scale=0.5):
     """Give every bias a random value (fresh nets start at zero)."""
     for b in net.biases:
         b[...] = rng.normal(scale=scale, size=b.shape)
+
+
+def step_parity(step, sizes, batch_size, n=300, dtype="float32", threads=(1, 2, 3, 4),
+                activation="tanh", output="softmax", loss="log_loss", fit=None, seed=0):
+    """Fit with ``strategy=step`` on each thread count: every fit takes that
+    step (History.steps), matches the reference twin to rounding, and (but
+    for "narrow", whose parts follow the thread count) equals the others bit
+    for bit.  Returns the compiled fits' parameters."""
+    import fastmlp
+    from fastmlp import reference
+    rng = np.random.default_rng(seed)
+    n_out = sizes[-1]
+    X = rng.normal(size=(n, sizes[0])).astype(dtype)
+    Y = make_targets(rng, n, n_out, output, loss, dtype)
+    kw = dict(activation=activation, output=output, loss=loss, dtype=dtype, seed=seed)
+    fit = dict(dict(epochs=3, learning_rate=0.1, batch_size=batch_size), **(fit or {}))
+    ref = reference.Network(sizes, **kw)
+    ref_hist = ref.fit(X, Y, **fit)
+    tol = 1e-10 if dtype == "float64" else 3e-5
+    scale = max(1.0, float(np.max(np.abs(ref.params))))
+    runs = []
+    for t in threads:
+        net = fastmlp.Network(sizes, n_threads=t, **kw)
+        net.strategy = step
+        hist = net.fit(X, Y, **fit)
+        assert hist.steps[step] > 0, (step, t, hist.steps)
+        np.testing.assert_allclose(net.params, ref.params, rtol=tol, atol=tol * scale)
+        np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=tol * 10)
+        runs.append(net.params.copy())
+    if step in ("units", "first"):
+        for params in runs[1:]:
+            np.testing.assert_array_equal(params, runs[0])
+    return runs
