@@ -6,23 +6,19 @@ cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
                      floating lr, floating* scratch) noexcept nogil:
     """Plain SGD from the deltas, fused into the weight-gradient product:
     ``W <- (1 - lr*decay) W - lr * A^T D``, ``b <- b - lr * colsum(D)``."""
-    cdef Py_ssize_t l, j, n_in, n_out, w_off = 0, a_off = 0
-    cdef floating* W
+    cdef Layer y = first_layer(s, m)
+    cdef Py_ssize_t j
     cdef floating* b
-    for l in range(s.L):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
-        W = params + w_off
-        b = W + n_in * n_out
-        gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, -lr,
-                X if l == 0 else acts + a_off - m * n_in, <int>n_in,
-                deltas + a_off, <int>n_out, <floating>(1 - lr * decay), W, <int>n_out,
-                s.pool_threads)
-        colsum(deltas + a_off, m, n_out, scratch)
-        for j in range(n_out):
+    while y.l < s.L:
+        b = params + y.b
+        gemm_rm(c'T', c'N', <int>y.n_in, <int>y.n_out, <int>m, -lr,
+                X if y.l == 0 else acts + input_offset(&y), <int>y.n_in,
+                deltas + y.a, <int>y.n_out, <floating>(1 - lr * decay), params + y.w,
+                <int>y.n_out, s.pool_threads)
+        colsum(deltas + y.a, m, y.n_out, scratch)
+        for j in range(y.n_out):
             b[j] -= lr * scratch[j]
-        w_off += n_in * n_out + n_out
-        a_off += m * n_out
+        next_layer(s, &y)
 
 
 cdef void apply_step(int optimizer, floating* p, const floating* g, floating* state,

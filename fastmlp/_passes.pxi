@@ -32,18 +32,19 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
     0.9-2.4 ms to check on two threads, the products 0.05 ms a 2048-row
     chunk on one).
     """
-    cdef Py_ssize_t l, n_in, n_out, off = 0, aoff = 0
+    cdef Layer y = first_layer(s, m)
+    cdef Py_ssize_t n_in, n_out
     cdef const floating* A_prev = X + r0 * s.sizes[0]
     cdef floating* A
     cdef const floating* W
     cdef const floating* b
     cdef int act
-    for l in range(s.L):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
-        W = params + off
-        b = W + n_in * n_out
-        A = acts + aoff + r0 * n_out
+    while y.l < s.L:
+        n_in = y.n_in
+        n_out = y.n_out
+        W = params + y.w
+        b = params + y.b
+        A = acts + y.a + r0 * n_out
         if (mr <= FMR_MAX_ROWS and n_in * n_out >= FEW_ROWS_PRODUCT
                 and n_out >= fmr_block_width(sizeof(floating))):
             fmr_product(floating is float, <int>mr, n_out, n_in, A_prev, n_in, W, n_out,
@@ -52,10 +53,10 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
             part_gemm(s.blas_one, c'N', c'N', <int>mr, <int>n_out, <int>n_in, <floating>1.0,
                       A_prev, <int>n_in, W, <int>n_out, <floating>0.0, A, <int>n_out,
                       s.pool_threads)
-        if (check_x and l == 0 and not values_finite(A, mr * n_out, floating is float, 1)
+        if (check_x and y.l == 0 and not values_finite(A, mr * n_out, floating is float, 1)
                 and not values_finite(X + r0 * n_in, mr * n_in, floating is float, 1)):
             return False
-        if l == s.L - 1:
+        if y.l == s.L - 1:
             act = ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output
             if zout != NULL:
                 memcpy(zout + r0 * n_out, A, mr * n_out * sizeof(floating))
@@ -63,12 +64,11 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
         else:
             act = s.hidden
         if zs != NULL:
-            memcpy(zs + aoff + r0 * n_out, A, mr * n_out * sizeof(floating))
-            bias_act(zs + aoff + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
+            memcpy(zs + y.a + r0 * n_out, A, mr * n_out * sizeof(floating))
+            bias_act(zs + y.a + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
         bias_act(A, b, mr, n_out, act)
         A_prev = A
-        off += n_in * n_out + n_out
-        aoff += m * n_out
+        next_layer(s, &y)
     return True
 
 
@@ -83,28 +83,23 @@ cdef void backward_batch(Spec* s, const floating* params, const floating* X,
     :func:`sgd_layers`.)  ``deltas_ready``: the deltas are already there
     (:func:`row_part`).
     """
-    cdef Py_ssize_t l, j, n_in, n_out, w_off = s.n_params, a_off = m * s.per_row
+    cdef Layer y = last_layer(s, m)
+    cdef Py_ssize_t j
     cdef floating* gW
-    cdef floating* gb
-    cdef const floating* A_prev
     cdef floating decay = <floating>(l2 / M)
     if not deltas_ready:
         backward_deltas(s, params, Y, w, m, M, acts, deltas)
-    for l in range(s.L - 1, -1, -1):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
-        w_off -= n_in * n_out + n_out
-        a_off -= m * n_out
-        A_prev = X if l == 0 else acts + a_off - m * n_in
-        gW = grads + w_off
-        gb = gW + n_in * n_out
+    while y.l >= 0:
+        gW = grads + y.w
         if l2 != 0:
-            for j in range(n_in * n_out):
-                gW[j] = decay * params[w_off + j]
-        gemm_rm(c'T', c'N', <int>n_in, <int>n_out, <int>m, <floating>1.0,
-                A_prev, <int>n_in, deltas + a_off, <int>n_out,
-                <floating>(1.0 if l2 != 0 else 0.0), gW, <int>n_out, s.pool_threads)
-        colsum(deltas + a_off, m, n_out, gb)
+            for j in range(y.n_in * y.n_out):
+                gW[j] = decay * params[y.w + j]
+        gemm_rm(c'T', c'N', <int>y.n_in, <int>y.n_out, <int>m, <floating>1.0,
+                X if y.l == 0 else acts + input_offset(&y), <int>y.n_in, deltas + y.a,
+                <int>y.n_out, <floating>(1.0 if l2 != 0 else 0.0), gW, <int>y.n_out,
+                s.pool_threads)
+        colsum(deltas + y.a, m, y.n_out, grads + y.b)
+        prev_layer(s, &y)
 
 
 cdef inline void backward_deltas(Spec* s, const floating* params, const floating* Y,
@@ -119,22 +114,17 @@ cdef void backward_delta_part(Spec* s, const floating* params, const floating* Y
                               const floating* w, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t mr,
                               double M, const floating* acts, floating* deltas) noexcept nogil:
     """Rows r0 .. r0+mr-1 of :func:`backward_deltas` (a batch of m rows)."""
-    cdef Py_ssize_t l, n_in, n_out, w_off = s.n_params, a_off = m * s.per_row
-    n_out = s.sizes[s.L]
-    output_delta(s, acts + a_off - m * n_out + r0 * n_out, Y + r0 * n_out,
-                 NULL if w == NULL else w + r0, deltas + a_off - m * n_out + r0 * n_out, mr,
-                 1.0 / M)
-    for l in range(s.L - 1, 0, -1):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
-        w_off -= n_in * n_out + n_out
-        a_off -= m * n_out
-        part_gemm(s.blas_one, c'N', c'T', <int>mr, <int>n_in, <int>n_out, <floating>1.0,
-                  deltas + a_off + r0 * n_out, <int>n_out, params + w_off, <int>n_out,
-                  <floating>0.0, deltas + a_off - m * n_in + r0 * n_in, <int>n_in,
-                  s.pool_threads)
-        times_dact(deltas + a_off - m * n_in + r0 * n_in, acts + a_off - m * n_in + r0 * n_in,
-                   mr * n_in, s.hidden)
+    cdef Layer y = last_layer(s, m)
+    cdef Py_ssize_t below
+    output_delta(s, acts + y.a + r0 * y.n_out, Y + r0 * y.n_out,
+                 NULL if w == NULL else w + r0, deltas + y.a + r0 * y.n_out, mr, 1.0 / M)
+    while y.l > 0:
+        below = input_offset(&y) + r0 * y.n_in     # the rows' block of the layer below
+        part_gemm(s.blas_one, c'N', c'T', <int>mr, <int>y.n_in, <int>y.n_out, <floating>1.0,
+                  deltas + y.a + r0 * y.n_out, <int>y.n_out, params + y.w, <int>y.n_out,
+                  <floating>0.0, deltas + below, <int>y.n_in, s.pool_threads)
+        times_dact(deltas + below, acts + below, mr * y.n_in, s.hidden)
+        prev_layer(s, &y)
 
 
 cdef check_shapes(Spec* s, Py_ssize_t n_params, const Py_ssize_t[::1] sizes, Py_ssize_t x_rows,

@@ -108,30 +108,30 @@ cdef inline double total_weight(const floating* w, Py_ssize_t n) noexcept nogil:
 cdef double penalty(Spec* s, const floating* params, double l2, double l1) noexcept nogil:
     """``l2 / 2 * sum(W**2) + l1 * sum(|W|)`` over weights (not biases)."""
     cdef double sq = 0, ab = 0
-    cdef Py_ssize_t l, i, off = 0, nw
+    cdef Layer y = first_layer(s, 0)
+    cdef Py_ssize_t i
     if l2 == 0 and l1 == 0:
         return 0
-    for l in range(s.L):
-        nw = s.sizes[l] * s.sizes[l + 1]
-        for i in range(nw):
-            sq += <double>params[off + i] * params[off + i]
-            ab += fabs(params[off + i])
-        off += nw + s.sizes[l + 1]
+    while y.l < s.L:
+        for i in range(y.w, y.b):
+            sq += <double>params[i] * params[i]
+            ab += fabs(params[i])
+        next_layer(s, &y)
     return 0.5 * l2 * sq + l1 * ab
 
 
 cdef void add_l1_gradient(Spec* s, const floating* params, floating* grads,
                           floating c) noexcept nogil:
     """grads += c * sign(W) over the weights."""
-    cdef Py_ssize_t l, i, off = 0, nw
-    for l in range(s.L):
-        nw = s.sizes[l] * s.sizes[l + 1]
-        for i in range(nw):
-            if params[off + i] > 0:
-                grads[off + i] += c
-            elif params[off + i] < 0:
-                grads[off + i] -= c
-        off += nw + s.sizes[l + 1]
+    cdef Layer y = first_layer(s, 0)
+    cdef Py_ssize_t i
+    while y.l < s.L:
+        for i in range(y.w, y.b):
+            if params[i] > 0:
+                grads[i] += c
+            elif params[i] < 0:
+                grads[i] -= c
+        next_layer(s, &y)
 
 
 cdef double abs_sum(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -143,12 +143,12 @@ cdef double abs_sum(const floating* x, Py_ssize_t n) noexcept nogil:
 
 cdef void add_decay(Spec* s, const floating* params, floating* grads, floating c) noexcept nogil:
     """grads += c * W over the weights (the L2 term's gradient)."""
-    cdef Py_ssize_t l, i, off = 0, nw
-    for l in range(s.L):
-        nw = s.sizes[l] * s.sizes[l + 1]
-        for i in range(nw):
-            grads[off + i] += c * params[off + i]
-        off += nw + s.sizes[l + 1]
+    cdef Layer y = first_layer(s, 0)
+    cdef Py_ssize_t i
+    while y.l < s.L:
+        for i in range(y.w, y.b):
+            grads[i] += c * params[i]
+        next_layer(s, &y)
 
 
 # --------------------------------------------------------------------------

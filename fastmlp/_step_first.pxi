@@ -98,7 +98,8 @@ cdef void first_split_update(void* arg, int k) noexcept nogil:
     cdef Spec* s = t.s
     cdef Py_ssize_t n_in = s.sizes[0], n_h = s.sizes[1], n_2 = s.sizes[2], m = t.m
     cdef Py_ssize_t u0 = unit_bound(n_h, t.parts, k), nu = unit_bound(n_h, t.parts, k + 1) - u0
-    cdef Py_ssize_t i, j, l, i0, i1, j0, j1, n_a, n_b, w_off, a_off
+    cdef Py_ssize_t i, j, i0, i1, j0, j1, n_a, n_b
+    cdef Layer y = first_layer(s, m)
     cdef float* W1 = t.params
     cdef float* b1 = W1 + n_in * n_h
     cdef float* W2 = b1 + n_h
@@ -120,28 +121,26 @@ cdef void first_split_update(void* arg, int k) noexcept nogil:
     fm_colsum_ld_f(DH + u0, m, nu, n_h, sums)
     for j in range(nu):
         b1[u0 + j] -= lr * sums[j]
-    w_off = n_in * n_h + n_h
-    a_off = m * n_h
-    for l in range(1, s.L):
-        n_a = s.sizes[l]
-        n_b = s.sizes[l + 1]
-        W = t.params + w_off
-        b = W + n_a * n_b
-        if l >= 2:
+    next_layer(s, &y)
+    while y.l < s.L:       # the later layers: W's rows and b's entries by part
+        n_a = y.n_in
+        n_b = y.n_out
+        W = t.params + y.w
+        b = t.params + y.b
+        if y.l >= 2:
             i0 = n_a * k // t.parts
             i1 = n_a * (k + 1) // t.parts
             if i1 > i0:
                 gemm_rm(c'T', c'N', <int>(i1 - i0), <int>n_b, <int>m, -lr,
-                        t.acts + a_off - m * n_a + i0, <int>n_a, t.deltas + a_off, <int>n_b,
+                        t.acts + input_offset(&y) + i0, <int>n_a, t.deltas + y.a, <int>n_b,
                         t.keep, W + i0 * n_b, <int>n_b, 1)
         j0 = n_b * k // t.parts
         j1 = n_b * (k + 1) // t.parts
         if j1 > j0:
-            fm_colsum_ld_f(t.deltas + a_off + j0, m, j1 - j0, n_b, sums)
+            fm_colsum_ld_f(t.deltas + y.a + j0, m, j1 - j0, n_b, sums)
             for j in range(j1 - j0):
                 b[j0 + j] -= lr * sums[j]
-        w_off += n_a * n_b + n_b
-        a_off += m * n_b
+        next_layer(s, &y)
 
 
 cdef double step_first(Fit* f, floating* params, Batch* b, int parts) noexcept nogil:

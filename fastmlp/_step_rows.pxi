@@ -142,22 +142,22 @@ cdef void update_block(void* arg, int block) noexcept nogil:
     """Pool block ``block`` of an UpdateTask: the layers' blocks in order."""
     cdef UpdateTask* t = <UpdateTask*>arg
     cdef Spec* s = t.s
-    cdef Py_ssize_t l, j, nb, n_in, n_out, j0, nc, i0, i1
-    cdef Py_ssize_t w_off = 0, a_off = 0, m = t.m
+    cdef Layer y = first_layer(s, t.m)
+    cdef Py_ssize_t j, nb, n_in, n_out, j0, nc, i0, i1, m = t.m
     cdef float* W
     cdef float* b
     cdef const float* A
     cdef const float* D
     cdef float sums[2 * UPDATE_PANEL]       # a panel's columns, or a narrow layer's
-    for l in range(s.L):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
+    while y.l < s.L:
+        n_in = y.n_in
+        n_out = y.n_out
         nb = update_blocks(n_in, n_out)
         if block < nb:
-            W = t.params + w_off
-            b = W + n_in * n_out
-            A = t.X if l == 0 else t.acts + a_off - m * n_in
-            D = t.deltas + a_off
+            W = t.params + y.w
+            b = t.params + y.b
+            A = t.X if y.l == 0 else t.acts + input_offset(&y)
+            D = t.deltas + y.a
             if n_out >= 2 * UPDATE_PANEL:
                 j0 = block * UPDATE_PANEL
                 nc = min(n_out - j0, <Py_ssize_t>UPDATE_PANEL)
@@ -178,8 +178,7 @@ cdef void update_block(void* arg, int block) noexcept nogil:
                         b[j] -= t.lr * sums[j]
             return
         block -= <int>nb
-        w_off += n_in * n_out + n_out
-        a_off += m * n_out
+        next_layer(s, &y)
 
 
 cdef double step_rows(Fit* f, floating* params, Batch* b, int parts) noexcept nogil:

@@ -4,14 +4,13 @@
 cdef void exact_bounds(Spec* s, const floating* params, double* bounds) noexcept nogil:
     """bounds[l] = the largest |value| of layer l's weights and biases (NaN
     when one is not finite: then no step is proven safe)."""
-    cdef Py_ssize_t l, off = 0, n
-    for l in range(s.L):
-        n = s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
+    cdef Layer y = first_layer(s, 0)
+    while y.l < s.L:
         if floating is float:
-            bounds[l] = fm_abs_max_f(params + off, n)
+            bounds[y.l] = fm_abs_max_f(params + y.w, y.b + y.n_out - y.w)
         else:
-            bounds[l] = fm_abs_max_d(params + off, n)
-        off += n
+            bounds[y.l] = fm_abs_max_d(params + y.w, y.b + y.n_out - y.w)
+        next_layer(s, &y)
 
 
 cdef inline bint activation_bounded(int act) noexcept nogil:
@@ -24,16 +23,14 @@ cdef void safe_sums(Spec* s, const floating* X, Py_ssize_t m, Py_ssize_t r0, Py_
     """The sums :func:`sgd_safe` reads, over rows r0 .. r0+mr-1 of a batch of
     m rows: each layer's sum|A| of its input (sums[2l]; not for sigmoid or
     tanh activations, bounded by their count) and sum|D| (sums[2l + 1])."""
-    cdef Py_ssize_t l, n_in, n_out, a_off = 0
-    for l in range(s.L):
-        n_in = s.sizes[l]
-        n_out = s.sizes[l + 1]
-        if l == 0:
-            sums[0] = abs_sum(X + r0 * n_in, mr * n_in)
+    cdef Layer y = first_layer(s, m)
+    while y.l < s.L:
+        if y.l == 0:
+            sums[0] = abs_sum(X + r0 * y.n_in, mr * y.n_in)
         elif not activation_bounded(s.hidden):
-            sums[2 * l] = abs_sum(acts + a_off - m * n_in + r0 * n_in, mr * n_in)
-        sums[2 * l + 1] = abs_sum(deltas + a_off + r0 * n_out, mr * n_out)
-        a_off += m * n_out
+            sums[2 * y.l] = abs_sum(acts + input_offset(&y) + r0 * y.n_in, mr * y.n_in)
+        sums[2 * y.l + 1] = abs_sum(deltas + y.a + r0 * y.n_out, mr * y.n_out)
+        next_layer(s, &y)
 
 
 cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr,
