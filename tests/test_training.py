@@ -360,8 +360,11 @@ def _same_on_any_thread_count_as_reference(sizes, kw, X, Y, fit, thread_counts=(
     for threads in thread_counts:
         net = fastmlp.Network(sizes, n_threads=threads, **kw)
         hist = net.fit(X, Y, **fit)
+        # (atol 2.5 x TOL: with OpenBLAS's Haswell kernels, as OPENBLAS_CORETYPE
+        # selects on some hosts, the 512-wide first layer's float32 rounding in
+        # the reference reached 2.25e-5 on 3 of 284426 values after 5 epochs)
         np.testing.assert_allclose(net.params, ref.params, rtol=TOL["float32"],
-                                   atol=TOL["float32"])
+                                   atol=2.5 * TOL["float32"])
         np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=TOL["float32"])
         results.append((net.params.copy(), hist.loss))
     for params, loss_history in results[1:]:
