@@ -88,6 +88,38 @@ FM_INLINE float fm_exp_f(float x)
     return p * scale;
 }
 
+/* tanh as vectorisable arithmetic (libm's tanh is a scalar call: an
+ * 8-64-64-1 tanh step took 76 us against relu's 12).  |x| below the
+ * threshold: the odd Taylor series to x^17; above: (1 - e) / (1 + e) with
+ * e = exp(-2|x|), where 1 - e loses nothing (e <= 0.33 in float32, 0.78 in
+ * float64).  Both are computed and one selected (no branch, so the loop
+ * vectorises); NaN stays NaN, +-inf gives +-1. */
+#define FM_TANH_SERIES(T, x2)                                                   \
+    ((T)1 + x2 * ((T)(-1.0 / 3) + x2 * ((T)(2.0 / 15) + x2 * ((T)(-17.0 / 315)     \
+     + x2 * ((T)(62.0 / 2835) + x2 * ((T)(-1382.0 / 155925)                     \
+     + x2 * ((T)(21844.0 / 6081075) + x2 * ((T)(-929569.0 / 638512875)          \
+     + x2 * (T)(6404582.0 / 10854718875.0)))))))))
+
+FM_INLINE double fm_tanh_d(double x)
+{
+    double ax = x < 0 ? -x : x;
+    double e = fm_exp_d(-2.0 * ax);
+    double big = (1.0 - e) / (1.0 + e);
+    double small = ax * FM_TANH_SERIES(double, (ax * ax));
+    double t = ax < 0.125 ? small : big;
+    return x < 0 ? -t : t;
+}
+
+FM_INLINE float fm_tanh_f(float x)
+{
+    float ax = x < 0 ? -x : x;
+    float e = fm_exp_f(-2.0f * ax);
+    float big = (1.0f - e) / (1.0f + e);
+    float small = ax * FM_TANH_SERIES(float, (ax * ax));
+    float t = ax < 0.55f ? small : big;
+    return x < 0 ? -t : t;
+}
+
 /* Activation in place over n contiguous values (codes 0-3). */
 #define FM_DEFINE_ACT(T, SUF, EXP, TANH)                                        \
 FM_INLINE void fm_act_flat_##SUF(T *restrict A, fm_idx n, int act)              \
@@ -153,7 +185,7 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
         }                                                                       \
         return;                                                                 \
     }                                                                           \
-    if (k < 16 || act == 0 || act == 2) {                                       \
+    if (k < 16 || act == 0) {                                                   \
         for (i = 0; i < m; i++)                                                 \
             for (j = 0; j < k; j++)                                             \
                 A[i * k + j] += b[j];                                           \
@@ -165,6 +197,9 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
         if (act == 1) {                                                         \
             for (j = 0; j < k; j++)                                             \
                 row[j] = (T)1 / ((T)1 + EXP(-(row[j] + b[j])));                 \
+        } else if (act == 2) {                                                  \
+            for (j = 0; j < k; j++)                                             \
+                row[j] = TANH(row[j] + b[j]);                                   \
         } else {                                                                \
             for (j = 0; j < k; j++) {                                           \
                 T z = row[j] + b[j];                                            \
@@ -290,8 +325,8 @@ FM_CLONES static void fm_colsum_##SUF(const T *restrict D, fm_idx m, fm_idx k,  
     fm_colsum_rows_##SUF(D, m, k, k, out);                                      \
 }
 
-FM_DEFINE_BIAS_ACT(double, d, fm_exp_d, tanh)
-FM_DEFINE_BIAS_ACT(float, f, fm_exp_f, tanhf)
+FM_DEFINE_BIAS_ACT(double, d, fm_exp_d, fm_tanh_d)
+FM_DEFINE_BIAS_ACT(float, f, fm_exp_f, fm_tanh_f)
 FM_DEFINE_DACT(double, d)
 FM_DEFINE_DACT(float, f)
 FM_DEFINE_COLSUM(double, d)
