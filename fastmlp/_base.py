@@ -379,6 +379,10 @@ class BaseNetwork:
         X, Y, sw = self._check_XY(X, Y, sample_weight)
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
+        if lr > float(np.finfo(self.dtype).max):
+            raise ValueError(f"learning_rate must be finite in the network's dtype "
+                             f"({np.dtype(self.dtype).name}: at most {np.finfo(self.dtype).max:.4g}); "
+                             f"got {learning_rate!r}")
         batch_size = v.check_count("batch_size", batch_size, allow_none=True)
         settings = v.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
         v.check_choice("schedule", schedule, v.SCHEDULES)

@@ -50,6 +50,8 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
     cdef bint units = p.full.kind == STEP_UNITS or p.last.kind == STEP_UNITS
     cdef bint first = p.full.kind == STEP_FIRST or p.last.kind == STEP_FIRST
     cdef bint weighted = f.data.w != NULL
+    cdef Py_ssize_t n_state = (0 if f.opt.state == NULL else
+                               2 * P if f.opt.optimizer == OPT_ADAM else P)
     memset(w, 0, sizeof(Work))
     if p.one_pass:
         w.nwork = malloc(p.narrow_parts * fm_narrow_work_bytes(s.sizes, s.L))
@@ -68,10 +70,9 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
             w.zout = malloc(bs * n_out * elsize)
             if w.zout == NULL:
                 return False
-    if p.fused:
-        w.backup = malloc(P * elsize)
-        if w.backup == NULL:
-            return False
+    w.backup = malloc((P if p.fused else P + n_state) * elsize)
+    if w.backup == NULL:
+        return False
     if p.fused and not p.one_pass:
         w.bounds = <double*>malloc(2 * s.L * sizeof(double))
         w.part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
@@ -237,6 +238,10 @@ cdef Py_ssize_t fit(Fit* f, floating* params, uint64_t* rng, double* epoch_loss,
         exact_bounds(s, params, f.work.bounds)
     if floating is float:
         setup_tasks(f, params)
+    if not f.plan.fused:
+        init_optimizer_task(f, floating is float)
+        f.opt_task.p = params
+        exact_step_bounds(f)
     if f.plan.one_pass:
         fm_narrow_init(f.work.nwork, s.sizes, s.L, f.plan.nv)
     if f.plan.prepared:

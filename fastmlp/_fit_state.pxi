@@ -44,7 +44,8 @@ cdef struct Work:
     void* deltas            # ... and their deltas
     void* zout              # bs x n_out output logits (log loss), or NULL
     void* grads             # n_params gradient (steps that do not fuse the update)
-    void* backup            # n_params copy for the update guard (plain SGD)
+    void* backup            # the update guard's copy: n_params (plain SGD), or
+                            # parameters and optimizer state (the general update)
     void* scratch           # widest values
     void* xbuf              # a gathered batch
     void* ybuf
@@ -63,6 +64,13 @@ cdef struct Work:
     char* prep_base         # prep, aligned
 
 
+cdef struct StepBounds:
+    # bounds of the general update's guard (see guarded_step)
+    double p                # >= every |parameter|
+    double s1               # >= every |velocity| or |first moment|
+    double s2               # >= every second moment
+
+
 cdef struct Fit:
     Spec* s
     FitPlan plan
@@ -71,6 +79,8 @@ cdef struct Fit:
     Work work
     Py_ssize_t widest       # the widest layer
     Py_ssize_t counts[N_STEPS]  # batches each step ran (narrow-epochs: epochs)
+    fmo_task opt_task       # the general update's step (_optim.h)
+    StepBounds step_bounds
     # the steps' pool tasks (float32), pointing into work
     Spec part_spec          # "rows": a part's products on one thread
     RowTask rows

@@ -137,3 +137,21 @@ cdef extern from "_threads.h" nogil:
     int fm_threads_enter(int want)
     void fm_threads_exit(int entered)
     int fm_blas_threads_known()
+
+cdef extern from "_optim.h" nogil:
+    ctypedef struct fmo_task:
+        int kind
+        int is_float
+        void* p
+        void* s1
+        void* s2
+        const void* g
+        Py_ssize_t n
+        double lr
+        double mu
+        double b1
+        double b2
+        double eps
+        double scale
+    double fmo_sq_norm(fmo_task* t, int threads)
+    int fmo_step(fmo_task* t, int threads)

@@ -21,71 +21,67 @@ cdef void sgd_layers(Spec* s, floating* params, const floating* X, Py_ssize_t m,
         next_layer(s, &y)
 
 
-cdef void apply_step(int optimizer, floating* p, const floating* g, floating* state,
-                     Py_ssize_t n, double lr, double momentum, bint nesterov,
-                     double beta1, double beta2, double eps, Py_ssize_t t) noexcept nogil:
-    """One optimizer step (scikit-learn's definitions).
+cdef enum:
+    STEP_SGD = 0            # fmo_task kinds (_optim.h)
+    STEP_MOMENTUM = 1
+    STEP_NESTEROV = 2
+    STEP_ADAM = 3
+
+
+cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
+    """The general update from the gradient in the workspace: its L1 term,
+    clipping to the global norm, then the optimizer's step (scikit-learn's
+    definitions), one vectorised pass over the buffer on the pool (_optim.h):
 
     SGD: ``v = momentum * v - lr * g``; ``p += momentum * v - lr * g`` with
     Nesterov, else ``p += v`` (``p -= lr * g`` when momentum is 0).
     Adam (step ``t`` >= 1): ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
     ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
-    """
-    cdef Py_ssize_t i
-    cdef floating f_lr = <floating>lr, mu = <floating>momentum
-    cdef floating b1 = <floating>beta1, b2 = <floating>beta2, e = <floating>eps
-    cdef floating lr_t, v
-    cdef floating* m1
-    cdef floating* m2
-    if optimizer == OPT_SGD:
-        if momentum == 0:
-            for i in range(n):
-                p[i] -= f_lr * g[i]
-        elif nesterov:
-            for i in range(n):
-                v = mu * state[i] - f_lr * g[i]
-                state[i] = v
-                p[i] += mu * v - f_lr * g[i]
-        else:
-            for i in range(n):
-                v = mu * state[i] - f_lr * g[i]
-                state[i] = v
-                p[i] += v
-    else:
-        m1 = state
-        m2 = state + n
-        lr_t = <floating>(lr * sqrt(1 - pow(beta2, <double>t)) / (1 - pow(beta1, <double>t)))
-        for i in range(n):
-            m1[i] = b1 * m1[i] + (1 - b1) * g[i]
-            m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i]
-            p[i] -= lr_t * m1[i] / (<floating>sqrt(m2[i]) + e)
 
-
-# --------------------------------------------------------------------------
-# Shuffling: splitmix64 + Fisher-Yates, mirrored in fastmlp/_shuffle.py
-# --------------------------------------------------------------------------
-
-
-cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
-    """The general update from the gradient in the workspace (penalty-free
-    L1 part added here): clipping to the global norm, then the optimizer's
-    step.  False, nothing changed, when the gradient is not finite."""
-    cdef floating* grads = <floating*>f.work.grads
-    cdef Py_ssize_t P = f.s.n_params, i
-    cdef double gnorm
+    False, nothing changed, when the gradient is not finite or the step
+    would leave a parameter or state value non-finite (see guarded_step)."""
     cdef Settings* o = &f.opt
+    cdef fmo_task* t = &f.opt_task
+    cdef double gnorm, scale = 1
     if o.l1 != 0:
-        add_l1_gradient(f.s, params, grads, <floating>(o.l1 / b.M))
-    gnorm = sq_norm(grads, P)
+        add_l1_gradient(f.s, params, <floating*>f.work.grads, <floating>(o.l1 / b.M))
+    t.g = f.work.grads
+    gnorm = fmo_sq_norm(t, f.plan.step_threads)
     if not isfinite(gnorm):
         return False
     if o.clip_norm > 0 and gnorm > o.clip_norm * o.clip_norm:
-        gnorm = o.clip_norm / sqrt(gnorm)
-        for i in range(P):
-            grads[i] = grads[i] * <floating>gnorm
+        scale = o.clip_norm / sqrt(gnorm)
+        gnorm = o.clip_norm * o.clip_norm
+    # scaled as grads[i] * <floating>scale was before the step
+    t.scale = <floating>scale
+    t.lr = <floating>o.lr
     if o.optimizer == OPT_ADAM:
         o.t[0] += 1
-    apply_step(o.optimizer, params, grads, <floating*>o.state, P, o.lr, o.momentum,
-               o.nesterov, o.beta1, o.beta2, o.epsilon,
-               o.t[0] if o.optimizer == OPT_ADAM else 0)
-    return True
+        t.lr = <floating>(o.lr * sqrt(1 - pow(o.beta2, <double>o.t[0]))
+                          / (1 - pow(o.beta1, <double>o.t[0])))
+    if guarded_step(f, params, sqrt(gnorm)):
+        return True
+    if o.optimizer == OPT_ADAM:
+        o.t[0] -= 1
+    return False
+
+
+cdef void init_optimizer_task(Fit* f, bint is_float) noexcept nogil:
+    """Point the optimizer's task at the parameters and state (see _optim.h)."""
+    cdef Settings* o = &f.opt
+    cdef fmo_task* t = &f.opt_task
+    t.is_float = is_float
+    t.n = f.s.n_params
+    t.mu = o.momentum
+    t.b1 = o.beta1
+    t.b2 = o.beta2
+    t.eps = o.epsilon
+    t.s1 = o.state
+    t.s2 = NULL
+    if o.optimizer == OPT_ADAM:
+        t.kind = STEP_ADAM
+        t.s2 = <char*>o.state + f.s.n_params * (sizeof(float) if is_float else sizeof(double))
+    elif o.momentum == 0:
+        t.kind = STEP_SGD
+    else:
+        t.kind = STEP_NESTEROV if o.nesterov else STEP_MOMENTUM

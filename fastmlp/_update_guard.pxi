@@ -137,3 +137,69 @@ cdef void sgd_apply(Fit* f, floating* params, Batch* b, int kind, floating lr,
             return
     sgd_layers(s, params, <const floating*>b.X, b.m, <floating*>f.work.acts,
                <floating*>f.work.deltas, <floating>decay, lr, <floating*>f.work.scratch)
+
+
+cdef double abs_max(const void* x, Py_ssize_t n, bint is_float) noexcept nogil:
+    """max |x| over n values (NaN when one is not finite; 0 for none)."""
+    if x == NULL or n == 0:
+        return 0
+    if is_float:
+        return fm_abs_max_f(<const float*>x, n)
+    return fm_abs_max_d(<const double*>x, n)
+
+
+cdef void exact_step_bounds(Fit* f) noexcept nogil:
+    """The general update's bounds from the values themselves."""
+    cdef fmo_task* t = &f.opt_task
+    f.step_bounds.p = abs_max(t.p, t.n, t.is_float)
+    f.step_bounds.s1 = abs_max(t.s1, t.n, t.is_float)
+    f.step_bounds.s2 = abs_max(t.s2, t.n, t.is_float)
+
+
+cdef bint guarded_step(Fit* f, floating* params, double g_max) noexcept nogil:
+    """The optimizer's step (``f.opt_task``, gradient norm ``g_max``),
+    guarded as plain SGD's is: when bounds on the parameters and state (kept
+    in ``f.step_bounds``) prove every value stays finite the step runs as it
+    is; otherwise the parameters and state are copied first and put back if
+    a value came out non-finite (False).
+
+    |g_i| <= g_max, so a step moves a parameter by at most lr * g_max (SGD),
+    |v| <= mu * bound(v) + lr * g_max (momentum; Nesterov adds mu |v| +
+    lr * g_max), or for Adam lr_t * |m| / sqrt(v), which with b1 < sqrt(b2)
+    and the moments grown from zero is at most (1 - b1) / sqrt(1 - b2) /
+    (1 - b1 / sqrt(b2)) (taken twice, for rounding), else |m| / eps."""
+    cdef fmo_task* t = &f.opt_task
+    cdef StepBounds* B = &f.step_bounds
+    cdef StepBounds nb = B[0]
+    cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if floating is float
+                                         else 1.7976931348623157e308)
+    cdef double delta, ratio
+    cdef Py_ssize_t n_state = 0 if t.s1 == NULL else (2 * t.n if t.s2 != NULL else t.n)
+    if t.kind == STEP_SGD:
+        delta = t.lr * g_max
+    elif t.kind == STEP_ADAM:
+        nb.s1 = t.b1 * B.s1 + (1 - t.b1) * g_max
+        nb.s2 = t.b2 * B.s2 + (1 - t.b2) * g_max * g_max
+        ratio = nb.s1 / t.eps
+        if t.b1 < sqrt(t.b2):
+            ratio = min(ratio, 2 * (1 - t.b1) / sqrt(1 - t.b2) / (1 - t.b1 / sqrt(t.b2)))
+        delta = t.lr * ratio
+    else:
+        nb.s1 = t.mu * B.s1 + t.lr * g_max
+        delta = nb.s1 if t.kind == STEP_MOMENTUM else t.mu * nb.s1 + t.lr * g_max
+    nb.p = B.p + delta
+    t.p = params
+    if nb.p < limit and nb.s1 < limit and nb.s2 < limit and delta < limit:
+        fmo_step(t, f.plan.step_threads)
+        B[0] = nb
+        return True
+    memcpy(f.work.backup, params, t.n * sizeof(floating))
+    if n_state:
+        memcpy(<floating*>f.work.backup + t.n, t.s1, n_state * sizeof(floating))
+    if not fmo_step(t, f.plan.step_threads):
+        memcpy(params, f.work.backup, t.n * sizeof(floating))
+        if n_state:
+            memcpy(t.s1, <floating*>f.work.backup + t.n, n_state * sizeof(floating))
+        return False
+    exact_step_bounds(f)
+    return True

@@ -1,0 +1,145 @@
+/* Optimizer steps over the flat parameter buffer: one vectorised pass per
+ * step (target_clones, as _vmath.h), in fixed blocks of FMO_BLOCK values on
+ * the pool of _pool.h when the buffer is large.  Every value is updated on
+ * its own and the gradient's squared norm is summed block by block in a
+ * fixed order, so results do not depend on the thread count.
+ *
+ * Kinds: 0 SGD, 1 momentum, 2 Nesterov momentum, 3 Adam (scikit-learn's
+ * definitions, see _optimizers.pxi).  The gradient is multiplied by `scale`
+ * (clipping) as it is read.  Each step reports whether every value it wrote
+ * (parameters and state) is finite. */
+#ifndef FASTMLP_OPTIM_H
+#define FASTMLP_OPTIM_H
+
+#include "_vmath.h"
+#include "_pool.h"
+
+#define FMO_BLOCK ((fm_idx)32768)
+#define FMO_MAX_BLOCKS 4096         /* larger buffers: bigger blocks */
+
+typedef struct {
+    int kind, is_float;
+    void *p, *s1, *s2;
+    const void *g;
+    fm_idx n, block;
+    double lr, mu, b1, b2, eps, scale;
+    int bad[FMO_MAX_BLOCKS];
+    double sq[FMO_MAX_BLOCKS];
+} fmo_task;
+
+#define FMO_DEFINE(T, SUF)                                                      \
+FM_CLONES static int fmo_step_##SUF(int kind, T *restrict p, const T *restrict g, \
+                                    T *restrict s1, T *restrict s2, fm_idx n,     \
+                                    T lr, T mu, T b1, T b2, T eps, T scale)       \
+{                                                                               \
+    fm_idx i;                                                                   \
+    int bad = 0;                                                                \
+    T gi, v, c1 = (T)1 - b1, c2 = (T)1 - b2;                                    \
+    if (kind == 0) {                                                            \
+        for (i = 0; i < n; i++) {                                               \
+            gi = g[i] * scale;                                                  \
+            p[i] -= lr * gi;                                                    \
+            bad |= !(p[i] - p[i] == 0);                                         \
+        }                                                                       \
+    } else if (kind == 1) {                                                     \
+        for (i = 0; i < n; i++) {                                               \
+            gi = g[i] * scale;                                                  \
+            v = mu * s1[i] - lr * gi;                                           \
+            s1[i] = v;                                                          \
+            p[i] += v;                                                          \
+            bad |= !(p[i] - p[i] == 0) | !(v - v == 0);                         \
+        }                                                                       \
+    } else if (kind == 2) {                                                     \
+        for (i = 0; i < n; i++) {                                               \
+            gi = g[i] * scale;                                                  \
+            v = mu * s1[i] - lr * gi;                                           \
+            s1[i] = v;                                                          \
+            p[i] += mu * v - lr * gi;                                           \
+            bad |= !(p[i] - p[i] == 0) | !(v - v == 0);                         \
+        }                                                                       \
+    } else {                                                                    \
+        for (i = 0; i < n; i++) {                                               \
+            gi = g[i] * scale;                                                  \
+            s1[i] = b1 * s1[i] + c1 * gi;                                       \
+            s2[i] = b2 * s2[i] + c2 * gi * gi;                                  \
+            p[i] -= lr * s1[i] / (sqrt##SUF##_(s2[i]) + eps);                   \
+            bad |= !(p[i] - p[i] == 0) | !(s1[i] - s1[i] == 0)                  \
+                   | !(s2[i] - s2[i] == 0);                                     \
+        }                                                                       \
+    }                                                                           \
+    return bad;                                                                 \
+}                                                                               \
+                                                                                \
+/* sum(g**2) in 16 running double sums (which vectorise). */                   \
+FM_CLONES static double fmo_sq_sum_##SUF(const T *restrict g, fm_idx n)         \
+{                                                                               \
+    double acc[16] = {0}, total = 0;                                            \
+    fm_idx i = 0;                                                               \
+    int j;                                                                      \
+    for (; i + 16 <= n; i += 16)                                                \
+        for (j = 0; j < 16; j++) acc[j] += (double)g[i + j] * g[i + j];         \
+    for (; i < n; i++) total += (double)g[i] * g[i];                            \
+    for (j = 0; j < 16; j++) total += acc[j];                                   \
+    return total;                                                               \
+}
+
+#define sqrtd_(x) sqrt(x)
+#define sqrtf_(x) sqrtf(x)
+FMO_DEFINE(double, d)
+FMO_DEFINE(float, f)
+
+static void fmo_step_block(void *arg, int b)
+{
+    fmo_task *t = (fmo_task *)arg;
+    fm_idx lo = (fm_idx)b * t->block;
+    fm_idx hi = lo + t->block < t->n ? lo + t->block : t->n;
+    if (t->is_float)
+        t->bad[b] = fmo_step_f(t->kind, (float *)t->p + lo, (const float *)t->g + lo,
+                               t->s1 ? (float *)t->s1 + lo : NULL,
+                               t->s2 ? (float *)t->s2 + lo : NULL, hi - lo, (float)t->lr,
+                               (float)t->mu, (float)t->b1, (float)t->b2, (float)t->eps,
+                               (float)t->scale);
+    else
+        t->bad[b] = fmo_step_d(t->kind, (double *)t->p + lo, (const double *)t->g + lo,
+                               t->s1 ? (double *)t->s1 + lo : NULL,
+                               t->s2 ? (double *)t->s2 + lo : NULL, hi - lo, t->lr, t->mu,
+                               t->b1, t->b2, t->eps, t->scale);
+}
+
+static void fmo_sq_block(void *arg, int b)
+{
+    fmo_task *t = (fmo_task *)arg;
+    fm_idx lo = (fm_idx)b * t->block;
+    fm_idx hi = lo + t->block < t->n ? lo + t->block : t->n;
+    t->sq[b] = t->is_float ? fmo_sq_sum_f((const float *)t->g + lo, hi - lo)
+                           : fmo_sq_sum_d((const double *)t->g + lo, hi - lo);
+}
+
+static int fmo_blocks(fmo_task *t)
+{
+    t->block = FMO_BLOCK;
+    while ((t->n + t->block - 1) / t->block > FMO_MAX_BLOCKS)
+        t->block *= 2;
+    return (int)((t->n + t->block - 1) / t->block);
+}
+
+/* sum(g**2) over the task's n values, block by block in order. */
+static double fmo_sq_norm(fmo_task *t, int threads)
+{
+    int b, nb = fmo_blocks(t);
+    double total = 0;
+    fmp_run(fmo_sq_block, t, nb, nb > 1 ? threads : 1);
+    for (b = 0; b < nb; b++) total += t->sq[b];
+    return total;
+}
+
+/* The step; 1 when every value written is finite. */
+static int fmo_step(fmo_task *t, int threads)
+{
+    int b, nb = fmo_blocks(t), bad = 0;
+    fmp_run(fmo_step_block, t, nb, nb > 1 ? threads : 1);
+    for (b = 0; b < nb; b++) bad |= t->bad[b];
+    return !bad;
+}
+
+#endif
