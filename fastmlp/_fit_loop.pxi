@@ -212,11 +212,81 @@ cdef void batch_rows(Fit* f, floating* params, Py_ssize_t start, Py_ssize_t m,
     b.M = total_weight(<const floating*>b.w, m)
 
 
+# The duel: a core slowed by another process makes every split step wait for
+# it, so a fit compares its full steps on the pool with the same steps on one
+# thread (every pool task gives the same results on any thread count) and
+# keeps the faster.  Each side gets a window of at least DUEL_WINDOW steps
+# and DUEL_WINDOW_NS (shorter windows measured the host's noise); the winner
+# then runs DUEL_REPEAT times as many steps, twice that (up to DUEL_MAX
+# times) while the same side keeps winning.
+cdef enum:
+    DUEL_POOLED = 0
+    DUEL_SOLO = 1
+    DUEL_CHOSEN = 2
+    DUEL_WINDOW = 8
+    DUEL_REPEAT = 16
+    DUEL_MAX = 256
+cdef int64_t DUEL_WINDOW_NS = 1500000
+# A busy core outlasts one fit: a fit starting within DUEL_MEMORY_NS of a duel
+# that chose one thread starts on one thread (then duels as usual).
+cdef int64_t DUEL_MEMORY_NS = 1000000000
+cdef int64_t last_solo_choice_ns = -DUEL_MEMORY_NS     # (races are benign)
+
+
+cdef void duel_start(Duel* d, FitPlan* p) noexcept nogil:
+    memset(d, 0, sizeof(Duel))
+    d.active = p.step_threads > 1 or p.pool_threads > 1
+    d.phase = DUEL_POOLED
+    d.repeat = DUEL_REPEAT
+    d.t0 = fmp_now_ns()
+    if d.active and d.t0 - last_solo_choice_ns < DUEL_MEMORY_NS:
+        d.phase = DUEL_CHOSEN
+        d.solo = True
+        d.left = 16 * DUEL_WINDOW
+        fmp_set_solo_here(1)
+
+
+cdef void duel_step(Duel* d) noexcept nogil:
+    """Before a full step: end the phase whose time is up, set the mode."""
+    cdef int64_t now
+    cdef bint solo
+    d.done += 1
+    if d.phase == DUEL_CHOSEN and d.done <= d.left:
+        if d.solo:
+            d.solo_steps += 1
+        return
+    now = fmp_now_ns()
+    if d.phase != DUEL_CHOSEN and (d.done <= DUEL_WINDOW or now - d.t0 < DUEL_WINDOW_NS):
+        if d.phase == DUEL_SOLO:
+            d.solo_steps += 1
+        return
+    if d.phase == DUEL_POOLED:
+        d.pooled_ns = (now - d.t0) / (d.done - 1)
+        d.window = d.done - 1
+        d.phase = DUEL_SOLO
+    elif d.phase == DUEL_SOLO:
+        solo = (now - d.t0) / (d.done - 1) < d.pooled_ns
+        d.repeat = min(2 * d.repeat, <int>DUEL_MAX) if solo == d.solo else DUEL_REPEAT
+        d.solo = solo
+        last_solo_choice_ns = now if solo else -DUEL_MEMORY_NS
+        d.phase = DUEL_CHOSEN
+        d.left = d.repeat * (d.window + d.done - 1)
+    else:
+        d.phase = DUEL_POOLED
+    d.done = 1
+    d.t0 = now
+    fmp_set_solo_here(d.phase == DUEL_SOLO or (d.phase == DUEL_CHOSEN and d.solo))
+    if d.phase == DUEL_SOLO or (d.phase == DUEL_CHOSEN and d.solo):
+        d.solo_steps += 1
+
+
 cdef double take_step(Fit* f, floating* params, Batch* b) noexcept nogil:
     """One batch's planned step: its objective (before the update), or a
     value that is not finite when the objective or the update was not."""
     cdef StepChoice c = step_of(f, b.m)
     f.counts[c.kind] += 1
+    if f.duel.active and b.m == f.data.bs:
+        duel_step(&f.duel)
     if c.kind == STEP_NARROW:
         return step_narrow(f, params, b, c.parts)
     if c.kind == STEP_UNITS:
@@ -256,7 +326,11 @@ cdef Py_ssize_t fit(Fit* f, floating* params, uint64_t* rng, double* epoch_loss,
         f.work.prep_base = <char*>((<size_t>f.work.prep + 31) & ~(<size_t>31))
     if f.plan.epochs_in_c and f.data.W_total > 0:
         return narrow_epochs(f, params, epoch_loss, epochs, check_every, stop)
-    return run_epochs(f, params, rng, epoch_loss, epochs, check_every, stop)
+    duel_start(&f.duel, &f.plan)
+    try:
+        return run_epochs(f, params, rng, epoch_loss, epochs, check_every, stop)
+    finally:
+        fmp_set_solo_here(0)
 
 
 cdef void setup_tasks(Fit* f, float* params) noexcept nogil:

@@ -71,6 +71,20 @@ cdef struct StepBounds:
     double s2               # >= every second moment
 
 
+cdef struct Duel:
+    # the pool against one thread, measured while the fit runs (see duel_step)
+    bint active             # the plan puts work on the pool
+    int phase               # DUEL_POOLED, DUEL_SOLO (measuring), DUEL_CHOSEN
+    Py_ssize_t done         # full steps in the phase (the current one included)
+    Py_ssize_t window       # steps the pooled window took
+    Py_ssize_t left         # steps the choice holds
+    int repeat              # ... in windows (grows while the same side wins)
+    bint solo               # the choice
+    int64_t t0              # the phase's start
+    double pooled_ns        # the pooled window's time a step
+    Py_ssize_t solo_steps   # steps run on one thread (History.solo_steps)
+
+
 cdef struct Fit:
     Spec* s
     FitPlan plan
@@ -80,6 +94,7 @@ cdef struct Fit:
     Py_ssize_t widest       # the widest layer
     Py_ssize_t counts[N_STEPS]  # batches each step ran (narrow-epochs: epochs)
     fmo_task opt_task       # the general update's step (_optim.h)
+    Duel duel
     StepBounds step_bounds
     # the steps' pool tasks (float32), pointing into work
     Spec part_spec          # "rows": a part's products on one thread

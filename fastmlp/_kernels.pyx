@@ -340,8 +340,9 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     the planner (_planner.pxi, :func:`plan`) picks each batch's step among
     them.  Results depend on the step and on ``pool_threads`` for the
     "narrow" step only, never on timing.  ``threads`` > 0 sets the BLAS
-    thread count for the call.  OUT: ``counts`` (N_STEPS values, added to)
-    the batches each step ran (for "narrow-epochs": epochs).
+    thread count for the call.  OUT: ``counts`` (N_STEPS + 1 values, added
+    to) the batches each step ran (for "narrow-epochs": epochs), then the
+    steps the duel ran on one thread (see duel_step).
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -402,6 +403,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
         if counts is not None:
             for k in range(N_STEPS):
                 counts[k] += f.counts[k]
+            counts[N_STEPS] += f.duel.solo_steps
     return done
 
 
@@ -419,8 +421,8 @@ cdef check_train_args(Spec* s, Py_ssize_t n, Py_ssize_t batch_size, Py_ssize_t e
             raise ValueError(f"order[{i}] = {order[i]} is not a row index of X")
     if stop is not None and stop.shape[0] < 1:
         raise ValueError("stop must hold one flag")
-    if counts is not None and counts.shape[0] < N_STEPS:
-        raise ValueError(f"counts must hold {N_STEPS} values; got {counts.shape[0]}")
+    if counts is not None and counts.shape[0] < N_STEPS + 1:
+        raise ValueError(f"counts must hold {N_STEPS + 1} values; got {counts.shape[0]}")
     if pool_threads < 1:
         raise ValueError(f"pool_threads must be >= 1; got {pool_threads}")
 

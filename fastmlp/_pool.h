@@ -258,6 +258,15 @@ static void fmp_forget_stalls(void)
     fmp_pool.wait_ns = 0;
 }
 
+/* Calls from this thread run their blocks alone while set (a fit's duel
+ * between the pool and one thread, see _fit_loop.pxi: same results). */
+static __thread int fmp_solo_here;
+
+static void fmp_set_solo_here(int on)
+{
+    fmp_solo_here = on;
+}
+
 /* Run fn(arg, b) for b in 0..n_blocks-1 on up to `threads` threads (the
  * caller included); returns when every block is done. */
 static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
@@ -266,7 +275,7 @@ static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
     uint32_t gen;
     unsigned spins = 0;
     int64_t start, own_end = 0, now;
-    if (threads < 2 || n_blocks < 2 || n_blocks > FMP_MAX_BLOCKS
+    if (threads < 2 || n_blocks < 2 || n_blocks > FMP_MAX_BLOCKS || fmp_solo_here
             || (start = fmp_now_ns()) < __atomic_load_n(&fmp_pool.solo_until,
                                                           __ATOMIC_RELAXED)
             || __atomic_exchange_n(&fmp_pool.busy, 1, __ATOMIC_ACQUIRE)) {

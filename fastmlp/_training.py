@@ -95,7 +95,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                  or schedule != "constant")
     chunk = 1 if per_epoch else (max(1, epochs // 100) if verbose else epochs)
     history = History()
-    counts = np.zeros(len(net._STEPS), dtype=np.intp) if net._STEPS else None
+    counts = np.zeros(len(net._STEPS) + 1, dtype=np.intp) if net._STEPS else None
     history._count_steps(net._STEPS, counts)
     losses = np.full(epochs, np.nan)
     lr = learning_rate

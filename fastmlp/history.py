@@ -30,6 +30,10 @@ class History:
         Batches each training step of the compiled kernels ran (see
         :meth:`fastmlp.Network.plan`; "narrow-epochs" counts epochs); empty for
         the reference network.
+    solo_steps : int
+        Of those, the steps run on one thread because one thread was measured
+        faster than the thread pool during the fit (a core busy with another
+        process); the results are the same either way.
     """
 
     _FIELDS = ("loss", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
@@ -60,6 +64,12 @@ class History:
         if self._step_counts is None:
             return {}
         return dict(zip(self._step_names, (int(c) for c in self._step_counts)))
+
+    @property
+    def solo_steps(self):
+        if self._step_counts is None:
+            return 0
+        return int(self._step_counts[len(self._step_names)])
 
     def _record(self, losses, learning_rate, seconds_each):
         """Epochs run by one kernel call: ``losses`` (a 1-D array) is kept as
