@@ -104,3 +104,15 @@ def first_split_parts_of(const Py_ssize_t[::1] sizes, Py_ssize_t m, int threads=
     is not split that way)."""
     cdef Spec s = make_spec(sizes, ACT_SIGMOID, OUT_SOFTMAX, LOSS_LOG)
     return first_split_parts(&s, m, threads)
+
+
+def set_duel_window(double seconds):
+    """Set the duel's shortest window (see duel_step) and return the previous
+    one, in seconds; 0 makes windows of DUEL_WINDOW steps.  Forgets the last
+    duel's choice.  For tests and measurements, not thread-safe."""
+    global DUEL_WINDOW_NS, last_solo_choice_ns
+    last_solo_choice_ns = -DUEL_MEMORY_NS
+    if not 0 <= seconds <= 60:
+        raise ValueError(f"seconds must be in [0, 60]; got {seconds}")
+    previous, DUEL_WINDOW_NS = DUEL_WINDOW_NS / 1e9, <int64_t>(seconds * 1e9)
+    return previous

@@ -1,0 +1,46 @@
+"""The duel between the pool and one thread (_fit_loop.pxi): it changes the
+speed of a fit, never its results."""
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _kernels
+
+
+def _fit(sizes, batch_size, opt, threads, window):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], 1500)
+    previous = _kernels.set_duel_window(window)
+    try:
+        net = fastmlp.Network(sizes, dtype="float32", seed=1, n_threads=threads,
+                              output="softmax", loss="log_loss")
+        hist = net.fit(X, y, epochs=2, learning_rate=0.01, batch_size=batch_size, **opt)
+    finally:
+        _kernels.set_duel_window(previous)
+    return net.params.copy(), hist
+
+
+@pytest.mark.parametrize("sizes,batch_size,step,opt", [
+    ([64, 128, 10], 32, "units", {}),
+    ([64, 128, 64, 10], 64, "rows", {"momentum": 0.9}),
+    ([512, 256, 8], 128, "first", {}),
+])
+def test_duel_changes_no_result(sizes, batch_size, step, opt):
+    # windows of 8 steps switch between the pool and one thread many times;
+    # one-minute windows never leave the pool in a fit this short
+    switching, switching_hist = _fit(sizes, batch_size, opt, 2, 0.0)
+    pooled, pooled_hist = _fit(sizes, batch_size, opt, 2, 60.0)
+    assert switching_hist.steps[step] > 0
+    assert switching_hist.solo_steps >= 8 and pooled_hist.solo_steps == 0
+    np.testing.assert_array_equal(switching, pooled)
+    assert switching_hist.loss == pooled_hist.loss
+    if step != "rows":      # (rows' weight gradients go to BLAS, whose threads differ)
+        alone, alone_hist = _fit(sizes, batch_size, opt, 1, 0.0)
+        np.testing.assert_array_equal(switching, alone)
+        assert alone_hist.solo_steps == 0
+
+
+def test_duel_window_hook_checks_its_argument():
+    with pytest.raises(ValueError, match="seconds must be in"):
+        _kernels.set_duel_window(-1.0)
