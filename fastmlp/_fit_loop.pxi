@@ -233,9 +233,17 @@ cdef int64_t DUEL_MEMORY_NS = 1000000000
 cdef int64_t last_solo_choice_ns = -DUEL_MEMORY_NS     # (races are benign)
 
 
-cdef void duel_start(Duel* d, FitPlan* p) noexcept nogil:
+cdef bint uses_pool(FitPlan* p, StepChoice c, Py_ssize_t n_params) noexcept nogil:
+    """Whether a step of this choice hands work to the pool."""
+    if c.kind == STEP_LAYERS:
+        return p.pool_threads > 1 or (not p.fused and p.step_threads > 1
+                                      and n_params > FMO_BLOCK)
+    return c.kind >= 0 and c.parts > 1 and p.step_threads > 1
+
+
+cdef void duel_start(Duel* d, FitPlan* p, Py_ssize_t n_params) noexcept nogil:
     memset(d, 0, sizeof(Duel))
-    d.active = p.step_threads > 1 or p.pool_threads > 1
+    d.active = uses_pool(p, p.full, n_params)
     d.phase = DUEL_POOLED
     d.repeat = DUEL_REPEAT
     d.t0 = fmp_now_ns()
@@ -326,7 +334,7 @@ cdef Py_ssize_t fit(Fit* f, floating* params, uint64_t* rng, double* epoch_loss,
         f.work.prep_base = <char*>((<size_t>f.work.prep + 31) & ~(<size_t>31))
     if f.plan.epochs_in_c and f.data.W_total > 0:
         return narrow_epochs(f, params, epoch_loss, epochs, check_every, stop)
-    duel_start(&f.duel, &f.plan)
+    duel_start(&f.duel, &f.plan, s.n_params)
     try:
         return run_epochs(f, params, rng, epoch_loss, epochs, check_every, stop)
     finally:

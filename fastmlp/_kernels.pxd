@@ -140,6 +140,7 @@ cdef extern from "_threads.h" nogil:
     int fm_blas_threads_known()
 
 cdef extern from "_optim.h" nogil:
+    Py_ssize_t FMO_BLOCK
     ctypedef struct fmo_task:
         int kind
         int is_float
