@@ -26,8 +26,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _training
+from . import _convert, _format, _layout, _training
 from . import _validation as v
+from .errors import ModelFileError
 
 LayerTrace = namedtuple("LayerTrace", ["z", "a", "delta", "dW", "db"])
 LayerTrace.__doc__ = """Quantities of one layer for a batch, as the seed tutorials name them.
@@ -37,25 +38,6 @@ a : activations f(z), shape (n, n_out).
 delta : dLoss/dz for the batch-mean objective, shape (n, n_out).
 dW, db : gradients of the objective for this layer's weights and biases.
 """
-
-
-_PARAMS_ALIGN = 64
-
-
-def _aligned_zeros(n, dtype, align=_PARAMS_ALIGN):
-    """Zeros in a 1-D array whose data starts on an ``align``-byte boundary.
-
-    The kernels read the parameters as vectors of 32 bytes: from a cache line
-    boundary, the rows of a layer whose width is a multiple of 16 do not
-    straddle lines (measured, one-sample forward of 784-256-128-10 float32,
-    medians of 15 interleaved rounds: 28.1 -> 25.5 us on one thread,
-    21.1 -> 19.5 us on two).
-    """
-    dtype = np.dtype(dtype)
-    spare = align // dtype.itemsize
-    buffer = np.zeros(n + spare, dtype=dtype)
-    start = (-buffer.ctypes.data % align) // dtype.itemsize
-    return buffer[start:start + n]
 
 
 class BaseNetwork:
@@ -87,7 +69,7 @@ class BaseNetwork:
         self._sizes = np.asarray(sizes, dtype=np.intp)
         self._codes = (v.HIDDEN_ACTIVATIONS[activation], v.OUTPUTS[output], v.LOSSES[loss])
         self._rng = np.random.default_rng(seed)
-        self.params = _aligned_zeros(self.n_params, self.dtype)
+        self.params = _layout.aligned_zeros(self.n_params, self.dtype)
         self.weights, self.biases = self._split(self.params)
         self._initialise()
 
@@ -100,20 +82,11 @@ class BaseNetwork:
     @property
     def n_params(self):
         """Total number of weights and biases."""
-        s = self.layer_sizes
-        return sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
+        return _layout.n_params(self.layer_sizes)
 
     def _split(self, flat):
         """Per-layer (W, b) views into a flat buffer of the parameter layout."""
-        weights, biases, off = [], [], 0
-        s = self.layer_sizes
-        for i in range(len(s) - 1):
-            n_in, n_out = s[i], s[i + 1]
-            weights.append(flat[off:off + n_in * n_out].reshape(n_in, n_out))
-            off += n_in * n_out
-            biases.append(flat[off:off + n_out])
-            off += n_out
-        return weights, biases
+        return _layout.split(flat, self.layer_sizes)
 
     def _initialise(self):
         for W in self.weights:
@@ -131,8 +104,7 @@ class BaseNetwork:
         See :func:`fastmlp.io.save`; :meth:`load` or :func:`fastmlp.load`
         reads it back.
         """
-        from . import io
-        return io.save(self, path, metadata=metadata)
+        return _format.write(self, path, metadata=metadata)
 
     @classmethod
     def load(cls, path):
@@ -140,8 +112,26 @@ class BaseNetwork:
 
         See :func:`fastmlp.io.load`.
         """
-        from . import io
-        return io.load(path, cls=cls)
+        path = _format.fspath(path)
+        header, params = _format.read(path)
+        sizes, settings = _format.settings(header)
+        try:
+            net = cls(sizes, **settings)
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(path, f"the header's settings are not valid for "
+                                       f"{cls.__module__}.{cls.__name__}: {exc}") from exc
+        if net.params.shape != params.shape or net.params.dtype != params.dtype:
+            raise ModelFileError(path, f"{cls.__name__} built from the header has params "
+                                       f"{net.params.dtype} {net.params.shape}, the file "
+                                       f"{params.dtype} {params.shape}")
+        net.params[...] = params
+        if header["rng_state"] is not None:
+            try:
+                net._rng.bit_generator.state = header["rng_state"]
+            except (ValueError, TypeError) as exc:
+                raise ModelFileError(path, f"header rng_state is not a valid PCG64 state "
+                                           f"({exc})") from exc
+        return net
 
     @classmethod
     def from_sklearn(cls, model, dtype=None):
@@ -149,8 +139,7 @@ class BaseNetwork:
 
         See :func:`fastmlp.interop.from_sklearn`.
         """
-        from .interop import from_sklearn
-        return from_sklearn(model, dtype=dtype, network_cls=cls)
+        return cls._from_spec(_convert.from_sklearn(model, dtype=dtype))
 
     @classmethod
     def from_torch(cls, model, dtype=None, loss=None):
@@ -158,8 +147,14 @@ class BaseNetwork:
 
         See :func:`fastmlp.interop.from_torch`.
         """
-        from .interop import from_torch
-        return from_torch(model, dtype=dtype, loss=loss, network_cls=cls)
+        return cls._from_spec(_convert.from_torch(model, dtype=dtype, loss=loss))
+
+    @classmethod
+    def _from_spec(cls, spec):
+        net = cls(list(spec.layer_sizes), activation=spec.activation, output=spec.output,
+                  loss=spec.loss, dtype=spec.dtype, seed=0)
+        net.params[...] = spec.params
+        return net
 
     def get_params(self):
         """Return a copy of the flat parameter vector."""
@@ -189,8 +184,8 @@ class BaseNetwork:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if self.params.ctypes.data % _PARAMS_ALIGN:        # unpickled: a fresh copy
-            params = _aligned_zeros(self.params.size, self.params.dtype)
+        if not _layout.is_aligned(self.params):          # unpickled: a fresh copy
+            params = _layout.aligned_zeros(self.params.size, self.params.dtype)
             params[...] = self.params
             self.params = params
         self.weights, self.biases = self._split(self.params)

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .demo import DEMOS, run_demo
 
 _MAX_CLASSES = 20        # --task auto: integer targets with at most this many values
