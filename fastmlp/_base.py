@@ -69,9 +69,46 @@ class BaseNetwork:
         self._sizes = np.asarray(sizes, dtype=np.intp)
         self._codes = (v.HIDDEN_ACTIVATIONS[activation], v.OUTPUTS[output], v.LOSSES[loss])
         self._rng = np.random.default_rng(seed)
-        self.params = _layout.aligned_zeros(self.n_params, self.dtype)
-        self.weights, self.biases = self._split(self.params)
-        self._initialise()
+        params = self.__dict__.pop("_adopted_params", None)     # set by _around
+        if params is None:
+            self.params = _layout.aligned_zeros(self.n_params, self.dtype)
+            self.weights, self.biases = self._split(self.params)
+            self._initialise()
+        else:
+            self._adopt(params)
+
+    @classmethod
+    def _around(cls, params, layer_sizes, settings, rng_state=None):
+        """A network of this class built around ``params``: its parameter
+        buffer is that array (no initialisation, and no copy when it is an
+        aligned C-contiguous array of the network's dtype, as ``_format.read``
+        and ``_convert`` make).
+
+        ``settings`` are the constructor's keyword arguments (the constructor
+        runs, a subclass's own included). The generator continues from
+        ``rng_state`` (a PCG64 state), or from where initialisation would have
+        left it: as if the network had been built and then given ``params``.
+        """
+        net = cls.__new__(cls)
+        net._adopted_params = params
+        net.__init__(layer_sizes, **settings)
+        if rng_state is not None:
+            net._rng.bit_generator.state = rng_state
+        else:
+            net._skip_initialisation_draws()
+        return net
+
+    def _adopt(self, params):
+        if not isinstance(params, np.ndarray) or params.shape != (self.n_params,):
+            raise ValueError(f"params must be an array of shape ({self.n_params},) for layer_sizes "
+                             f"{list(self.layer_sizes)}; got {getattr(params, 'shape', params)!r}")
+        if (params.dtype != self.dtype or not params.flags.c_contiguous
+                or not params.flags.writeable or not _layout.is_aligned(params)):
+            copy = _layout.aligned_empty(self.n_params, self.dtype)
+            copy[...] = params
+            params = copy
+        self.params = params
+        self.weights, self.biases = self._split(params)
 
     # ------------------------------------------------------------------ layout
     @property
@@ -98,6 +135,17 @@ class BaseNetwork:
         for b in self.biases:
             b[...] = 0
 
+    def _skip_initialisation_draws(self):
+        """Advance the generator past the normals :meth:`_initialise` draws
+        (a Generator's normals come one after another, so drawing them in
+        blocks consumes the same stream), without holding them."""
+        block = 1 << 16
+        for W in self.weights:
+            left = W.size
+            while left:
+                self._rng.standard_normal(min(left, block))
+                left -= min(left, block)
+
     def save(self, path, metadata=None):
         """Write this network to one ``.npz`` file, atomically.
 
@@ -110,28 +158,17 @@ class BaseNetwork:
     def load(cls, path):
         """A network of this class from a file written by :meth:`save`.
 
-        See :func:`fastmlp.io.load`.
+        See :func:`fastmlp.io.load`. The network keeps the array read from
+        the file as its parameters: loading holds one copy of them.
         """
         path = _format.fspath(path)
         header, params = _format.read(path)
         sizes, settings = _format.settings(header)
         try:
-            net = cls(sizes, **settings)
+            return cls._around(params, sizes, settings, rng_state=header["rng_state"])
         except (ValueError, TypeError) as exc:
             raise ModelFileError(path, f"the header's settings are not valid for "
                                        f"{cls.__module__}.{cls.__name__}: {exc}") from exc
-        if net.params.shape != params.shape or net.params.dtype != params.dtype:
-            raise ModelFileError(path, f"{cls.__name__} built from the header has params "
-                                       f"{net.params.dtype} {net.params.shape}, the file "
-                                       f"{params.dtype} {params.shape}")
-        net.params[...] = params
-        if header["rng_state"] is not None:
-            try:
-                net._rng.bit_generator.state = header["rng_state"]
-            except (ValueError, TypeError) as exc:
-                raise ModelFileError(path, f"header rng_state is not a valid PCG64 state "
-                                           f"({exc})") from exc
-        return net
 
     @classmethod
     def from_sklearn(cls, model, dtype=None):
@@ -151,10 +188,9 @@ class BaseNetwork:
 
     @classmethod
     def _from_spec(cls, spec):
-        net = cls(list(spec.layer_sizes), activation=spec.activation, output=spec.output,
-                  loss=spec.loss, dtype=spec.dtype, seed=0)
-        net.params[...] = spec.params
-        return net
+        return cls._around(spec.params, list(spec.layer_sizes),
+                           dict(activation=spec.activation, output=spec.output, loss=spec.loss,
+                                dtype=spec.dtype, seed=0))
 
     def get_params(self):
         """Return a copy of the flat parameter vector."""

@@ -23,7 +23,28 @@ ModelSpec.__doc__ = """A model read from another library: the settings of a fast
 flat parameters (an aligned array of that dtype, in fastmlp's layout)."""
 
 
-def _spec(Ws, bs, activation, output, loss, dtype):
+def _spec(Ws, bs, activation, output, loss, dtype, names=("coefs_", "intercepts_")):
+    """Check that the layers chain, then copy them into one flat buffer.
+
+    ``names`` say where the weights and biases came from, for the errors.
+    Shapes must match exactly: nothing is broadcast.
+    """
+    wname, bname = names
+    if not Ws or len(Ws) != len(bs):
+        raise ValueError(f"{wname} and {bname} must hold one entry per layer (at least one); "
+                         f"got {len(Ws)} and {len(bs)}")
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        for name, a in ((f"{wname}[{i}]", W), (f"{bname}[{i}]", b)):
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"{name} must hold real numbers; got dtype {a.dtype}")
+        if W.ndim != 2:
+            raise ValueError(f"{wname}[{i}] must be a 2-D (n_in, n_out) array; got shape {W.shape}")
+        if i and W.shape[0] != Ws[i - 1].shape[1]:
+            raise ValueError(f"{wname}[{i}] has shape {W.shape}, but {wname}[{i - 1}] gives "
+                             f"{Ws[i - 1].shape[1]} outputs: expected ({Ws[i - 1].shape[1]}, n_out)")
+        if b.shape != (W.shape[1],):
+            raise ValueError(f"{bname}[{i}] has shape {b.shape}; {wname}[{i}] of shape "
+                             f"{W.shape} needs ({W.shape[1]},)")
     sizes = [Ws[0].shape[0]] + [W.shape[1] for W in Ws]
     params = _layout.aligned_zeros(_layout.n_params(sizes), dtype)
     weights, biases = _layout.split(params, sizes)
@@ -53,7 +74,8 @@ def from_sklearn(model, dtype=None):
         W = [np.array(w) for w in net.weights]
         b = [np.array(x) for x in net.biases]
         return _spec(W, b, net.activation, net.output, net.loss_name,
-                     _pick_dtype(dtype, W + b) if dtype is not None else net.dtype.name)
+                     _pick_dtype(dtype, W + b) if dtype is not None else net.dtype.name,
+                     names=("network_.weights", "network_.biases"))
     name = type(model).__name__
     if name not in ("MLPClassifier", "MLPRegressor") or not hasattr(model, "get_params"):
         raise TypeError(
@@ -164,4 +186,5 @@ def from_torch(model, dtype=None, loss=None):
                       else b.detach().cpu().to(torch.float64).numpy().copy())
     if dtype is None:
         dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
-    return _spec(Ws, bs, activation, output, loss, _pick_dtype(dtype, Ws))
+    return _spec(Ws, bs, activation, output, loss, _pick_dtype(dtype, Ws),
+                 names=("Linear weight.T", "Linear bias"))

@@ -6,7 +6,9 @@ attributes, and :func:`read` returns the validated header and parameters, from
 which ``BaseNetwork.load`` builds the network (:func:`settings` gives its
 constructor's arguments).
 """
+import errno
 import os
+import stat
 
 import numpy as np
 
@@ -27,6 +29,7 @@ _HEADER_KEYS = frozenset({
 _OPTIONAL_KEYS = frozenset({"metadata"})
 _MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes (plus any metadata)
 _MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy header
+MAX_METADATA_DEPTH = 100             # levels of nesting in metadata (json recurses on them)
 
 
 def fspath(path):
@@ -107,6 +110,12 @@ def write(net, path, metadata=None):
         header = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must hold only JSON values (no NaN or inf): {exc}") from None
+    except RecursionError:
+        raise ValueError(f"metadata must nest at most {MAX_METADATA_DEPTH} levels of dicts and "
+                         "lists (load reads no deeper); got more") from None
+    if nesting_depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata must nest at most {MAX_METADATA_DEPTH} levels of dicts and "
+                         "lists (load reads no deeper); got more")
     if len(header) > _MAX_HEADER_BYTES:
         raise ValueError(f"metadata is too large: the header would be {len(header)} bytes; "
                          f"at most {_MAX_HEADER_BYTES}")
@@ -169,69 +178,136 @@ def read_header(path):
 def read(path):
     """The validated header (a dict) and the parameters of a model file.
 
+    The parameters are read straight into a new aligned array of the
+    header's dtype (native byte order), the only copy of them ``load`` makes.
     Raises ModelFileError for anything wrong in the file, OSError when it
     cannot be opened; see :func:`fastmlp.io.load`.
     """
+    import zipfile
+
     path = fspath(path)
-    with open(path, "rb") as fh:            # OSError for a missing / unreadable path
+    fh = _open_regular_file(path)
+    with fh:
         magic = fh.read(4)
-    if magic[:2] != b"PK":
-        raise ModelFileError(path, "not a .npz archive (a fastmlp model file is a zip archive "
-                                   "written by fastmlp.io.save)" if magic else "the file is empty")
+        if magic[:2] != b"PK":
+            raise ModelFileError(path, "not a .npz archive (a fastmlp model file is a zip archive "
+                                       "written by fastmlp.io.save)" if magic else "the file is empty")
+        fh.seek(0)
+        try:
+            archive = zipfile.ZipFile(fh)
+        except Exception as exc:        # BadZipFile, ValueError, EOFError, OSError, ...
+            raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
+        try:
+            with archive:
+                return _read_members(path, archive, os.fstat(fh.fileno()).st_size)
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            # Everything read here comes from the file: a damaged archive can make
+            # zipfile / zlib / the .npy parser raise almost anything (BadZipFile,
+            # ValueError, EOFError, NotImplementedError for an unknown compression,
+            # RuntimeError for an "encrypted" flag, zlib.error, struct.error, ...).
+            raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular_file(path):
+    """``path`` opened for reading, if it is a regular file.
+
+    A FIFO, device or socket is refused with ModelFileError before it is read
+    (opening a FIFO for reading would wait for a writer; a device may never
+    end). The check is made again on the opened file, which is opened without
+    blocking, so a file swapped in between cannot make it wait either.
+    """
+    def refuse_special(mode):
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+            raise ModelFileError(path, f"it is {kind}, not a regular file; a model file is "
+                                       "read from disk")
+
+    refuse_special(os.stat(path).st_mode)          # OSError for a missing / unreadable path
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+             | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, flags)
     try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:        # BadZipFile, ValueError, EOFError, OSError, ...
-        raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ModelFileError(path, "not a .npz archive")
-    try:
-        with npz:
-            header, params = _read_members(path, npz)
-    except ModelFileError:
+        refuse_special(os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise
-    except Exception as exc:
-        # Everything read here comes from the file: a damaged archive can make
-        # zipfile / zlib / the .npy parser raise almost anything (BadZipFile,
-        # ValueError, EOFError, NotImplementedError for an unknown compression,
-        # RuntimeError for an "encrypted" flag, zlib.error, struct.error, ...).
-        raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
-    return header, params
 
 
-def _member_info(path, npz, name):
+def _member_info(path, archive, name, disk_size):
+    """The zip entry of array ``name``: stored (not compressed), and no larger
+    than the file itself, so that reading it can never inflate past what is
+    on disk."""
+    import zipfile
+
     try:
-        return npz.zip.getinfo(name + ".npy")
+        info = archive.getinfo(name + ".npy")
     except KeyError:
         raise ModelFileError(path, f"array {name!r} is not stored as {name}.npy") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        method = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                  zipfile.ZIP_LZMA: "lzma"}.get(info.compress_type, f"method {info.compress_type}")
+        raise ModelFileError(path, f"array {name!r} is compressed ({method}); fastmlp model files "
+                                   "store their arrays uncompressed, as fastmlp.io.save writes them")
+    if info.compress_size != info.file_size or info.file_size > disk_size:
+        raise ModelFileError(path, f"array {name!r} claims {info.file_size} bytes "
+                                   f"({info.compress_size} stored) in a file of {disk_size} bytes")
+    return info
 
 
-def _peek_npy_header(path, npz, name, info):
-    """dtype, shape and header length of a member, read before any data."""
+def _read_npy_header(path, member, name):
+    """dtype, shape and header length of an open member, read before any data."""
     fmt = np.lib.format
-    with npz.zip.open(info) as member:
-        version = fmt.read_magic(member)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(member, max_header_size=_MAX_NPY_HEADER_BYTES)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = fmt.read_array_header_2_0(member, max_header_size=_MAX_NPY_HEADER_BYTES)
-        else:
-            raise ModelFileError(path, f"array {name!r} has an unknown .npy version {version}")
-        offset = member.tell()
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member, max_header_size=_MAX_NPY_HEADER_BYTES)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member, max_header_size=_MAX_NPY_HEADER_BYTES)
+    else:
+        raise ModelFileError(path, f"array {name!r} has an unknown .npy version {version}")
     if dtype.hasobject:
         raise ModelFileError(path, f"array {name!r} holds Python objects (dtype {dtype}); "
                                    "refusing to unpickle it")
     if fortran and len(shape) > 1:
         raise ModelFileError(path, f"array {name!r} is stored in Fortran order")
-    return shape, dtype, offset
+    return shape, dtype, member.tell()
 
 
-def _read_members(path, npz):
+_READ_CHUNK = 1 << 20     # bytes per read: zipfile makes a bytes object of each
+
+
+def _read_into(path, member, buffer):
+    """Fill ``buffer`` from ``member`` in bounded chunks (no whole-size temporary)."""
+    view = memoryview(buffer).cast("B")
+    done = 0
+    while done < len(view):
+        got = member.readinto(view[done:done + _READ_CHUNK])
+        if not got:
+            raise ModelFileError(path, f"'params' ends after {done} of {len(view)} bytes")
+        done += got
+
+
+def _count_non_finite(a):
+    """NaN and inf in ``a``, counted a block at a time (no whole-size mask)."""
+    step = _READ_CHUNK // a.itemsize
+    return sum(int(np.count_nonzero(~np.isfinite(a[i:i + step]))) for i in range(0, a.size, step))
+
+
+def _read_members(path, archive, disk_size):
     import json
 
-    names = npz.zip.namelist()
+    names = archive.namelist()
     if len(names) != len(set(names)):
         raise ModelFileError(path, f"the archive holds duplicate members: {sorted(names)}")
-    got = sorted(npz.files)
+    got = sorted(n[:-4] if n.endswith(".npy") else n for n in names)
     if got != sorted(_MEMBERS):
         missing = sorted(set(_MEMBERS) - set(got))
         extra = sorted(set(got) - set(_MEMBERS))
@@ -242,43 +318,50 @@ def _read_members(path, npz):
             what.append(f"unexpected {', '.join(map(repr, extra))}")
         raise ModelFileError(path, f"expected exactly the arrays 'header' and 'params'; "
                                    f"{' and '.join(what)} (found {got})")
+    header_info = _member_info(path, archive, "header", disk_size)
+    params_info = _member_info(path, archive, "params", disk_size)
 
     # header: small, uint8, JSON object
-    info = _member_info(path, npz, "header")
-    if info.file_size > _MAX_HEADER_BYTES:
-        raise ModelFileError(path, f"the header is {info.file_size} bytes; at most {_MAX_HEADER_BYTES} expected")
-    shape, dtype, offset = _peek_npy_header(path, npz, "header", info)
-    if dtype != np.uint8 or len(shape) != 1:
-        raise ModelFileError(path, f"the header must be a 1-D uint8 array; got {dtype} shape {shape}")
-    if info.file_size != offset + shape[0]:
-        raise ModelFileError(path, "the header array's size does not match its .npy header")
-    raw = npz["header"]
+    if header_info.file_size > _MAX_HEADER_BYTES:
+        raise ModelFileError(path, f"the header is {header_info.file_size} bytes; at most {_MAX_HEADER_BYTES} expected")
+    with archive.open(header_info) as member:
+        shape, dtype, offset = _read_npy_header(path, member, "header")
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ModelFileError(path, f"the header must be a 1-D uint8 array; got {dtype} shape {shape}")
+        if header_info.file_size != offset + shape[0]:
+            raise ModelFileError(path, "the header array's size does not match its .npy header")
+        raw = member.read()                  # to the end: zipfile checks the CRC there
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"),
-                            parse_constant=_reject_constant)
+        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(path, f"the header is not valid UTF-8 JSON ({exc})") from exc
+    except RecursionError:
+        raise ModelFileError(path, f"the header's JSON nests too deeply (metadata may nest "
+                                   f"at most {MAX_METADATA_DEPTH} levels)") from None
     header = _check_header(path, header)
 
-    # params: exactly n_params finite numbers of the header's dtype
-    info = _member_info(path, npz, "params")
+    # params: exactly n_params finite numbers of the header's dtype, read
+    # into the aligned buffer the network will keep
     n_params = header["n_params"]
     want = np.dtype(header["dtype"])
-    shape, dtype, offset = _peek_npy_header(path, npz, "params", info)
-    if dtype.kind != "f" or dtype.itemsize != want.itemsize:
-        raise ModelFileError(path, f"'params' has dtype {dtype}; the header says {want.name}")
-    if shape != (n_params,):
-        raise ModelFileError(path, f"'params' has shape {shape}; the header's layer_sizes "
-                                   f"{header['layer_sizes']} need ({n_params},)")
-    if info.file_size != offset + n_params * want.itemsize:
-        raise ModelFileError(path, f"'params' is {info.file_size} bytes in the archive; "
-                                   f"{offset + n_params * want.itemsize} expected")
-    params = npz["params"]
-    if params.shape != (n_params,):
-        raise ModelFileError(path, f"'params' has shape {params.shape}; ({n_params},) expected")
-    params = params.astype(want, copy=False)       # a byte-swapped file is fine
-    if not np.isfinite(params).all():
-        bad = int(np.count_nonzero(~np.isfinite(params)))
+    with archive.open(params_info) as member:
+        shape, dtype, offset = _read_npy_header(path, member, "params")
+        if dtype.kind != "f" or dtype.itemsize != want.itemsize:
+            raise ModelFileError(path, f"'params' has dtype {dtype}; the header says {want.name}")
+        if shape != (n_params,):
+            raise ModelFileError(path, f"'params' has shape {shape}; the header's layer_sizes "
+                                       f"{header['layer_sizes']} need ({n_params},)")
+        if params_info.file_size != offset + n_params * want.itemsize:
+            raise ModelFileError(path, f"'params' is {params_info.file_size} bytes in the archive; "
+                                       f"{offset + n_params * want.itemsize} expected")
+        params = _layout.aligned_empty(n_params, want)
+        _read_into(path, member, params)
+        if member.read(1):                   # (also makes zipfile check the CRC)
+            raise ModelFileError(path, "'params' is longer than its .npy header says")
+    if not dtype.isnative:                   # a byte-swapped file is fine
+        params.byteswap(inplace=True)
+    bad = _count_non_finite(params)
+    if bad:
         raise ModelFileError(path, f"'params' holds {bad} NaN or inf values")
     return header, params
 
@@ -338,12 +421,30 @@ def _check_header(path, header):
     need("rng_state", lambda x: x is None or _valid_rng_state(x), "null or a PCG64 state")
     if "metadata" in header:
         need("metadata", lambda x: isinstance(x, dict), "a JSON object")
+        if nesting_depth(header["metadata"], MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+            raise ModelFileError(path, f"header metadata nests more than {MAX_METADATA_DEPTH} "
+                                       "levels of objects and arrays")
     s = header["layer_sizes"]
     n_params = _layout.n_params(s)
     if header["n_params"] != n_params:
         raise ModelFileError(path, f"header n_params is {header['n_params']} but layer_sizes "
                                    f"{s} need {n_params}")
     return header
+
+
+def nesting_depth(value, limit):
+    """Levels of dict / list nesting in ``value`` (a flat dict is 1), counted
+    without recursion and only up to ``limit + 1``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                break
+            stack.extend((child, depth + 1)
+                         for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _valid_rng_state(x):

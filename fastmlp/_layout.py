@@ -41,3 +41,12 @@ def aligned_zeros(n, dtype, align=PARAMS_ALIGN):
 
 def is_aligned(a, align=PARAMS_ALIGN):
     return a.ctypes.data % align == 0
+
+
+def aligned_empty(n, dtype, align=PARAMS_ALIGN):
+    """Like :func:`aligned_zeros`, uninitialised (for a buffer about to be filled)."""
+    dtype = np.dtype(dtype)
+    spare = align // dtype.itemsize
+    buffer = np.empty(n + spare, dtype=dtype)
+    start = (-buffer.ctypes.data % align) // dtype.itemsize
+    return buffer[start:start + n]

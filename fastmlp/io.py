@@ -14,7 +14,8 @@ compressed) holding exactly two arrays:
     ``l2``, ``l1`` (finite floats >= 0), ``seed`` (int or null),
     ``n_params`` (int) and ``rng_state`` (the PCG64 state of the network's
     generator as numpy reports it, or null); optionally ``metadata``, a JSON
-    object of the caller's own (see :func:`read_header`).
+    object of the caller's own (see :func:`read_header`), nesting at most 100
+    levels of objects and arrays.
 ``params``
     1-D array of ``n_params`` finite numbers of ``dtype``: the flat
     parameter buffer (per layer: ``W`` row-major, then ``b``).
@@ -26,11 +27,16 @@ Guarantees
   or an error mid-save leaves the previous file (if any) untouched; on an
   error the temporary file is removed.
 * :func:`load` never unpickles (``allow_pickle=False``) and never executes
-  anything from the file. It checks the archive's members, their sizes
-  before reading them, the header's keys, types and values, the dtype and
-  shape of ``params`` against the header, and that every value is finite.
-  Anything wrong raises :class:`fastmlp.errors.ModelFileError` (a
-  ``ValueError``) naming the file and the problem.
+  anything from the file. It reads only a regular file (a FIFO, device or
+  socket is refused, never waited on) and only stored members (a compressed
+  one is refused before anything is inflated, so nothing read can exceed the
+  file's size). It checks the archive's members, their sizes before reading
+  them, the header's keys, types and values, the dtype and shape of
+  ``params`` against the header, and that every value is finite. Anything
+  wrong raises :class:`fastmlp.errors.ModelFileError` (a ``ValueError``)
+  naming the file and the problem.
+* :func:`load` holds one copy of the parameters: they are read in blocks
+  straight into the buffer the network keeps (no initialisation, no copy).
 * A loaded network predicts bit-identically to the saved one, and continues
   training with the same random stream (shuffling) the saved one would have
   used. Optimizer state (momentum, Adam moments) is not part of the file.
