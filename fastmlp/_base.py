@@ -26,7 +26,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _convert, _format, _layout, _training
+from . import _convert, _format, _params, _training
 from . import _validation as v
 from .errors import ModelFileError
 
@@ -71,7 +71,7 @@ class BaseNetwork:
         self._rng = np.random.default_rng(seed)
         params = self.__dict__.pop("_adopted_params", None)     # set by _around
         if params is None:
-            self.params = _layout.aligned_zeros(self.n_params, self.dtype)
+            self.params = _params.aligned_zeros(self.n_params, self.dtype)
             self.weights, self.biases = self._split(self.params)
             self._initialise()
         else:
@@ -103,8 +103,8 @@ class BaseNetwork:
             raise ValueError(f"params must be an array of shape ({self.n_params},) for layer_sizes "
                              f"{list(self.layer_sizes)}; got {getattr(params, 'shape', params)!r}")
         if (params.dtype != self.dtype or not params.flags.c_contiguous
-                or not params.flags.writeable or not _layout.is_aligned(params)):
-            copy = _layout.aligned_empty(self.n_params, self.dtype)
+                or not params.flags.writeable or not _params.is_aligned(params)):
+            copy = _params.aligned_empty(self.n_params, self.dtype)
             copy[...] = params
             params = copy
         self.params = params
@@ -119,11 +119,11 @@ class BaseNetwork:
     @property
     def n_params(self):
         """Total number of weights and biases."""
-        return _layout.n_params(self.layer_sizes)
+        return _params.n_params(self.layer_sizes)
 
     def _split(self, flat):
         """Per-layer (W, b) views into a flat buffer of the parameter layout."""
-        return _layout.split(flat, self.layer_sizes)
+        return _params.split(flat, self.layer_sizes)
 
     def _initialise(self):
         for W in self.weights:
@@ -220,8 +220,8 @@ class BaseNetwork:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if not _layout.is_aligned(self.params):          # unpickled: a fresh copy
-            params = _layout.aligned_zeros(self.params.size, self.params.dtype)
+        if not _params.is_aligned(self.params):          # unpickled: a fresh copy
+            params = _params.aligned_zeros(self.params.size, self.params.dtype)
             params[...] = self.params
             self.params = params
         self.weights, self.biases = self._split(self.params)

@@ -10,7 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _layout
+from . import _params
 
 _SK_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _SK_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
@@ -46,8 +46,8 @@ def _spec(Ws, bs, activation, output, loss, dtype, names=("coefs_", "intercepts_
             raise ValueError(f"{bname}[{i}] has shape {b.shape}; {wname}[{i}] of shape "
                              f"{W.shape} needs ({W.shape[1]},)")
     sizes = [Ws[0].shape[0]] + [W.shape[1] for W in Ws]
-    params = _layout.aligned_zeros(_layout.n_params(sizes), dtype)
-    weights, biases = _layout.split(params, sizes)
+    params = _params.aligned_zeros(_params.n_params(sizes), dtype)
+    weights, biases = _params.split(params, sizes)
     for i, (W, b) in enumerate(zip(Ws, bs)):
         weights[i][...] = W
         biases[i][...] = b

@@ -12,7 +12,7 @@ import stat
 
 import numpy as np
 
-from . import _layout
+from . import _params
 from . import _validation as v
 from ._version import __version__
 from .errors import ModelFileError
@@ -354,7 +354,7 @@ def _read_members(path, archive, disk_size):
         if params_info.file_size != offset + n_params * want.itemsize:
             raise ModelFileError(path, f"'params' is {params_info.file_size} bytes in the archive; "
                                        f"{offset + n_params * want.itemsize} expected")
-        params = _layout.aligned_empty(n_params, want)
+        params = _params.aligned_empty(n_params, want)
         _read_into(path, member, params)
         if member.read(1):                   # (also makes zipfile check the CRC)
             raise ModelFileError(path, "'params' is longer than its .npy header says")
@@ -425,7 +425,7 @@ def _check_header(path, header):
             raise ModelFileError(path, f"header metadata nests more than {MAX_METADATA_DEPTH} "
                                        "levels of objects and arrays")
     s = header["layer_sizes"]
-    n_params = _layout.n_params(s)
+    n_params = _params.n_params(s)
     if header["n_params"] != n_params:
         raise ModelFileError(path, f"header n_params is {header['n_params']} but layer_sizes "
                                    f"{s} need {n_params}")

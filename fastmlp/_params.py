@@ -1,6 +1,7 @@
-"""The flat parameter layout both networks, the file format and the model
+"""The flat parameter buffer both networks, the file format and the model
 converters share: per layer ``W`` (``(n_in, n_out)``, row-major), then ``b``,
-in one buffer whose data starts on a 64-byte boundary."""
+in one buffer whose data starts on a 64-byte boundary. (The compiled core's
+view of the layer sizes is ``_layout.pxi``.)"""
 import numpy as np
 
 PARAMS_ALIGN = 64
