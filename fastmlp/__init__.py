@@ -12,9 +12,8 @@ from . import datasets, reference
 from .errors import DivergenceError, ModelFileError
 from .gradcheck import GradientCheck, check_gradients
 from .history import History
+from ._version import __version__
 from .network import Network
-
-__version__ = "0.1.0"
 
 try:
     from ._build import BUILD as __build_info__

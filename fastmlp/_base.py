@@ -26,8 +26,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _training
+from . import _convert, _format, _params, _training
 from . import _validation as v
+from .errors import ModelFileError
 
 LayerTrace = namedtuple("LayerTrace", ["z", "a", "delta", "dW", "db"])
 LayerTrace.__doc__ = """Quantities of one layer for a batch, as the seed tutorials name them.
@@ -37,25 +38,6 @@ a : activations f(z), shape (n, n_out).
 delta : dLoss/dz for the batch-mean objective, shape (n, n_out).
 dW, db : gradients of the objective for this layer's weights and biases.
 """
-
-
-_PARAMS_ALIGN = 64
-
-
-def _aligned_zeros(n, dtype, align=_PARAMS_ALIGN):
-    """Zeros in a 1-D array whose data starts on an ``align``-byte boundary.
-
-    The kernels read the parameters as vectors of 32 bytes: from a cache line
-    boundary, the rows of a layer whose width is a multiple of 16 do not
-    straddle lines (measured, one-sample forward of 784-256-128-10 float32,
-    medians of 15 interleaved rounds: 28.1 -> 25.5 us on one thread,
-    21.1 -> 19.5 us on two).
-    """
-    dtype = np.dtype(dtype)
-    spare = align // dtype.itemsize
-    buffer = np.zeros(n + spare, dtype=dtype)
-    start = (-buffer.ctypes.data % align) // dtype.itemsize
-    return buffer[start:start + n]
 
 
 class BaseNetwork:
@@ -87,9 +69,46 @@ class BaseNetwork:
         self._sizes = np.asarray(sizes, dtype=np.intp)
         self._codes = (v.HIDDEN_ACTIVATIONS[activation], v.OUTPUTS[output], v.LOSSES[loss])
         self._rng = np.random.default_rng(seed)
-        self.params = _aligned_zeros(self.n_params, self.dtype)
-        self.weights, self.biases = self._split(self.params)
-        self._initialise()
+        params = self.__dict__.pop("_adopted_params", None)     # set by _around
+        if params is None:
+            self.params = _params.aligned_zeros(self.n_params, self.dtype)
+            self.weights, self.biases = self._split(self.params)
+            self._initialise()
+        else:
+            self._adopt(params)
+
+    @classmethod
+    def _around(cls, params, layer_sizes, settings, rng_state=None):
+        """A network of this class built around ``params``: its parameter
+        buffer is that array (no initialisation, and no copy when it is an
+        aligned C-contiguous array of the network's dtype, as ``_format.read``
+        and ``_convert`` make).
+
+        ``settings`` are the constructor's keyword arguments (the constructor
+        runs, a subclass's own included). The generator continues from
+        ``rng_state`` (a PCG64 state), or from where initialisation would have
+        left it: as if the network had been built and then given ``params``.
+        """
+        net = cls.__new__(cls)
+        net._adopted_params = params
+        net.__init__(layer_sizes, **settings)
+        if rng_state is not None:
+            net._rng.bit_generator.state = rng_state
+        else:
+            net._skip_initialisation_draws()
+        return net
+
+    def _adopt(self, params):
+        if not isinstance(params, np.ndarray) or params.shape != (self.n_params,):
+            raise ValueError(f"params must be an array of shape ({self.n_params},) for layer_sizes "
+                             f"{list(self.layer_sizes)}; got {getattr(params, 'shape', params)!r}")
+        if (params.dtype != self.dtype or not params.flags.c_contiguous
+                or not params.flags.writeable or not _params.is_aligned(params)):
+            copy = _params.aligned_empty(self.n_params, self.dtype)
+            copy[...] = params
+            params = copy
+        self.params = params
+        self.weights, self.biases = self._split(params)
 
     # ------------------------------------------------------------------ layout
     @property
@@ -100,20 +119,11 @@ class BaseNetwork:
     @property
     def n_params(self):
         """Total number of weights and biases."""
-        s = self.layer_sizes
-        return sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
+        return _params.n_params(self.layer_sizes)
 
     def _split(self, flat):
         """Per-layer (W, b) views into a flat buffer of the parameter layout."""
-        weights, biases, off = [], [], 0
-        s = self.layer_sizes
-        for i in range(len(s) - 1):
-            n_in, n_out = s[i], s[i + 1]
-            weights.append(flat[off:off + n_in * n_out].reshape(n_in, n_out))
-            off += n_in * n_out
-            biases.append(flat[off:off + n_out])
-            off += n_out
-        return weights, biases
+        return _params.split(flat, self.layer_sizes)
 
     def _initialise(self):
         for W in self.weights:
@@ -125,23 +135,40 @@ class BaseNetwork:
         for b in self.biases:
             b[...] = 0
 
+    def _skip_initialisation_draws(self):
+        """Advance the generator past the normals :meth:`_initialise` draws
+        (a Generator's normals come one after another, so drawing them in
+        blocks consumes the same stream), without holding them."""
+        block = 1 << 16
+        for W in self.weights:
+            left = W.size
+            while left:
+                self._rng.standard_normal(min(left, block))
+                left -= min(left, block)
+
     def save(self, path, metadata=None):
         """Write this network to one ``.npz`` file, atomically.
 
         See :func:`fastmlp.io.save`; :meth:`load` or :func:`fastmlp.load`
         reads it back.
         """
-        from . import io
-        return io.save(self, path, metadata=metadata)
+        return _format.write(self, path, metadata=metadata)
 
     @classmethod
     def load(cls, path):
         """A network of this class from a file written by :meth:`save`.
 
-        See :func:`fastmlp.io.load`.
+        See :func:`fastmlp.io.load`. The network keeps the array read from
+        the file as its parameters: loading holds one copy of them.
         """
-        from . import io
-        return io.load(path, cls=cls)
+        path = _format.fspath(path)
+        header, params = _format.read(path)
+        sizes, settings = _format.settings(header)
+        try:
+            return cls._around(params, sizes, settings, rng_state=header["rng_state"])
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(path, f"the header's settings are not valid for "
+                                       f"{cls.__module__}.{cls.__name__}: {exc}") from exc
 
     @classmethod
     def from_sklearn(cls, model, dtype=None):
@@ -149,8 +176,7 @@ class BaseNetwork:
 
         See :func:`fastmlp.interop.from_sklearn`.
         """
-        from .interop import from_sklearn
-        return from_sklearn(model, dtype=dtype, network_cls=cls)
+        return cls._from_spec(_convert.from_sklearn(model, dtype=dtype))
 
     @classmethod
     def from_torch(cls, model, dtype=None, loss=None):
@@ -158,8 +184,13 @@ class BaseNetwork:
 
         See :func:`fastmlp.interop.from_torch`.
         """
-        from .interop import from_torch
-        return from_torch(model, dtype=dtype, loss=loss, network_cls=cls)
+        return cls._from_spec(_convert.from_torch(model, dtype=dtype, loss=loss))
+
+    @classmethod
+    def _from_spec(cls, spec):
+        return cls._around(spec.params, list(spec.layer_sizes),
+                           dict(activation=spec.activation, output=spec.output, loss=spec.loss,
+                                dtype=spec.dtype, seed=0))
 
     def get_params(self):
         """Return a copy of the flat parameter vector."""
@@ -189,8 +220,8 @@ class BaseNetwork:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if self.params.ctypes.data % _PARAMS_ALIGN:        # unpickled: a fresh copy
-            params = _aligned_zeros(self.params.size, self.params.dtype)
+        if not _params.is_aligned(self.params):          # unpickled: a fresh copy
+            params = _params.aligned_zeros(self.params.size, self.params.dtype)
             params[...] = self.params
             self.params = params
         self.weights, self.biases = self._split(self.params)

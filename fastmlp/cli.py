@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .demo import DEMOS, run_demo
 
 _MAX_CLASSES = 20        # --task auto: integer targets with at most this many values
@@ -112,8 +112,10 @@ def build_parser():
                             "and keep the best weights")
     train.add_argument("--test-size", type=float, default=0.2,
                        help="fraction of rows held out and scored (default 0.2; 0 for none)")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                       help="precision (default float32)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                       help="precision (default float32, or float64 when a value of the data "
+                            "or a scale the standardisation folds into the network is beyond "
+                            "float32's range)")
     train.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and "
                                                            "shuffling (default 0)")
     train.add_argument("--no-standardize", dest="standardize", action="store_false",
@@ -179,6 +181,12 @@ def read_csv(path):
         header = [h.strip() for h in header]
         if not any(header):
             raise CLIError(f"{path}: the first row must name the columns")
+        first = {}
+        for i, name in enumerate(header):
+            if name in first:
+                raise CLIError(f"{path}: columns {first[name] + 1} and {i + 1} are both named "
+                               f"{name!r}; every column needs a name of its own")
+            first[name] = i
         rows = []
         try:
             for row in reader:
@@ -262,11 +270,48 @@ def _load_model(path):
                 meta = json.load(fh)
         except (OSError, ValueError) as err:
             raise CLIError(f"{_meta_path(path)} is not valid JSON: {err}") from None
+        _check_meta(meta, _meta_path(path))
     return net, meta
 
 
 def _meta_path(path):
     return os.fspath(path) + ".json"
+
+
+def _check_meta(meta, where):
+    """The sidecar 'fastmlp train' writes: a JSON object whose 'features' (distinct
+    column names), 'target' (a column name) and 'classes' (labels) have those types."""
+    if not isinstance(meta, dict):
+        raise CLIError(f"{where} must hold a JSON object naming the model's columns and "
+                       f"classes (as 'fastmlp train' writes it); got a JSON {_json_kind(meta)}")
+    features = meta.get("features")
+    if features is not None:
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise CLIError(f"{where}: 'features' must be a list of column names; got "
+                           f"{_short(features)}")
+        twice = sorted({f for f in features if features.count(f) > 1})
+        if twice:
+            raise CLIError(f"{where}: 'features' names {', '.join(map(repr, twice))} more than once")
+    target = meta.get("target")
+    if target is not None and not isinstance(target, str):
+        raise CLIError(f"{where}: 'target' must be a column name; got {_short(target)}")
+    classes = meta.get("classes")
+    if classes is not None and not (
+            isinstance(classes, list)
+            and all(isinstance(c, (int, float, str)) and not isinstance(c, bool) for c in classes)):
+        raise CLIError(f"{where}: 'classes' must be a list of class labels (numbers or "
+                       f"strings); got {_short(classes)}")
+
+
+def _json_kind(value):
+    kinds = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
+             ((int, float), "number"), (type(None), "null"))
+    return next(name for t, name in kinds if isinstance(value, t))
+
+
+def _short(value, width=60):
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 # ================================================================== train
@@ -281,6 +326,62 @@ def _parse_hidden(text):
     if any(s < 1 for s in sizes):
         raise CLIError(f"--hidden sizes must be >= 1; got {text!r}")
     return sizes
+
+
+def _memory_limit():
+    """The most memory this process can have, as (bytes, what says so): the
+    machine's, or the process's address-space or data limit when lower; None
+    when unknown."""
+    limits = []
+    try:
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                       "this machine's memory"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        import resource
+        for name, what in (("RLIMIT_AS", "the process's address-space limit"),
+                           ("RLIMIT_DATA", "the process's data limit")):
+            soft = resource.getrlimit(getattr(resource, name))[0]
+            if soft != resource.RLIM_INFINITY:
+                limits.append((soft, what))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    return min(limits) if limits else None
+
+
+def _check_memory(sizes, dtype, batch_rows, args):
+    """Refuse, before anything is allocated, a run that cannot fit in memory.
+
+    Counts what a fit holds at once, at the least: the parameters, Adam's two
+    moments or the momentum, the best weights with --early-stopping, one
+    batch's activations of every layer, and per epoch 8 bytes of losses (fit
+    allocates them up front) and 48 of History's lists once read (a Python
+    float and three list slots).
+    """
+    limit = _memory_limit()
+    if limit is None:
+        return
+    n_params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    copies = (1 + (2 if args.optimizer == "adam" else 1 if args.momentum else 0)
+              + bool(args.early_stopping))
+    network = (copies * n_params + batch_rows * sum(sizes[1:])) * np.dtype(dtype).itemsize
+    history = 56 * args.epochs
+    if network + history > limit[0]:
+        raise CLIError(
+            f"this run needs at least {_bytes(network + history)} of memory: {_bytes(network)} "
+            f"for the {'-'.join(map(str, sizes))} network's parameters, optimizer state and a "
+            f"batch of {batch_rows} rows (--hidden, --batch-size), {_bytes(history)} to record "
+            f"{args.epochs} epochs (--epochs); {limit[1]} is {_bytes(limit[0])}")
+
+
+def _bytes(n):
+    if n < 1024:
+        return f"{n} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            return f"{n:.3g} {unit}"
 
 
 def _infer_task(y, task):
@@ -299,8 +400,6 @@ def cmd_train(args, out=None, err=None):
     if args.target not in header:
         raise CLIError(f"--target {args.target!r} is not a column of {args.data}; its columns "
                        f"are {', '.join(header)}")
-    if header.count(args.target) > 1:
-        raise CLIError(f"{args.data} has several columns named {args.target!r}")
     t = header.index(args.target)
     features = [h for i, h in enumerate(header) if i != t]
     if not features:
@@ -332,24 +431,26 @@ def cmd_train(args, out=None, err=None):
                        f"{n - n_test} training rows")
     test, train = order[:n_test], order[n_test:]
 
-    mu = X[train].mean(axis=0) if args.standardize else np.zeros(X.shape[1])
-    sd = X[train].std(axis=0) if args.standardize else np.ones(X.shape[1])
-    sd = np.where(sd > 0, sd, 1.0)
-    Xs = (X - mu) / sd
+    xs = _Standardisation(X[train], args.standardize)
     if task == "classification":
         k = len(classes)
         n_out, output, loss = (1, "sigmoid", "log_loss") if k == 2 else (k, "softmax", "log_loss")
-        Y = labels.astype(np.float64)
-        y_mu, y_sd = 0.0, 1.0
+        Y = labels[train].astype(np.float64)
+        ys = None
     else:
         n_out, output, loss = 1, "identity", "squared_error"
-        y_mu = y[train].mean() if args.standardize else 0.0
-        y_sd = y[train].std() if args.standardize else 1.0
-        y_sd = y_sd if y_sd > 0 else 1.0
-        Y = (y - y_mu) / y_sd
+        ys = _Standardisation(y[train, None], args.standardize)
+        Y = ys.apply(y[train, None])
     sizes = [X.shape[1]] + hidden + [n_out]
+    # float32 unless the saved network's raw inputs, scales or outputs need float64
+    problem = _float32_problem(features, X, args.target, None if ys is None else y, xs, ys)
+    if problem and args.dtype == "float32":
+        raise CLIError(f"--dtype float32 cannot hold this data: {problem}; use --dtype float64 "
+                       "(or leave --dtype out)")
+    dtype = args.dtype or ("float64" if problem else "float32")
+    _check_memory(sizes, dtype, min(args.batch_size, len(train)), args)
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
-                  init="he" if args.activation == "relu" else "xavier", dtype=args.dtype,
+                  init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
     lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
     fit_kwargs = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size,
@@ -363,9 +464,11 @@ def cmd_train(args, out=None, err=None):
     print(f"network {'-'.join(map(str, sizes))} {args.activation}, {output} output, {loss}, "
           f"{args.optimizer} lr {lr:g}, batches of {args.batch_size}, {args.epochs} epochs, "
           f"{len(train)} training / {len(test)} held-out rows", file=out)
+    if problem and not args.dtype:
+        print(f"float64: {problem}", file=out)
     out.flush()
-    hist = net.fit(Xs[train], Y[train], **fit_kwargs)
-    _fold_scaling(net, mu, sd, y_mu, y_sd)
+    hist = net.fit(xs.apply(X[train]), Y, **fit_kwargs)
+    _fold_scaling(net, xs, ys, features, args.target)
     msg = f"trained {len(hist.loss)} epochs in {hist.seconds:.2f} s, final loss {hist.loss[-1]:.6g}"
     if getattr(hist, "stopped_early", False):
         msg += " (stopped early)"
@@ -376,11 +479,8 @@ def cmd_train(args, out=None, err=None):
             pred = (P[:, 0] > 0.5).astype(int) if P.shape[1] == 1 else P.argmax(axis=1)
             print(f"held-out accuracy {np.mean(pred == labels[test]):.1%} ({len(test)} rows)", file=out)
         else:
-            r = P[:, 0] - y[test]
-            ss = np.sum((y[test] - y[test].mean()) ** 2)
-            r2 = 1 - np.sum(r ** 2) / ss if ss > 0 else float("nan")
-            print(f"held-out R^2 {r2:.4f}, RMSE {np.sqrt(np.mean(r ** 2)):.6g} ({len(test)} rows)",
-                  file=out)
+            r2, rmse = _r2_rmse(y[test], P[:, 0].astype(np.float64))
+            print(f"held-out R^2 {r2:.4f}, RMSE {rmse:.6g} ({len(test)} rows)", file=out)
     meta = {"fastmlp_cli": 1, "task": task, "target": args.target, "features": features,
             "classes": None if classes is None else [_label(c) for c in classes]}
     _save_model(net, args.out, meta)
@@ -393,19 +493,114 @@ def _label(c):
     return int(c) if c.is_integer() else c
 
 
-def _fold_scaling(net, mu, sd, y_mu, y_sd):
+class _Standardisation:
+    """Each column's mean and standard deviation over the training rows.
+
+    Kept as ``scale * m`` and ``scale * s`` with ``scale`` the column's largest
+    magnitude, and applied as ``(x / scale - m) / s``: nothing overflows for
+    any finite data (values of 1e308 included), where ``x.mean()`` and
+    ``x - mean`` would. A column constant over the training rows becomes 0.
+    Disabled, it is the identity.
+    """
+
+    def __init__(self, a, enabled=True):
+        n_cols = a.shape[1]
+        if not enabled:
+            self.scale, self.m, self.s = np.ones(n_cols), np.zeros(n_cols), np.ones(n_cols)
+        else:
+            scale = np.abs(a).max(axis=0)
+            self.scale = np.where(scale > 0, scale, 1.0)
+            u = a / self.scale
+            self.m, self.s = u.mean(axis=0), u.std(axis=0)
+        self.constant = self.s == 0
+
+    @property
+    def sd(self):
+        return self.s * self.scale
+
+    def apply(self, a):
+        out = (a / self.scale - self.m) / np.where(self.constant, 1.0, self.s)
+        out[:, self.constant] = 0.0
+        return out
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_HEADROOM = 1e4      # trained weights up to this size times a folded scale must fit float32
+
+
+def _float32_problem(features, X, target, y, xs, ys):
+    """Why a float32 network could not take the raw rows and give raw targets,
+    or None: a value beyond float32's range, or a scale that folding the
+    standardisation into the first or last layer would push beyond it."""
+    def beyond(a):
+        i = int(np.argmax(np.abs(a)))
+        return a.flat[i] if abs(a.flat[i]) > _F32_MAX else None
+
+    for j, name in enumerate(features):
+        v = beyond(X[:, j])
+        if v is not None:
+            return f"column {name!r} holds {v:g}, beyond float32's range (+-{_F32_MAX:.3g})"
+    if y is not None and beyond(y) is not None:
+        return f"the target {target!r} holds {beyond(y):g}, beyond float32's range (+-{_F32_MAX:.3g})"
+    with np.errstate(divide="ignore", over="ignore"):
+        inverse = np.where(xs.constant, 0.0, 1 / xs.sd)
+    j = int(np.argmax(inverse)) if len(inverse) else 0
+    if len(inverse) and inverse[j] * _HEADROOM > _F32_MAX:
+        return (f"column {features[j]!r} has a standard deviation of {xs.sd[j]:g}, too small "
+                "for float32 once the standardisation is folded into the first layer")
+    if ys is not None and ys.sd[0] * _HEADROOM > _F32_MAX:
+        return (f"the target {target!r} has a standard deviation of {ys.sd[0]:g}, too large "
+                "for float32 once it is folded into the output layer")
+    return None
+
+
+def _fold_scaling(net, xs, ys, features, target):
     """Make the network take raw inputs and give raw targets.
 
-    Trained on ``(x - mu) / sd``: ``z = ((x - mu) / sd) W + b = x (W / sd) + (b - (mu / sd) W)``.
-    A linear output trained on ``(y - y_mu) / y_sd`` is scaled back the same way.
+    Trained on ``(x - mu) / sd``: ``z = ((x - mu) / sd) W + b = x (W / sd) + (b - (mu / sd) W)``,
+    with ``W / sd`` computed as ``W / s / scale`` and ``mu / sd`` as ``m / s`` so that
+    nothing overflows on the way; a column that was constant (0 in training)
+    gets zero weights. A linear output trained on ``(y - y_mu) / y_sd`` is
+    scaled back the same way. Computed in float64; a result beyond the network's
+    dtype is a CLIError, never an infinity in the saved file.
     """
-    W0, b0 = net.weights[0], net.biases[0]
-    W = W0.astype(np.float64)
-    b0[...] = b0.astype(np.float64) - (mu / sd) @ W
-    W0[...] = W / sd[:, None]
-    if net.output == "identity" and (y_mu != 0 or y_sd != 1):
-        net.weights[-1][...] = net.weights[-1].astype(np.float64) * y_sd
-        net.biases[-1][...] = net.biases[-1].astype(np.float64) * y_sd + y_mu
+    top = float(np.finfo(net.dtype).max)
+    keep = ~xs.constant
+    W = net.weights[0].astype(np.float64)
+    with np.errstate(over="ignore"):
+        W0 = np.where(keep[:, None], W / np.where(keep, xs.s, 1.0)[:, None]
+                      / xs.scale[:, None], 0.0)
+        b0 = net.biases[0].astype(np.float64) - (np.where(keep, xs.m / np.where(keep, xs.s, 1.0),
+                                                          0.0) @ W)
+    bad = ~(np.abs(W0) <= top).all(axis=1)
+    if bad.any() or not (np.abs(b0) <= top).all():
+        which = ", ".join(repr(f) for f, b in zip(features, bad) if b) or "the columns"
+        raise CLIError(f"the trained network cannot take raw rows in {net.dtype.name}: folding "
+                       f"the standardisation of {which} into it overflows; rescale the column, "
+                       "use --no-standardize, or --dtype float64")
+    net.weights[0][...] = W0
+    net.biases[0][...] = b0
+    if net.output == "identity" and ys is not None:
+        s, m, scale = ys.s[0] if not ys.constant[0] else 1.0, ys.m[0], ys.scale[0]
+        with np.errstate(over="ignore"):
+            WL = net.weights[-1].astype(np.float64) * s * scale
+            bL = (net.biases[-1].astype(np.float64) * s + m) * scale
+        if not ((np.abs(WL) <= top).all() and (np.abs(bL) <= top).all()):
+            raise CLIError(f"the trained network's outputs for the target {target!r} would be "
+                           f"beyond {net.dtype.name}'s range; rescale the target or use "
+                           "--no-standardize")
+        net.weights[-1][...] = WL
+        net.biases[-1][...] = bL
+
+
+def _r2_rmse(y, p):
+    """R^2 and RMSE of predictions ``p`` of ``y``, computed on ``/ max |.|`` so
+    that any finite values work."""
+    scale = max(float(np.abs(y).max()), float(np.abs(p).max())) or 1.0
+    yu, r = y / scale, p / scale - y / scale
+    ss = np.sum((yu - yu.mean()) ** 2)
+    r2 = 1 - np.sum(r ** 2) / ss if ss > 0 else float("nan")
+    return r2, float(np.sqrt(np.mean(r ** 2)) * scale)
 
 
 # ================================================================ predict
@@ -417,16 +612,26 @@ def cmd_predict(args, out=None, err=None):
     n_in = net.layer_sizes[0]
     target = "prediction"
     if meta and meta.get("features"):
-        missing = [f for f in meta["features"] if f not in header]
+        features = meta["features"]
+        if len(features) != n_in:
+            raise CLIError(f"{_meta_path(args.model)} names {len(features)} input columns but "
+                           f"the model takes {n_in} inputs")
+        missing = [f for f in features if f not in header]
         if missing:
             raise CLIError(f"{args.data} lacks the model's input columns {', '.join(missing)}")
-        X = data[:, [header.index(f) for f in meta["features"]]]
+        X = data[:, [header.index(f) for f in features]]
         target = meta.get("target") or target
     elif data.shape[1] == n_in:
-        X = data
+        X, features = data, header
     else:
         raise CLIError(f"{args.data} has {data.shape[1]} columns but the model takes {n_in} "
                        f"inputs (and there is no {_meta_path(args.model)} naming them)")
+    top = float(np.finfo(net.dtype).max)
+    for j, name in enumerate(features):
+        i = int(np.argmax(np.abs(X[:, j])))
+        if abs(X[i, j]) > top:
+            raise CLIError(f"{args.data}, column {name!r}: {X[i, j]:g} is beyond the "
+                           f"{net.dtype.name} model's range (+-{top:.3g})")
     P = net.predict(X)
     classes = meta.get("classes") if meta else None
     columns, names = [], []
@@ -441,7 +646,10 @@ def cmd_predict(args, out=None, err=None):
         else:
             idx = P.argmax(axis=1)
             proba = P
-        labels = classes if classes and len(classes) == proba.shape[1] else list(range(proba.shape[1]))
+        if classes is not None and len(classes) != proba.shape[1]:
+            raise CLIError(f"{_meta_path(args.model)} lists {len(classes)} classes but the model "
+                           f"tells {proba.shape[1]} apart")
+        labels = classes if classes is not None else list(range(proba.shape[1]))
         names.append(target)
         columns.append([labels[i] for i in idx])
         if args.proba:
@@ -530,9 +738,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fastmlp: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, OSError, ImportError, ArithmeticError) as err:
+    except (CLIError, ValueError, TypeError, OSError, ImportError, ArithmeticError,
+            MemoryError) as err:
         if os.environ.get("FASTMLP_TRACEBACK"):
             raise
         text = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, MemoryError):
+            text = f"out of memory ({text})"
         print(f"fastmlp {args.command}: error: {text}", file=sys.stderr)
         return 1

@@ -14,43 +14,23 @@ the source model's outputs to float rounding:
 
 Neither library is imported by ``import fastmlp``, nor by this module: scikit-learn
 is never imported at all (the fitted model's attributes are read), and torch
-only inside :func:`from_torch`.
+only inside :func:`from_torch`. The reading is ``fastmlp._convert``'s; the class
+methods ``Network.from_sklearn`` and ``Network.from_torch``, which these functions
+call, build the network.
 """
-import numpy as np
+from ._base import BaseNetwork
+from .network import Network
 
 __all__ = ["from_sklearn", "from_torch"]
-
-_SK_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_SK_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
 
 
 def _network_cls(network_cls):
     if network_cls is None:
-        from .network import Network
         return Network
+    if not (isinstance(network_cls, type) and issubclass(network_cls, BaseNetwork)):
+        raise TypeError("network_cls must be fastmlp.Network or fastmlp.reference.Network; "
+                        f"got {network_cls!r}")
     return network_cls
-
-
-def _build(network_cls, Ws, bs, activation, output, loss, dtype):
-    sizes = [Ws[0].shape[0]] + [W.shape[1] for W in Ws]
-    net = _network_cls(network_cls)(sizes, activation=activation, output=output,
-                                    loss=loss, dtype=dtype, seed=0)
-    for i, (W, b) in enumerate(zip(Ws, bs)):
-        net.weights[i][...] = W
-        net.biases[i][...] = b
-    if not np.isfinite(net.params).all():
-        raise ValueError("the source model has non-finite weights (NaN or inf); "
-                         "it cannot be served")
-    return net
-
-
-def _pick_dtype(dtype, arrays):
-    if dtype is not None:
-        name = np.dtype(dtype).name
-        if name not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
-        return name
-    return "float32" if all(np.asarray(a).dtype == np.float32 for a in arrays) else "float64"
 
 
 def from_sklearn(model, dtype=None, network_cls=None):
@@ -83,44 +63,7 @@ def from_sklearn(model, dtype=None, network_cls=None):
         ``model`` is not fitted, or uses something the kernels do not have
         (the ``poisson`` loss's ``exp`` output).
     """
-    net = getattr(model, "network_", None)
-    if net is not None and hasattr(net, "layer_sizes"):       # fastmlp's own estimators
-        W = [np.array(w) for w in net.weights]
-        b = [np.array(x) for x in net.biases]
-        return _build(network_cls, W, b, net.activation, net.output, net.loss_name,
-                      _pick_dtype(dtype, W + b) if dtype is not None else net.dtype.name)
-    name = type(model).__name__
-    if name not in ("MLPClassifier", "MLPRegressor") or not hasattr(model, "get_params"):
-        raise TypeError(
-            "from_sklearn needs a fitted sklearn.neural_network.MLPClassifier or "
-            f"MLPRegressor; got {type(model).__module__}.{name} (for a Pipeline, pass "
-            "its last step and apply the preprocessing yourself)")
-    coefs, intercepts = getattr(model, "coefs_", None), getattr(model, "intercepts_", None)
-    if coefs is None or intercepts is None:
-        raise ValueError(f"from_sklearn needs a fitted {name}; call fit first "
-                         "(it has no coefs_)")
-    activation = getattr(model, "activation", None)
-    if activation not in _SK_HIDDEN:
-        raise ValueError(f"unsupported hidden activation {activation!r}; fastmlp has "
-                         f"{', '.join(sorted(_SK_HIDDEN))}")
-    out = getattr(model, "out_activation_", None)
-    if out not in _SK_OUTPUT:
-        raise ValueError(
-            f"unsupported output activation {out!r} (from loss={getattr(model, 'loss', None)!r}); "
-            f"fastmlp's outputs are {', '.join(sorted(_SK_OUTPUT))}")
-    loss = "log_loss" if name == "MLPClassifier" else "squared_error"
-    Ws = [np.asarray(W) for W in coefs]
-    bs = [np.asarray(b) for b in intercepts]
-    return _build(network_cls, Ws, bs, _SK_HIDDEN[activation], _SK_OUTPUT[out], loss,
-                  _pick_dtype(dtype, Ws + bs))
-
-
-def _flatten_torch(module, nn):
-    if isinstance(module, nn.Sequential):
-        for child in module:
-            yield from _flatten_torch(child, nn)
-    else:
-        yield module
+    return _network_cls(network_cls).from_sklearn(model, dtype=dtype)
 
 
 def from_torch(model, dtype=None, loss=None, network_cls=None):
@@ -159,77 +102,4 @@ def from_torch(model, dtype=None, loss=None, network_cls=None):
         between Linear layers, layer sizes that do not chain, or Softmax over
         another dimension.
     """
-    try:
-        import torch
-        from torch import nn
-    except ImportError as err:  # pragma: no cover - depends on the machine
-        raise ImportError("from_torch needs PyTorch: pip install torch") from err
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"from_torch needs a torch.nn.Sequential; got {type(model).__name__}")
-    if not isinstance(model, (nn.Sequential, nn.Linear)):
-        raise TypeError(
-            f"from_torch needs a torch.nn.Sequential of Linear layers and activations; got "
-            f"{type(model).__name__} (wrap the layers in nn.Sequential)")
-    hidden_acts = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu"}
-    skip = (nn.Identity, nn.Dropout, nn.Flatten)
-    linears, after = [], []          # after[i]: activation names following linear i
-    for pos, layer in enumerate(_flatten_torch(model, nn)):
-        if isinstance(layer, nn.Linear):
-            linears.append(layer)
-            after.append([])
-        elif isinstance(layer, skip):
-            if isinstance(layer, nn.Flatten) and linears:
-                raise ValueError(f"layer {pos} ({layer}): nn.Flatten between Linear layers "
-                                 "is not supported")
-            continue
-        elif type(layer) in hidden_acts or isinstance(layer, nn.Softmax):
-            if not linears:
-                raise ValueError(f"layer {pos} ({layer}) comes before the first nn.Linear; "
-                                 "fastmlp networks start with a Linear layer")
-            if isinstance(layer, nn.Softmax):
-                if layer.dim not in (-1, 1, None):
-                    raise ValueError(f"layer {pos}: nn.Softmax(dim={layer.dim}) is not over the "
-                                     "features; only dim=-1 or dim=1 is supported")
-                after[-1].append("softmax")
-            else:
-                after[-1].append(hidden_acts[type(layer)])
-        else:
-            raise TypeError(
-                f"layer {pos} ({type(layer).__name__}) is not supported; from_torch takes "
-                "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softmax (last), nn.Identity, "
-                "nn.Dropout and nn.Flatten (first)")
-    if not linears:
-        raise ValueError("the model has no nn.Linear layer")
-    for i, acts in enumerate(after):
-        if len(acts) > 1:
-            raise ValueError(f"Linear layer {i} is followed by several activations {acts}; "
-                             "fastmlp applies one per layer")
-    hidden = [acts[0] if acts else "identity" for acts in after[:-1]]
-    if "softmax" in hidden:
-        raise ValueError("nn.Softmax is only supported after the last Linear layer")
-    if len(set(hidden)) > 1:
-        raise ValueError(f"the hidden layers use different activations {hidden}; fastmlp "
-                         "uses one activation for every hidden layer")
-    activation = hidden[0] if hidden else "sigmoid"
-    if after[-1] and after[-1][0] not in ("sigmoid", "softmax"):
-        raise ValueError(f"the output activation {after[-1][0]!r} is not supported; fastmlp's "
-                         "outputs are sigmoid, softmax and identity (no activation)")
-    output = after[-1][0] if after[-1] else "identity"
-    if output == "softmax" and linears[-1].out_features < 2:
-        raise ValueError("nn.Softmax over a single output is constant 1; use nn.Sigmoid")
-    if loss is None:
-        loss = "squared_error" if output == "identity" else "log_loss"
-    Ws, bs = [], []
-    with torch.no_grad():
-        for i, lin in enumerate(linears):
-            if i and lin.in_features != linears[i - 1].out_features:
-                raise ValueError(f"Linear layer {i} takes {lin.in_features} inputs but the "
-                                 f"layer before gives {linears[i - 1].out_features}")
-            W = lin.weight.detach().cpu()
-            Ws.append(W.to(torch.float64).numpy().T.copy())
-            b = lin.bias
-            bs.append(np.zeros(lin.out_features) if b is None
-                      else b.detach().cpu().to(torch.float64).numpy().copy())
-    if dtype is None:
-        dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
-    return _build(network_cls, Ws, bs, activation, output, loss, _pick_dtype(dtype, Ws))
+    return _network_cls(network_cls).from_torch(model, dtype=dtype, loss=loss)

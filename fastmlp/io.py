@@ -14,7 +14,8 @@ compressed) holding exactly two arrays:
     ``l2``, ``l1`` (finite floats >= 0), ``seed`` (int or null),
     ``n_params`` (int) and ``rng_state`` (the PCG64 state of the network's
     generator as numpy reports it, or null); optionally ``metadata``, a JSON
-    object of the caller's own (see :func:`read_header`).
+    object of the caller's own (see :func:`read_header`), nesting at most 100
+    levels of objects and arrays.
 ``params``
     1-D array of ``n_params`` finite numbers of ``dtype``: the flat
     parameter buffer (per layer: ``W`` row-major, then ``b``).
@@ -26,97 +27,30 @@ Guarantees
   or an error mid-save leaves the previous file (if any) untouched; on an
   error the temporary file is removed.
 * :func:`load` never unpickles (``allow_pickle=False``) and never executes
-  anything from the file. It checks the archive's members, their sizes
-  before reading them, the header's keys, types and values, the dtype and
-  shape of ``params`` against the header, and that every value is finite.
-  Anything wrong raises :class:`fastmlp.errors.ModelFileError` (a
-  ``ValueError``) naming the file and the problem.
+  anything from the file. It reads only a regular file (a FIFO, device or
+  socket is refused, never waited on) and only stored members (a compressed
+  one is refused before anything is inflated, so nothing read can exceed the
+  file's size). It checks the archive's members, their sizes before reading
+  them, the header's keys, types and values, the dtype and shape of
+  ``params`` against the header, and that every value is finite. Anything
+  wrong raises :class:`fastmlp.errors.ModelFileError` (a ``ValueError``)
+  naming the file and the problem.
+* :func:`load` holds one copy of the parameters: they are read in blocks
+  straight into the buffer the network keeps (no initialisation, no copy).
 * A loaded network predicts bit-identically to the saved one, and continues
   training with the same random stream (shuffling) the saved one would have
   used. Optimizer state (momentum, Adam moments) is not part of the file.
 """
-import json
-import os
-import secrets
+import os  # noqa: F401  (fio.os / fio.np: what _format writes with, for those who patch them)
 
-import numpy as np
+import numpy as np  # noqa: F401
 
-from . import _validation as v
-from .errors import ModelFileError
+from . import _format
+from ._base import BaseNetwork
+from ._format import FORMAT_NAME, FORMAT_VERSION, SUPPORTED_VERSIONS  # noqa: F401
+from .network import Network
 
-FORMAT_NAME = "fastmlp.Network"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
-
-_MEMBERS = ("header", "params")
-_HEADER_KEYS = frozenset({
-    "format", "format_version", "fastmlp_version", "layer_sizes", "activation",
-    "output", "loss", "init", "dtype", "l2", "l1", "seed", "n_params", "rng_state",
-})
-_OPTIONAL_KEYS = frozenset({"metadata"})
-_MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes (plus any metadata)
-_MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy header
-
-
-# ---------------------------------------------------------------------- save
-def _header_for(net):
-    seed = net.seed
-    if not v.is_integer(seed):
-        seed = None                  # a Generator / SeedSequence / list seed is not stored
-    else:
-        seed = int(seed)
-    rng_state = None
-    rng = getattr(net, "_rng", None)
-    if rng is not None:
-        state = rng.bit_generator.state
-        if state.get("bit_generator") == "PCG64":
-            rng_state = {
-                "bit_generator": "PCG64",
-                "state": {"state": int(state["state"]["state"]), "inc": int(state["state"]["inc"])},
-                "has_uint32": int(state["has_uint32"]),
-                "uinteger": int(state["uinteger"]),
-            }
-    from . import __version__
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "fastmlp_version": __version__,
-        "layer_sizes": [int(s) for s in net.layer_sizes],
-        "activation": net.activation,
-        "output": net.output,
-        "loss": net.loss_name,
-        "init": net.init,
-        "dtype": np.dtype(net.dtype).name,
-        "l2": float(net.l2),
-        "l1": float(getattr(net, "l1", 0.0) or 0.0),
-        "seed": seed,
-        "n_params": int(net.n_params),
-        "rng_state": rng_state,
-    }
-
-
-def _check_savable(net):
-    from ._base import BaseNetwork
-    if not isinstance(net, BaseNetwork):
-        raise TypeError(
-            f"net must be a fastmlp.Network or fastmlp.reference.Network; got {type(net).__name__}")
-    params = net.params
-    if not isinstance(params, np.ndarray) or params.shape != (net.n_params,) \
-            or params.dtype != net.dtype:
-        raise ValueError(
-            f"net.params must be a ({net.n_params},) array of {np.dtype(net.dtype).name}; "
-            f"got {type(params).__name__} {getattr(params, 'dtype', '')} "
-            f"{getattr(params, 'shape', '')} (was net.params replaced?)")
-    if not np.isfinite(params).all():
-        raise ValueError("cannot save: net.params contains NaN or inf "
-                         "(a file holding them could not be loaded)")
-    codes = getattr(net, "_codes", None)
-    if codes is not None and tuple(codes[:3]) != (v.HIDDEN_ACTIVATIONS.get(net.activation),
-                                                  v.OUTPUTS.get(net.output),
-                                                  v.LOSSES.get(net.loss_name)):
-        raise ValueError(
-            "cannot save: net.activation / net.output / net.loss_name were changed after "
-            "construction and no longer describe what the network computes")
+__all__ = ["save", "load", "read_header", "FORMAT_NAME", "FORMAT_VERSION", "SUPPORTED_VERSIONS"]
 
 
 def save(net, path, metadata=None):
@@ -147,76 +81,17 @@ def save(net, path, metadata=None):
     OSError
         The directory cannot be written; the previous file is untouched.
     """
-    _check_savable(net)
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    header = _header_for(net)
-    if metadata is not None:
-        if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
-            raise TypeError(f"metadata must be a dict with str keys; got {type(metadata).__name__}")
-        header["metadata"] = metadata
-    try:
-        header = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must hold only JSON values (no NaN or inf): {exc}") from None
-    if len(header) > _MAX_HEADER_BYTES:
-        raise ValueError(f"metadata is too large: the header would be {len(header)} bytes; "
-                         f"at most {_MAX_HEADER_BYTES}")
-    params = np.ascontiguousarray(net.params).copy()     # a snapshot: no torn read mid-write
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    fd, tmp = _create_temp(directory, base)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, header=np.frombuffer(header, dtype=np.uint8), params=params)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-    return path
+    if not isinstance(net, BaseNetwork):
+        raise TypeError(
+            f"net must be a fastmlp.Network or fastmlp.reference.Network; got {type(net).__name__}")
+    return _format.write(net, path, metadata=metadata)
 
 
-def _create_temp(directory, base):
-    """A new file next to the target, created with the default permissions (umask)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file in {directory!r}")
-
-
-def _fsync_directory(directory):
-    """Make the rename durable (POSIX); harmless where directories cannot be opened."""
-    if os.name != "posix":
-        return
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
-# ---------------------------------------------------------------------- load
 def read_header(path):
     """The validated JSON header of a model file, as a dict (with the caller's
     ``metadata`` if :func:`save` was given some). The whole file is checked as
     :func:`load` checks it; no network is built."""
-    return _read(path)[0]
+    return _format.read_header(path)
 
 
 def load(path, cls=None):
@@ -244,218 +119,7 @@ def load(path, cls=None):
         The file cannot be opened (missing, a directory, no permission).
     """
     if cls is None:
-        from .network import Network as cls
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    header, params = _read(path)
-    return _build(path, cls, header, params)
-
-
-def _read(path):
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    with open(path, "rb") as fh:            # OSError for a missing / unreadable path
-        magic = fh.read(4)
-    if magic[:2] != b"PK":
-        raise ModelFileError(path, "not a .npz archive (a fastmlp model file is a zip archive "
-                                   "written by fastmlp.io.save)" if magic else "the file is empty")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:        # BadZipFile, ValueError, EOFError, OSError, ...
-        raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ModelFileError(path, "not a .npz archive")
-    try:
-        with npz:
-            header, params = _read_members(path, npz)
-    except ModelFileError:
-        raise
-    except Exception as exc:
-        # Everything read here comes from the file: a damaged archive can make
-        # zipfile / zlib / the .npy parser raise almost anything (BadZipFile,
-        # ValueError, EOFError, NotImplementedError for an unknown compression,
-        # RuntimeError for an "encrypted" flag, zlib.error, struct.error, ...).
-        raise ModelFileError(path, f"truncated or corrupted archive ({type(exc).__name__}: {exc})") from exc
-    return header, params
-
-
-def _member_info(path, npz, name):
-    try:
-        return npz.zip.getinfo(name + ".npy")
-    except KeyError:
-        raise ModelFileError(path, f"array {name!r} is not stored as {name}.npy") from None
-
-
-def _peek_npy_header(path, npz, name, info):
-    """dtype, shape and header length of a member, read before any data."""
-    fmt = np.lib.format
-    with npz.zip.open(info) as member:
-        version = fmt.read_magic(member)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(member, max_header_size=_MAX_NPY_HEADER_BYTES)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = fmt.read_array_header_2_0(member, max_header_size=_MAX_NPY_HEADER_BYTES)
-        else:
-            raise ModelFileError(path, f"array {name!r} has an unknown .npy version {version}")
-        offset = member.tell()
-    if dtype.hasobject:
-        raise ModelFileError(path, f"array {name!r} holds Python objects (dtype {dtype}); "
-                                   "refusing to unpickle it")
-    if fortran and len(shape) > 1:
-        raise ModelFileError(path, f"array {name!r} is stored in Fortran order")
-    return shape, dtype, offset
-
-
-def _read_members(path, npz):
-    names = npz.zip.namelist()
-    if len(names) != len(set(names)):
-        raise ModelFileError(path, f"the archive holds duplicate members: {sorted(names)}")
-    got = sorted(npz.files)
-    if got != sorted(_MEMBERS):
-        missing = sorted(set(_MEMBERS) - set(got))
-        extra = sorted(set(got) - set(_MEMBERS))
-        what = []
-        if missing:
-            what.append(f"missing {', '.join(map(repr, missing))}")
-        if extra:
-            what.append(f"unexpected {', '.join(map(repr, extra))}")
-        raise ModelFileError(path, f"expected exactly the arrays 'header' and 'params'; "
-                                   f"{' and '.join(what)} (found {got})")
-
-    # header: small, uint8, JSON object
-    info = _member_info(path, npz, "header")
-    if info.file_size > _MAX_HEADER_BYTES:
-        raise ModelFileError(path, f"the header is {info.file_size} bytes; at most {_MAX_HEADER_BYTES} expected")
-    shape, dtype, offset = _peek_npy_header(path, npz, "header", info)
-    if dtype != np.uint8 or len(shape) != 1:
-        raise ModelFileError(path, f"the header must be a 1-D uint8 array; got {dtype} shape {shape}")
-    if info.file_size != offset + shape[0]:
-        raise ModelFileError(path, "the header array's size does not match its .npy header")
-    raw = npz["header"]
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"),
-                            parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelFileError(path, f"the header is not valid UTF-8 JSON ({exc})") from exc
-    header = _check_header(path, header)
-
-    # params: exactly n_params finite numbers of the header's dtype
-    info = _member_info(path, npz, "params")
-    n_params = header["n_params"]
-    want = np.dtype(header["dtype"])
-    shape, dtype, offset = _peek_npy_header(path, npz, "params", info)
-    if dtype.kind != "f" or dtype.itemsize != want.itemsize:
-        raise ModelFileError(path, f"'params' has dtype {dtype}; the header says {want.name}")
-    if shape != (n_params,):
-        raise ModelFileError(path, f"'params' has shape {shape}; the header's layer_sizes "
-                                   f"{header['layer_sizes']} need ({n_params},)")
-    if info.file_size != offset + n_params * want.itemsize:
-        raise ModelFileError(path, f"'params' is {info.file_size} bytes in the archive; "
-                                   f"{offset + n_params * want.itemsize} expected")
-    params = npz["params"]
-    if params.shape != (n_params,):
-        raise ModelFileError(path, f"'params' has shape {params.shape}; ({n_params},) expected")
-    params = params.astype(want, copy=False)       # a byte-swapped file is fine
-    if not np.isfinite(params).all():
-        bad = int(np.count_nonzero(~np.isfinite(params)))
-        raise ModelFileError(path, f"'params' holds {bad} NaN or inf values")
-    return header, params
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not allowed in the header")
-
-
-def _is_int(x):
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_real(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _check_header(path, header):
-    if not isinstance(header, dict):
-        raise ModelFileError(path, f"the header must be a JSON object; got {type(header).__name__}")
-    fmt = header.get("format")
-    if fmt != FORMAT_NAME:
-        raise ModelFileError(path, f"not a fastmlp network file: format is {fmt!r}, "
-                                   f"expected {FORMAT_NAME!r}")
-    version = header.get("format_version")
-    if not _is_int(version):
-        raise ModelFileError(path, f"format_version must be an integer; got {version!r}")
-    if version not in SUPPORTED_VERSIONS:
-        newer = " (written by a newer fastmlp: upgrade fastmlp to read it)" \
-            if version > max(SUPPORTED_VERSIONS) else ""
-        raise ModelFileError(path, f"format_version {version} is not supported; this fastmlp "
-                                   f"reads {', '.join(map(str, SUPPORTED_VERSIONS))}{newer}")
-    keys = set(header)
-    if not _HEADER_KEYS <= keys <= _HEADER_KEYS | _OPTIONAL_KEYS:
-        what = []
-        if _HEADER_KEYS - keys:
-            what.append(f"missing keys {sorted(_HEADER_KEYS - keys)}")
-        if keys - _HEADER_KEYS - _OPTIONAL_KEYS:
-            what.append(f"unexpected keys {sorted(keys - _HEADER_KEYS - _OPTIONAL_KEYS)}")
-        raise ModelFileError(path, f"the header has {' and '.join(what)}")
-
-    def need(key, ok, expected):
-        if not ok(header[key]):
-            raise ModelFileError(path, f"header {key} must be {expected}; got {header[key]!r}")
-
-    need("fastmlp_version", lambda x: isinstance(x, str), "a string")
-    need("layer_sizes", lambda x: isinstance(x, list) and len(x) >= 2
-         and all(_is_int(s) and s >= 1 for s in x), "a list of at least 2 positive integers")
-    need("activation", lambda x: isinstance(x, str) and x in v.HIDDEN_ACTIVATIONS, f"one of {sorted(v.HIDDEN_ACTIVATIONS)}")
-    need("output", lambda x: isinstance(x, str) and x in v.OUTPUTS, f"one of {sorted(v.OUTPUTS)}")
-    need("loss", lambda x: isinstance(x, str) and x in v.LOSSES, f"one of {sorted(v.LOSSES)}")
-    need("init", lambda x: isinstance(x, str) and x in v.INITS, f"one of {sorted(v.INITS)}")
-    need("dtype", lambda x: isinstance(x, str) and x in v.DTYPES, f"one of {sorted(v.DTYPES)}")
-    need("l2", lambda x: _is_real(x) and np.isfinite(x) and x >= 0, "a finite number >= 0")
-    need("l1", lambda x: _is_real(x) and np.isfinite(x) and x >= 0, "a finite number >= 0")
-    need("seed", lambda x: x is None or (_is_int(x) and x >= 0), "null or a non-negative integer")
-    need("n_params", _is_int, "an integer")
-    need("rng_state", lambda x: x is None or _valid_rng_state(x), "null or a PCG64 state")
-    if "metadata" in header:
-        need("metadata", lambda x: isinstance(x, dict), "a JSON object")
-    s = header["layer_sizes"]
-    n_params = sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
-    if header["n_params"] != n_params:
-        raise ModelFileError(path, f"header n_params is {header['n_params']} but layer_sizes "
-                                   f"{s} need {n_params}")
-    return header
-
-
-def _valid_rng_state(x):
-    try:
-        return (isinstance(x, dict) and set(x) == {"bit_generator", "state", "has_uint32", "uinteger"}
-                and x["bit_generator"] == "PCG64" and isinstance(x["state"], dict)
-                and set(x["state"]) == {"state", "inc"}
-                and all(_is_int(x["state"][k]) and 0 <= x["state"][k] < 2**128 for k in ("state", "inc"))
-                and x["has_uint32"] in (0, 1) and _is_int(x["has_uint32"])
-                and _is_int(x["uinteger"]) and 0 <= x["uinteger"] < 2**32)
-    except TypeError:
-        return False
-
-
-def _build(path, cls, header, params):
-    kwargs = dict(activation=header["activation"], output=header["output"], loss=header["loss"],
-                  l2=header["l2"], init=header["init"], dtype=header["dtype"], seed=header["seed"])
-    if header["l1"] != 0:
-        kwargs["l1"] = header["l1"]
-    try:
-        net = cls(list(header["layer_sizes"]), **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(path, f"the header's settings are not valid for "
-                                   f"{cls.__module__}.{cls.__name__}: {exc}") from exc
-    if net.params.shape != params.shape or net.params.dtype != params.dtype:
-        raise ModelFileError(path, f"{cls.__name__} built from the header has params "
-                                   f"{net.params.dtype} {net.params.shape}, the file {params.dtype} {params.shape}")
-    net.params[...] = params
-    if header["rng_state"] is not None and getattr(net, "_rng", None) is not None:
-        try:
-            net._rng.bit_generator.state = header["rng_state"]
-        except (ValueError, TypeError) as exc:
-            raise ModelFileError(path, f"header rng_state is not a valid PCG64 state ({exc})") from exc
-    return net
+        cls = Network
+    if not (isinstance(cls, type) and issubclass(cls, BaseNetwork)):
+        raise TypeError(f"cls must be fastmlp.Network or fastmlp.reference.Network; got {cls!r}")
+    return cls.load(path)

@@ -255,3 +255,168 @@ def test_python_dash_m_train_and_predict(tmp_path, blobs_csv):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "label" and len(proc.stdout.splitlines()) == 301
+
+
+# ------------------------------------------------------------- issue 24 item 8
+def _child_env():
+    import os
+    import fastmlp
+    env = dict(os.environ)     # the child imports the fastmlp this process tests
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _one_line_error(capsys, argv, *words):
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"fastmlp {argv[0]}: error: "), err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+def test_duplicate_column_names_are_refused(tmp_path, capsys):
+    # issue 24: trained on a,a,label, a predict on a,a rows (1, 100) gave the
+    # model's output for [1, 1]
+    dup = tmp_path / "dup.csv"
+    _write_csv(dup, ["a", "a", "label"], [[i, 100 - i, i % 2] for i in range(20)])
+    _one_line_error(capsys, ["train", str(dup), "--target", "label", "--out",
+                             str(tmp_path / "m.npz")], "columns 1 and 2 are both named 'a'")
+    good = tmp_path / "good.csv"
+    _write_csv(good, ["a", "b", "label"], [[i, 100 - i, i % 2] for i in range(20)])
+    assert cli.main(["train", str(good), "--target", "label", "--epochs", "2", "--quiet",
+                     "--out", str(tmp_path / "m.npz")]) == 0
+    capsys.readouterr()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,b\n1,100,3\n")
+    _one_line_error(capsys, ["predict", str(tmp_path / "m.npz"), str(rows)],
+                    "columns 2 and 3 are both named 'b'")
+
+
+LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
+from fastmlp import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--hidden", "100000000", ["--hidden", "2-100000000-1", "address-space limit is 4 GiB"]),
+    ("--epochs", "1000000000", ["--epochs", "to record 1000000000 epochs"]),
+])
+def test_a_run_too_big_for_memory_is_one_clear_line(tmp_path, option, value, words):
+    # issue 24: 17-23-line MemoryError tracebacks; here under a 4 GiB address-space limit
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(10)])
+    proc = subprocess.run([sys.executable, "-c", LIMITED, "train", str(data), "--target", "y",
+                           option, value, "--quiet", "--out", str(tmp_path / "m.npz")],
+                          capture_output=True, text=True, timeout=120, env=_child_env())
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp train: error: this run needs"), proc.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
+    import fastmlp
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError("Unable to allocate 7.45 GiB for an array with shape (1000000000,)")
+
+    monkeypatch.setattr(fastmlp.Network, "fit", no_memory)
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "y"], [[i, i % 2] for i in range(10)])
+    _one_line_error(capsys, ["train", str(data), "--target", "y"],
+                    "out of memory (Unable to allocate 7.45 GiB")
+
+
+@pytest.mark.parametrize("sidecar, words", [
+    ("[1, 2]", ["must hold a JSON object", "got a JSON array"]),
+    ('"abc"', ["got a JSON string"]),
+    ("3", ["got a JSON number"]),
+    ('{"features": {"p": 1}}', ["'features' must be a list of column names"]),
+    ('{"features": ["p", "p"]}', ["'features' names 'p' more than once"]),
+    ('{"features": ["p"]}', ["names 1 input columns but the model takes 2"]),
+    ('{"target": ["y"]}', ["'target' must be a column name"]),
+    ('{"classes": {"0": "a"}}', ["'classes' must be a list of class labels"]),
+    ('{"features": ["p", "q"], "classes": ["a", "b", "c"]}',
+     ["lists 3 classes but the model tells 2 apart"]),
+])
+def test_a_malformed_sidecar_is_one_clear_line(tmp_path, capsys, sidecar, words):
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
+                     "--out", str(model)]) == 0
+    capsys.readouterr()
+    (tmp_path / "m.npz.json").write_text(sidecar)
+    _one_line_error(capsys, ["predict", str(model), str(data)], "m.npz.json", *words)
+
+
+@pytest.fixture
+def huge_csv(tmp_path):
+    """Finite values up to +-1e308 in column a, a classification target."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = (X[:, 0] > 0).astype(int)
+    X[:, 0] *= 2e307                           # at most ~8e307 here
+    X[:2, 0] = [1e308, -1e308]
+    y[:2] = [1, 0]
+    path = tmp_path / "huge.csv"
+    _write_csv(path, ["a", "b", "label"], np.c_[X, y])
+    return path, X, y
+
+
+def test_finite_values_up_to_1e308_train_and_predict(tmp_path, huge_csv, capsys):
+    # issue 24: overflow warnings, then "got NaN at X[0, 0]"
+    import warnings
+    path, X, y = huge_csv
+    model = tmp_path / "m.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # no overflow warning anywhere
+        assert cli.main(["train", str(path), "--target", "label", "--epochs", "30",
+                         "--quiet", "--out", str(model)]) == 0
+        out = capsys.readouterr().out
+        assert "float64: column 'a' holds 1e+308, beyond float32's range" in out
+        assert float(out.split("held-out accuracy ")[1].split("%")[0]) >= 90
+        assert cli.main(["predict", str(model), str(path)]) == 0
+    _, rows = _read_lines(capsys.readouterr().out)
+    assert np.mean(np.array([int(r[0]) for r in rows]) == y) >= 0.9
+    # asked for float32 explicitly: a clear error, not a guess
+    _one_line_error(capsys, ["train", str(path), "--target", "label", "--dtype", "float32",
+                             "--out", str(tmp_path / "f32.npz")],
+                    "--dtype float32 cannot hold this data", "column 'a' holds 1e+308",
+                    "--dtype float64")
+
+
+def test_huge_values_for_a_float32_model_are_a_clear_error(tmp_path, huge_csv, capsys):
+    path, X, y = huge_csv
+    small = tmp_path / "small.csv"
+    _write_csv(small, ["a", "b", "label"], np.c_[X[:, 0] / 1e270, X[:, 1], y])
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(small), "--target", "label", "--epochs", "2", "--quiet",
+                     "--out", str(model)]) == 0
+    assert "float64" not in capsys.readouterr().out          # the data fit float32
+    _one_line_error(capsys, ["predict", str(model), str(path)],
+                    "column 'a': 1e+308 is beyond the float32 model's range")
+
+
+def test_a_regression_target_near_1e308(tmp_path, capsys):
+    import warnings
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, size=(300, 2))
+    y = (2 * X[:, 0] - X[:, 1]) * 5e307
+    data = tmp_path / "reg.csv"
+    _write_csv(data, ["x1", "x2", "y"], np.c_[X, y])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cli.main(["train", str(data), "--target", "y", "--hidden", "16", "--epochs", "60",
+                         "--lr", "0.01", "--quiet", "--out", str(tmp_path / "r.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "float64: the target 'y' holds" in out
+    assert float(out.split("held-out R^2 ")[1].split(",")[0]) > 0.9

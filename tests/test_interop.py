@@ -122,6 +122,43 @@ def test_from_sklearn_clear_errors(sk):
                              dtype="int32")
 
 
+@pytest.mark.parametrize("layer, shape, words", [
+    ("coefs_", (1, 3), ["coefs_[1] has shape (1, 3)", "coefs_[0] gives 7 outputs", "(7, n_out)"]),
+    ("coefs_", (7,), ["coefs_[1] must be a 2-D"]),
+    ("intercepts_", (1,), ["intercepts_[1] has shape (1,)", "needs (3,)"]),
+    ("intercepts_", (3, 1), ["intercepts_[1] has shape (3, 1)"]),
+])
+def test_from_sklearn_refuses_malformed_layers_instead_of_broadcasting(sk, layer, shape, words):
+    # issue 24: a coefs_[1] of shape (1, 3) was broadcast over the (7, 3) layer
+    datasets, nn = sk
+    X, y = datasets.make_blobs(90, 4, centers=3, random_state=0)
+    mlp = _fit_quietly(nn.MLPClassifier((7,), max_iter=5, random_state=0), X, y)
+    getattr(mlp, layer)[1] = np.ones(shape)
+    with pytest.raises(ValueError) as info:
+        interop.from_sklearn(mlp)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    mlp.coefs_ = mlp.coefs_[:1]
+    with pytest.raises(ValueError, match="one entry per layer"):
+        interop.from_sklearn(mlp)
+
+
+def test_a_converted_network_trains_on_as_one_built_and_overwritten(sk):
+    # the network is built around the converted weights, not initialised; its
+    # generator (shuffling) still starts where a freshly built one's does
+    datasets, nn = sk
+    X, y = datasets.make_moons(60, random_state=0)
+    mlp = _fit_quietly(nn.MLPClassifier((5, 4), max_iter=5, random_state=0), X, y)
+    net = interop.from_sklearn(mlp)
+    fresh = fastmlp.Network([2, 5, 4, 1], activation=net.activation, output=net.output,
+                            loss=net.loss_name, seed=0)
+    assert net._rng.bit_generator.state == fresh._rng.bit_generator.state
+    fresh.params[...] = net.params
+    h1 = net.fit(X, y, epochs=3, learning_rate=0.1, batch_size=8)
+    h2 = fresh.fit(X, y, epochs=3, learning_rate=0.1, batch_size=8)
+    assert h1.loss == h2.loss and np.array_equal(net.params, fresh.params)
+
+
 # -------------------------------------------------------------------- torch
 @pytest.fixture(scope="module")
 def torch():

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import textwrap
@@ -482,3 +483,166 @@ def test_metadata_that_is_not_an_object_is_refused(parts):
     refused(tmp / "m.npz")
     with pytest.raises(ModelFileError):
         fio.read_header(tmp / "m.npz")
+
+
+# ------------------------------------------- issue 24: memory, special files, depth
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
+                         ids=["deflate", "bzip2", "lzma"])
+def test_compressed_members_are_refused_before_inflating(parts, method):
+    header, params, tmp = parts
+    good = zipfile.ZipFile(tmp / "good.npz")
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w", compression=method) as zf:
+        for name in ("header.npy", "params.npy"):
+            zf.writestr(name, good.read(name))
+    (tmp / "small.npz").write_bytes(blob.getvalue())
+    refused(tmp / "small.npz", "compressed", "uncompressed")
+    # a bomb: 72 MB of zeros for a [3000, 3000, 1] network in a few hundred kB
+    big = edited(header, layer_sizes=[3000, 3000, 1], n_params=3000 * 3000 + 3000 + 3001)
+    npy = io.BytesIO()
+    np.save(npy, np.zeros(big["n_params"]))
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w", compression=method) as zf:
+        zf.writestr("header.npy", _npy_bytes(np.frombuffer(json.dumps(big).encode(), np.uint8)))
+        zf.writestr("params.npy", npy.getvalue())
+    assert len(blob.getvalue()) < 1_000_000
+    (tmp / "bomb.npz").write_bytes(blob.getvalue())
+    refused(tmp / "bomb.npz", "'header' is compressed")
+
+
+def _npy_bytes(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_a_member_claiming_more_than_the_file_holds_is_refused_before_allocating(parts):
+    # the zip entry of 'params' claims the 3.8 GB a [20000, 24000, 1] network
+    # needs (its .npy header agrees), in a file of a few hundred bytes
+    header, params, tmp = parts
+    sizes = [20000, 24000, 1]
+    n = 20000 * 24000 + 24000 + 24000 + 1
+    big = edited(header, layer_sizes=sizes, n_params=n)
+    npy_head = _npy_header_only(n)
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w") as zf:
+        zf.writestr("header.npy", _npy_bytes(np.frombuffer(json.dumps(big).encode(), np.uint8)))
+        zf.writestr("params.npy", npy_head)
+    data = bytearray(blob.getvalue())
+    cd = data.rindex(b"PK\x01\x02")         # the central directory entry of params.npy
+    claim = len(npy_head) + 8 * n
+    for off in (20, 24):                      # its compressed and uncompressed sizes
+        data[cd + off:cd + off + 4] = claim.to_bytes(4, "little")
+    (tmp / "claims.npz").write_bytes(bytes(data))
+    refused(tmp / "claims.npz", f"'params' claims {claim} bytes", f"file of {len(data)} bytes")
+
+
+def _npy_header_only(n):
+    """The .npy header of a float64 array of n elements, without its data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (n,)})
+    return buf.getvalue()
+
+
+def test_load_holds_about_one_copy_of_the_parameters(tmp_path):
+    """Issue 24 item 4: read, initialise a zeroed network, overwrite took ~3x.
+
+    tracemalloc sees NumPy's buffers too; a child process's peak RSS would
+    not do here, as Linux counts the parent's pages in a child's high-water mark.
+    """
+    import tracemalloc
+    net = fastmlp.Network([1000, 5000, 10], seed=0)           # 40 MB of float64
+    fio.save(net, tmp_path / "big.npz")
+    del net
+    tracemalloc.start()
+    try:
+        back = fio.load(tmp_path / "big.npz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    nbytes = back.params.nbytes
+    assert back.params.ctypes.data % 64 == 0
+    assert peak < 1.1 * nbytes, f"load peaked at {peak / 2**20:.1f} MiB for {nbytes / 2**20:.1f} MiB"
+
+
+def test_without_an_rng_state_the_generator_continues_as_after_initialisation(parts):
+    # the network is built around the file's params (not initialised); a file
+    # without rng_state still gets the generator a freshly built network has
+    header, params, tmp = parts
+    back = fio.load(write_npz(tmp / "norng.npz", edited(header, rng_state=None), params))
+    fresh = fastmlp.Network(header["layer_sizes"], seed=header["seed"])
+    assert back._rng.bit_generator.state == fresh._rng.bit_generator.state
+    assert np.array_equal(back.params, params)
+
+
+def _load_in_thread(path, seconds=20):
+    """load(path) in a thread; the exception it raised, or a failure if it blocks."""
+    import threading
+    outcome = {}
+
+    def run():
+        try:
+            fio.load(path)
+        except BaseException as exc:          # noqa: BLE001 - reported below
+            outcome["exc"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        if stat.S_ISFIFO(os.stat(path).st_mode):      # let the blocked open return
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail(f"load({path}) blocked for {seconds} s")
+    return outcome.get("exc")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    exc = _load_in_thread(fifo)
+    assert isinstance(exc, ModelFileError), repr(exc)
+    assert "FIFO" in str(exc) and str(fifo) in str(exc)
+    with pytest.raises(ModelFileError, match="FIFO"):
+        fio.read_header(fifo)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX special files")
+def test_devices_and_sockets_are_refused(tmp_path):
+    import socket
+    exc = _load_in_thread("/dev/zero")
+    assert isinstance(exc, ModelFileError) and "character device" in str(exc), repr(exc)
+    path = tmp_path / "s.npz"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        exc = _load_in_thread(path)
+    assert isinstance(exc, ModelFileError) and "socket" in str(exc), repr(exc)
+
+
+def _nested(depth):
+    meta = {}
+    inner = meta
+    for _ in range(depth - 1):
+        inner["k"] = {}
+        inner = inner["k"]
+    return meta
+
+
+def test_deeply_nested_metadata_is_a_clear_value_error(tmp_path):
+    net, X, _ = trained()
+    for depth in (5000, 101):
+        with pytest.raises(ValueError, match="metadata must nest at most 100 levels"):
+            fio.save(net, tmp_path / "m.npz", metadata=_nested(depth))
+        assert files_in(tmp_path) == []
+    fio.save(net, tmp_path / "m.npz", metadata=_nested(100))
+    assert fio.read_header(tmp_path / "m.npz")["metadata"] == _nested(100)
+
+
+@pytest.mark.parametrize("depth", [150, 100_000])
+def test_a_file_with_deeply_nested_metadata_is_refused(parts, depth):
+    header, params, tmp = parts
+    text = json.dumps(header)[:-1] + ', "metadata": ' + '{"k": ' * depth + "1" + "}" * (depth + 1)
+    np.savez(tmp / "deep.npz", header=np.frombuffer(text.encode(), np.uint8), params=params)
+    refused(tmp / "deep.npz", "nests", "100 levels")
