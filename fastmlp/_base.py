@@ -125,6 +125,23 @@ class BaseNetwork:
         """Per-layer (W, b) views into a flat buffer of the parameter layout."""
         return _params.split(flat, self.layer_sizes)
 
+    def _weight_index(self):
+        """Positions of the weights (not biases) in the flat parameter vector."""
+        s, parts, off = self.layer_sizes, [], 0
+        for i in range(len(s) - 1):
+            parts.append(np.arange(off, off + s[i] * s[i + 1]))
+            off += s[i] * s[i + 1] + s[i + 1]
+        return np.concatenate(parts)
+
+    def _loss_and_gradient(self, X, Y, sw):
+        """A function of no arguments: (objective, flat gradient) at the current
+        ``params`` on (X, Y), for L-BFGS. The compiled network overrides it
+        with one kernel call on buffers made once."""
+        def evaluate():
+            obj, _, _, _, grads = self._full_pass(X, Y, sw, keep_z=False)
+            return obj, grads
+        return evaluate
+
     def _initialise(self):
         for W in self.weights:
             n_in, n_out = W.shape
@@ -306,8 +323,9 @@ class BaseNetwork:
             optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
             epsilon=1e-8, schedule="constant", power_t=0.5, clip_norm=None,
             sample_weight=None, validation_data=None, validation_split=0.0,
-            early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False):
-        """Train by minibatch gradient descent, continuing from the current weights.
+            early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False,
+            max_fun=15000):
+        """Train by minibatch gradient descent or L-BFGS, continuing from the current weights.
 
         Parameters
         ----------
@@ -315,17 +333,28 @@ class BaseNetwork:
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
             For ``n_out > 1`` a 1-D Y holds integer class labels.
         epochs : int
-            Passes over the data.
+            Passes over the data; for ``optimizer='lbfgs'`` the most L-BFGS
+            iterations (scipy's ``maxiter``).
         learning_rate : float
-            Step size, > 0.
+            Step size, > 0 (not used by lbfgs).
         batch_size : int or None
-            Rows per update; None (or >= n_samples) means full batch.
+            Rows per update; None (or >= n_samples) means full batch. Must be
+            None for lbfgs.
         shuffle : bool
             Visit rows in a new random order each epoch, drawn in C from the
             network's seeded generator (no effect on full batches).
-        optimizer : {'sgd', 'adam'}
+        optimizer : {'sgd', 'adam', 'lbfgs'}
             A fresh optimizer state is made on every call (``partial_fit``
-            keeps it).
+            keeps it). ``'lbfgs'`` runs scipy's L-BFGS-B on the full batch,
+            each objective and gradient one compiled pass over all rows (it
+            keeps every layer's activations and deltas for all rows, as
+            scikit-learn's does); ``momentum``, ``nesterov``, ``schedule``
+            and ``clip_norm`` must keep their defaults, and the Adam settings,
+            ``learning_rate``, ``power_t`` and ``shuffle`` are not used. It
+            stops after ``epochs`` iterations, ``max_fun`` evaluations, or
+            when the largest gradient component is at most ``tol``; each
+            iteration is one entry of the History, whose
+            ``optimizer_result`` says why it stopped.
         momentum : float in [0, 1)
             SGD momentum; ``nesterov=True`` uses Nesterov's form.
         beta1, beta2, epsilon : float
@@ -352,12 +381,16 @@ class BaseNetwork:
             epochs, and keep the best weights seen.
         patience : int
         tol : float
+            Least improvement that counts for early stopping; for lbfgs also
+            scipy's ``gtol``.
         callbacks : sequence of callables
             ``cb(net, epoch, logs)`` after each epoch, ``logs`` a dict with
             ``loss``, ``learning_rate``, ``seconds`` and the validation scores;
             a truthy return stops training.
         verbose : bool
             Show a progress bar (tqdm when installed, else plain lines).
+        max_fun : int
+            lbfgs only: the most objective evaluations (scipy's ``maxfun``).
 
         Returns
         -------
@@ -376,6 +409,10 @@ class BaseNetwork:
         RuntimeError
             If this network is already training in another thread.
         """
+        if optimizer == "lbfgs":
+            return self._fit_lbfgs(X, Y, epochs, batch_size, momentum, nesterov, schedule,
+                                   clip_norm, sample_weight, validation_data, validation_split,
+                                   early_stopping, patience, tol, callbacks, verbose, max_fun)
         return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle, optimizer,
                          momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
                          clip_norm, sample_weight, validation_data, validation_split,
@@ -415,6 +452,9 @@ class BaseNetwork:
                              f"({np.dtype(self.dtype).name}: at most {np.finfo(self.dtype).max:.4g}); "
                              f"got {learning_rate!r}")
         batch_size = v.check_count("batch_size", batch_size, allow_none=True)
+        if not fresh and optimizer == "lbfgs":
+            raise ValueError("partial_fit runs one epoch of a stochastic optimizer: optimizer "
+                             "must be 'sgd' or 'adam'; got 'lbfgs' (use fit(optimizer='lbfgs'))")
         settings = v.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
         v.check_choice("schedule", schedule, v.SCHEDULES)
         power_t = v.check_nonnegative("power_t", power_t)
@@ -423,9 +463,7 @@ class BaseNetwork:
         tol = v.check_nonnegative("tol", tol)
         callbacks = v.check_callbacks(callbacks)
         validation = self._validation_set(validation_data, validation_split)
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError("this network is already training in another thread; "
-                               "fit and partial_fit cannot run on it concurrently")
+        self._acquire_fit_lock()
         try:
             if isinstance(validation, float):
                 X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
@@ -441,6 +479,34 @@ class BaseNetwork:
                 callbacks=callbacks, verbose=bool(verbose))
         finally:
             self._fit_lock.release()
+
+    def _fit_lbfgs(self, X, Y, epochs, batch_size, momentum, nesterov, schedule, clip_norm,
+                   sample_weight, validation_data, validation_split, early_stopping, patience,
+                   tol, callbacks, verbose, max_fun):
+        from . import _lbfgs
+        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        epochs = v.check_count("epochs", epochs)
+        v.check_lbfgs_settings(batch_size, momentum, nesterov, schedule, clip_norm)
+        max_fun = v.check_count("max_fun", max_fun)
+        patience = v.check_count("patience", patience)
+        tol = v.check_nonnegative("tol", tol)
+        callbacks = v.check_callbacks(callbacks)
+        validation = self._validation_set(validation_data, validation_split)
+        self._acquire_fit_lock()
+        try:
+            if isinstance(validation, float):
+                X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
+            self._optimizer, self._samples_seen = None, 0       # as any fit: a fresh state
+            return _lbfgs.run(self, X, Y, sw, max_iter=epochs, max_fun=max_fun, tol=tol,
+                              validation=validation, early_stopping=bool(early_stopping),
+                              patience=patience, callbacks=callbacks, verbose=bool(verbose))
+        finally:
+            self._fit_lock.release()
+
+    def _acquire_fit_lock(self):
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("this network is already training in another thread; "
+                               "fit and partial_fit cannot run on it concurrently")
 
     def _validation_set(self, validation_data, validation_split):
         if validation_data is not None:

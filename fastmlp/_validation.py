@@ -14,7 +14,8 @@ OUTPUTS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 LOSSES = {"squared_error": 0, "log_loss": 1}
 INITS = ("plain", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
-OPTIMIZERS = {"sgd": 0, "adam": 1}
+OPTIMIZERS = {"sgd": 0, "adam": 1}             # the kernels' codes
+FIT_OPTIMIZERS = ("sgd", "adam", "lbfgs")       # lbfgs: scipy, full batch (fastmlp._lbfgs)
 SCHEDULES = ("constant", "invscaling", "plateau")
 
 
@@ -282,7 +283,7 @@ def check_Y(Y, n, n_out, output, loss, dtype):
 # ------------------------------------------------------------ fit settings
 def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
     """The optimizer's settings, normalised: (name, momentum, nesterov, beta1, beta2, epsilon)."""
-    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("optimizer", optimizer, FIT_OPTIMIZERS)
     momentum = check_fraction("momentum", momentum)
     if not isinstance(nesterov, (bool, np.bool_)):
         raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
@@ -307,6 +308,17 @@ def check_sample_weight(sample_weight, n, dtype):
     if w.sum() <= 0:
         raise ValueError("sample_weight must have a positive sum; got all zeros")
     return w
+
+
+def check_lbfgs_settings(batch_size, momentum, nesterov, schedule, clip_norm):
+    """Settings of the stochastic optimizers that full-batch L-BFGS cannot honour."""
+    unused = [("batch_size", batch_size, None), ("momentum", momentum, 0.0),
+              ("nesterov", nesterov, False), ("schedule", schedule, "constant"),
+              ("clip_norm", clip_norm, None)]
+    for name, value, default in unused:
+        if value != default:
+            raise ValueError(f"optimizer='lbfgs' trains on the full batch with no step size: "
+                             f"{name} must be {default!r}; got {value!r}")
 
 
 def check_callbacks(callbacks):

@@ -11,12 +11,13 @@ class History:
         full-batch training it is the objective at the start of the epoch,
         before its update; for minibatches it is the weighted mean over the
         epoch's batches of each batch's objective measured before that
-        batch's update.
+        batch's update; for ``optimizer='lbfgs'`` one entry per L-BFGS
+        iteration, the objective at its end.
     val_loss, val_accuracy : list of float
         Objective and accuracy on the validation data after each epoch (empty
         without validation data; accuracy only for sigmoid/softmax outputs).
     learning_rate : list of float
-        Step size used in each epoch.
+        Step size used in each epoch (NaN for lbfgs, which has none).
     epoch_seconds : list of float
         Wall time of each epoch (epochs run together in one kernel call share
         that call's time evenly).
@@ -34,6 +35,10 @@ class History:
         Of those, the steps run on one thread because one thread was measured
         faster than the thread pool during the fit (a core busy with another
         process); the results are the same either way.
+    optimizer_result : scipy.optimize.OptimizeResult or None
+        For ``optimizer='lbfgs'``: scipy's result without its arrays
+        (``success``, ``status``, ``message``, ``nit``, ``nfev``, ``fun``);
+        None otherwise.
     """
 
     _FIELDS = ("loss", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
@@ -53,6 +58,7 @@ class History:
         self.stopped_early = stopped_early
         self._step_names = ()
         self._step_counts = None
+        self.optimizer_result = None
 
     def _count_steps(self, names, counts):
         """The training steps' names and the array the kernels count them in."""
@@ -129,4 +135,5 @@ class History:
         state.setdefault("_pending", [])
         state.setdefault("_step_names", ())
         state.setdefault("_step_counts", None)
+        state.setdefault("optimizer_result", None)
         self.__dict__.update(state)

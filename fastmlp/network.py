@@ -241,6 +241,23 @@ class Network(BaseNetwork):
         return (obj, self._per_layer(acts, n), None if zs is None else self._per_layer(zs, n),
                 self._per_layer(deltas, n), grads)
 
+    def _loss_and_gradient(self, X, Y, sw):
+        # one full_pass call an evaluation, on buffers made once per fit
+        n = X.shape[0]
+        total = n * int(self._sizes[1:].sum())
+        acts = np.empty(total, dtype=self.dtype)
+        deltas = np.empty(total, dtype=self.dtype)
+        grads = np.empty(self.n_params, dtype=self.dtype)
+        hidden, output, loss = self._codes
+        threads = _blas_threads.threads_for(n * self._widest_product, self.n_threads)
+
+        def evaluate():
+            obj = _kernels.full_pass(self.params, X, Y, sw, self._sizes, hidden, output, loss,
+                                     self.l2, self.l1, acts, deltas, grads, None,
+                                     threads=threads)
+            return obj, grads
+        return evaluate
+
     def _per_layer(self, stacked, n):
         out, off = [], 0
         for k in self.layer_sizes[1:]:

@@ -20,8 +20,8 @@ LAYERS = {
     "errors": 0, "_version": 0, "history": 0, "_validation": 0, "_params": 0,
     "_shuffle": 0, "datasets": 0, "progress": 0, "_preload": 0, "_kernels": 0, "_build": 0,
     # 1: machinery that knows no network class: the file format, reading other
-    #    libraries' models, the fit loop, BLAS threads
-    "_format": 1, "_convert": 1, "_training": 1, "_blas_threads": 1,
+    #    libraries' models, the fit loop (and its L-BFGS twin), BLAS threads
+    "_format": 1, "_convert": 1, "_training": 1, "_lbfgs": 1, "_blas_threads": 1,
     # 2: what both network classes share
     "_base": 2,
     # 3: the network classes
