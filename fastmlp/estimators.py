@@ -6,22 +6,35 @@ same fitted attributes, and follow the same training procedure epoch for epoch
 (Glorot-uniform initialisation drawn from ``random_state``, the same shuffling,
 the same ``tol`` / ``n_iter_no_change`` stopping rule, ``invscaling`` and
 ``adaptive`` learning rates, early stopping on a stratified validation split
-that keeps the best weights). Each epoch runs in the compiled kernels through
-:meth:`fastmlp.Network.partial_fit`; the network is ``network_``.
+that keeps the best weights). Each epoch of ``sgd`` and ``adam`` runs in the
+compiled kernels through :meth:`fastmlp.Network.partial_fit`; ``lbfgs`` is
+scipy's L-BFGS-B with scikit-learn's settings (``max_iter``, ``max_fun``,
+``tol`` as ``gtol``) on the objective and gradient of one compiled full-batch
+pass (:mod:`fastmlp._lbfgs`). The network is ``network_``.
+
+The objective is scikit-learn's: log loss summed over outputs, and for
+``MLPRegressor`` the half squared error averaged over outputs (its gradient,
+as scikit-learn's, is that of the sum over outputs), plus
+``alpha / (2 n_samples) * sum(W**2)``.
 
 This module needs scikit-learn (``pip install fastmlp[sklearn]``); ``import
 fastmlp`` does not import it.
 
 Differences from scikit-learn, all deliberate:
 
-* ``solver='lbfgs'`` is not available (ValueError): fastmlp's training is
-  stochastic. ``max_fun`` is therefore not a parameter either.
 * Sparse input is refused with a clear TypeError (the kernels are dense).
-* ``MLPRegressor`` has only ``loss='squared_error'`` (no ``poisson``), and its
-  squared error is summed over outputs per sample (scikit-learn averages over
-  outputs too), so with several outputs ``loss_`` is ``n_outputs`` times larger.
-* ``verbose=True`` shows a progress bar (:mod:`fastmlp.progress`) instead of
-  one printed line per epoch.
+* ``MLPRegressor`` has only ``loss='squared_error'`` (no ``poisson``).
+* ``partial_fit`` is hidden for ``solver='lbfgs'`` in both estimators
+  (scikit-learn hides it only in ``MLPClassifier``; its ``MLPRegressor``
+  runs a whole L-BFGS fit there).
+* With ``solver='lbfgs'``, ``loss_curve_`` holds the objective after every
+  iteration (scikit-learn sets no ``loss_curve_`` for lbfgs), and
+  ``verbose`` prints an ``Iteration N, loss = ...`` line per iteration.
+* ``MLPRegressor``'s squared error for sgd and adam is summed over outputs per
+  sample (scikit-learn averages over outputs too), so with several outputs
+  ``loss_`` is ``n_outputs`` times larger.
+* ``verbose=True`` shows a progress bar (:mod:`fastmlp.progress`) for sgd and
+  adam instead of one printed line per epoch.
 * Training that stops being finite raises ValueError (from
   :class:`fastmlp.DivergenceError`) at once, instead of at the end of ``fit``.
 """
@@ -39,6 +52,7 @@ try:
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
     from sklearn.utils import shuffle as _sk_shuffle
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
                                           unique_labels)
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -47,6 +61,7 @@ except ImportError as _err:                     # pragma: no cover - depends on 
         "fastmlp.estimators (MLPClassifier, MLPRegressor) needs scikit-learn >= 1.6: "
         f"pip install 'fastmlp[sklearn]' ({_err})") from _err
 
+from . import _lbfgs
 from ._validation import is_integer, is_real
 from .errors import DivergenceError
 from .network import Network
@@ -55,6 +70,9 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+               "large values and need to be preprocessed.")        # scikit-learn's words
 
 
 # ----------------------------------------------------------------- helpers
@@ -128,7 +146,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10):
+                 n_iter_no_change=10, max_fun=15000):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -151,6 +169,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
 
     # ------------------------------------------------------------ checks
     def _hidden_sizes(self):
@@ -168,12 +187,8 @@ class _BaseMLP(BaseEstimator):
         return [int(s) for s in h]
 
     def _check_params(self):
-        if self.solver == "lbfgs":
-            raise ValueError(
-                "solver='lbfgs' is not supported by fastmlp (its training is stochastic); "
-                "use solver='adam' or solver='sgd', or sklearn.neural_network for L-BFGS")
-        if self.solver not in ("sgd", "adam"):
-            raise ValueError(f"solver must be 'sgd' or 'adam'; got {self.solver!r}")
+        if self.solver not in ("lbfgs", "sgd", "adam"):
+            raise ValueError(f"solver must be 'lbfgs', 'sgd' or 'adam'; got {self.solver!r}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; "
                              f"got {self.activation!r}")
@@ -184,6 +199,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"batch_size must be 'auto' or an int >= 1; got {self.batch_size!r}")
         if not is_integer(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an int >= 1; got {self.max_iter!r}")
+        if not is_integer(self.max_fun) or self.max_fun < 1:
+            raise ValueError(f"max_fun must be an int >= 1; got {self.max_fun!r}")
         nic = self.n_iter_no_change
         if not ((is_integer(nic) and nic >= 1) or (is_real(nic) and nic == np.inf)):
             raise ValueError(f"n_iter_no_change must be an int >= 1 or np.inf; got {nic!r}")
@@ -244,6 +261,11 @@ class _BaseMLP(BaseEstimator):
         self._lr = float(self.learning_rate_init)
         self._best_params = net.params.copy()
         self.loss_curve_ = []
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._init_stochastic_state()
+
+    def _init_stochastic_state(self):
+        """The stopping rule's attributes (scikit-learn sets them for sgd and adam only)."""
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_ = []
@@ -276,12 +298,99 @@ class _BaseMLP(BaseEstimator):
                 self._lr = float(self.learning_rate_init)
         _repair_views(self.network_)
         self.network_.l2 = float(self.alpha)
-        self._fit_stochastic(X, Y, sample_weight, incremental)
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sample_weight)
+        else:
+            self._fit_stochastic(X, Y, sample_weight, incremental)
         if not np.isfinite(self.network_.params).all():   # pragma: no cover - kernels guard it
-            raise ValueError("Solver produced non-finite parameter weights. The input data may "
-                             "contain large values and need to be preprocessed.")
+            raise ValueError(_NON_FINITE)
         return self
 
+    def _data_scale(self):
+        """scikit-learn's value of the data loss relative to fastmlp's: its squared
+        error is averaged over outputs, fastmlp's summed."""
+        return 1.0 / self.n_outputs_ if self.network_.loss_name == "squared_error" else 1.0
+
+    def _check_solver(self):
+        # partial_fit's availability (available_if), with scikit-learn's words
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                                 f"{self.solver} is not stochastic.")
+        return True
+
+    # ------------------------------------------------------------ lbfgs
+    def _lbfgs_objective(self, X, Y, sample_weight):
+        return _lbfgs.Objective(self.network_, X, Y, sample_weight, self._data_scale())
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, *buffers):
+        """scikit-learn's objective and gradient, as its private method of this name.
+
+        ``packed_coef_inter`` is in scikit-learn's order (every ``coefs_``
+        flattened, then every ``intercepts_``), and so is the gradient; ``y``
+        is the binarized target. The network's weights are set to the point.
+        scikit-learn's work ``buffers`` are not needed.
+        """
+        net = self.network_
+        X, Y, sw = net._check_XY(X, np.asarray(y, dtype=net.dtype).reshape(len(X), -1),
+                                 sample_weight)
+        order = self._sklearn_order()
+        x = np.empty(net.n_params)
+        x[order] = packed_coef_inter
+        value, grad = self._lbfgs_objective(X, Y, sw)(x)
+        return value, grad[order]
+
+    def _sklearn_order(self):
+        """Positions in ``network_.params`` of scikit-learn's packed parameters."""
+        net = self.network_
+        weights = net._weight_index()
+        biases = np.setdiff1d(np.arange(net.n_params), weights, assume_unique=True)
+        return np.concatenate([weights, biases])
+
+    def _fit_lbfgs(self, X, Y, sample_weight):
+        net = self.network_
+        X, Y, sample_weight = net._check_XY(X, Y, sample_weight)    # C order, weights' sum
+        objective = self._lbfgs_objective(X, Y, sample_weight)
+        if not np.isfinite(objective(net.params)[0]):
+            raise ValueError(f"{_NON_FINITE} (fastmlp: the loss at the starting weights is "
+                             "not finite; L-BFGS cannot start)")
+        last = net.params.copy()
+        self.n_iter_ = 0
+
+        def on_iteration(x, value):
+            last[...] = x
+            self.n_iter_ += 1
+            self.loss_curve_.append(value)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {value:.8f}")
+
+        try:
+            result = _lbfgs.minimize(objective, net.params, max_iter=self.max_iter,
+                                     max_fun=self.max_fun, gtol=self.tol,
+                                     on_iteration=on_iteration)
+        except KeyboardInterrupt:          # as the stochastic solvers: warn, keep the weights
+            self.loss_ = objective(last)[0]
+            warnings.warn("Training interrupted by user.")
+            return
+        net.params[...] = result.x
+        self.n_iter_ = min(result.nit, self.max_iter)
+        self.loss_ = float(result.fun)
+        if not np.isfinite(self.loss_):
+            raise ValueError(f"{_NON_FINITE} (fastmlp: L-BFGS ended on a non-finite loss)")
+        if result.status != 0:
+            self._warn_lbfgs(result)
+
+    def _warn_lbfgs(self, result):
+        # scikit-learn's words (sklearn.utils.optimize._check_optimize_result)
+        msg = (f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+               f"(status={result.status}):\n{result.message}\n")
+        if self.n_iter_ == self.max_iter:
+            msg += ("\nIncrease the number of iterations to improve the convergence "
+                    f"(max_iter={self.max_iter}).")
+        msg += ("\nYou might also want to scale the data as shown in:\n"
+                "    https://scikit-learn.org/stable/modules/preprocessing.html")
+        warnings.warn(msg, ConvergenceWarning, stacklevel=5)
+
+    # ------------------------------------------------------- sgd, adam
     def _optimizer_kwargs(self):
         if self.solver == "sgd":
             return dict(optimizer="sgd", momentum=float(self.momentum),
@@ -313,6 +422,8 @@ class _BaseMLP(BaseEstimator):
     def _fit_stochastic(self, X, Y, sample_weight, incremental):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if not hasattr(self, "_no_improvement_count"):      # warm start after lbfgs
+            self._init_stochastic_state()
         early_stopping = self.early_stopping
         if early_stopping:
             should_stratify = self._is_classifier() and self.n_outputs_ == 1
@@ -471,7 +582,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : array-like of int, default=(100,)
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-    solver : {'adam', 'sgd'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        'lbfgs' is scipy's L-BFGS-B on the full batch (scikit-learn's choice
+        for small data sets); 'sgd' and 'adam' train minibatches.
     alpha : float, default=1e-4
         L2 penalty ``alpha / (2 n_samples) * sum(W**2)`` (the network's ``l2``).
     batch_size : int or 'auto', default='auto'
@@ -481,12 +594,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     learning_rate_init : float, default=1e-3
     power_t : float, default=0.5
     max_iter : int, default=200
-        Epochs at most.
+        Epochs at most; for 'lbfgs', iterations at most.
     shuffle : bool, default=True
     random_state : int, RandomState or None
     tol : float, default=1e-4
+        Least improvement of the loss or validation score over
+        ``n_iter_no_change`` epochs; for 'lbfgs', the largest gradient
+        component at which it stops (scipy's ``gtol``).
     verbose : bool, default=False
-        Show a progress bar (tqdm when installed).
+        Show a progress bar (tqdm when installed); for 'lbfgs', print
+        ``Iteration N, loss = ...`` for every iteration.
     warm_start : bool, default=False
     momentum : float, default=0.9
     nesterovs_momentum : bool, default=True
@@ -495,14 +612,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2, epsilon : float
         Adam's parameters.
     n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        'lbfgs' only: the most loss evaluations.
 
     Attributes
     ----------
     classes_, loss_, best_loss_, loss_curve_, validation_scores_,
     best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
     feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
-        As in scikit-learn. ``coefs_`` and ``intercepts_`` are views into
-        the parameters of ``network_``.
+        As in scikit-learn (with 'lbfgs': ``loss_``, ``n_iter_``, ``t_`` and
+        also ``loss_curve_``, one value per iteration). ``coefs_`` and
+        ``intercepts_`` are views into the parameters of ``network_``.
     network_ : fastmlp.Network
         The trained network; ``network_.predict`` gives the output-layer
         probabilities.
@@ -578,8 +698,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         with np.errstate(divide="ignore"):
             return np.log(P, out=P)
 
+    @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), keeping the optimizer's state between calls.
+
+        Only for the stochastic solvers ('sgd', 'adam'), as in scikit-learn.
 
         Parameters
         ----------
@@ -594,8 +717,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         self
         """
-        if self.solver not in ("sgd", "adam"):
-            self._check_params()
         first = not hasattr(self, "classes_")
         if first:
             if classes is None and not type_of_target(y).startswith("multilabel"):
@@ -623,10 +744,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Drop-in for ``sklearn.neural_network.MLPRegressor`` with
     ``loss='squared_error'`` (identity output, squared error; several outputs
-    for a 2-D y). Parameters and attributes as :class:`MLPClassifier`, less
-    ``classes_``; like scikit-learn's, the first positional parameter is
-    ``loss`` (only ``'squared_error'``), so pass ``hidden_layer_sizes`` by
-    keyword.
+    for a 2-D y). Parameters
+    and attributes as :class:`MLPClassifier`, less ``classes_``; like
+    scikit-learn's, the first positional parameter is ``loss`` (only
+    ``'squared_error'``), so pass ``hidden_layer_sizes`` by keyword.
 
     Examples
     --------
@@ -647,7 +768,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10):
+                 n_iter_no_change=10, max_fun=15000):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -655,7 +776,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change)
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun)
         self.loss = loss
 
     def _is_classifier(self):
@@ -692,8 +814,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
         return self._decode(self._forward(X))
 
+    @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), keeping the optimizer's state between calls."""
+        """One epoch over (X, y), keeping the optimizer's state between calls.
+
+        Only for the stochastic solvers ('sgd', 'adam'); hidden for 'lbfgs'.
+        """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def __sklearn_tags__(self):
