@@ -30,13 +30,14 @@ Differences from scikit-learn, all deliberate:
 * With ``solver='lbfgs'``, ``loss_curve_`` holds the objective after every
   iteration (scikit-learn sets no ``loss_curve_`` for lbfgs), and
   ``verbose`` prints an ``Iteration N, loss = ...`` line per iteration.
-* ``MLPRegressor``'s squared error for sgd and adam is summed over outputs per
-  sample (scikit-learn averages over outputs too), so with several outputs
-  ``loss_`` is ``n_outputs`` times larger.
-* ``verbose=True`` shows a progress bar (:mod:`fastmlp.progress`) for sgd and
-  adam instead of one printed line per epoch.
-* Training that stops being finite raises ValueError (from
-  :class:`fastmlp.DivergenceError`) at once, instead of at the end of ``fit``.
+* Training that stops being finite raises scikit-learn's ValueError at once,
+  instead of at the end of ``fit``; with ``early_stopping=True`` it ends
+  training with a ConvergenceWarning instead (a NaN validation score is
+  recorded for that iteration and the best weights are restored, as
+  scikit-learn ends up doing).
+* With several outputs and minibatches, ``MLPRegressor``'s ``loss_curve_``
+  estimates the L2 term of the batches inside an epoch from the weights at
+  the epoch's start and end (exact for full batches and ``alpha=0``).
 """
 import copy
 import inspect
@@ -399,7 +400,9 @@ class _BaseMLP(BaseEstimator):
                     epsilon=float(self.epsilon))
 
     def _one_epoch(self, X, Y, sw, batch_size):
-        """One pass over (X, Y) in the kernels; returns the epoch's objective."""
+        """One pass over (X, Y) in the kernels; returns the epoch's loss as
+        scikit-learn reports it, NaN if it stopped being finite with early
+        stopping on (ValueError without)."""
         net = self.network_
         known = _partial_fit_params(net)
         kwargs = dict(learning_rate=self._lr, batch_size=int(batch_size))
@@ -408,16 +411,58 @@ class _BaseMLP(BaseEstimator):
             kwargs["shuffle"] = False                   # rows come shuffled already
         if sw is not None:
             kwargs["sample_weight"] = sw
+        scale = self._data_scale()
+        before = self._squared_weights() if scale != 1.0 else None
         try:
             result = net.partial_fit(X, Y, **kwargs)
         except DivergenceError as err:
+            if self.early_stopping:
+                return np.nan
             raise ValueError(
-                "Solver produced non-finite parameter weights: the loss stopped being "
-                f"finite at iteration {self.n_iter_ + 1} (learning_rate_init="
-                f"{self.learning_rate_init!r}); lower learning_rate_init or scale the "
-                "input data") from err
+                f"{_NON_FINITE} (fastmlp: the loss stopped being finite at iteration "
+                f"{self.n_iter_ + 1} with learning_rate_init={self.learning_rate_init!r}; "
+                "lower learning_rate_init or scale the input data)") from err
         hist = result if hasattr(result, "loss") else net.history
-        return float(hist.loss[-1])
+        loss = float(hist.loss[-1])
+        if scale != 1.0:
+            loss = self._rescale_epoch_loss(loss, scale, before, X.shape[0], batch_size, sw)
+        return loss
+
+    def _squared_weights(self):
+        return float(sum(np.dot(W.ravel(), W.ravel()) for W in self.network_.weights))
+
+    def _rescale_epoch_loss(self, loss, scale, before, n, batch_size, sw):
+        """The epoch's loss with its data part times ``scale``. The L2 term of
+        each batch is interpolated between the weights at the epoch's start and
+        end (exact for one batch)."""
+        if self.alpha == 0:
+            return loss * scale
+        batches = -(-n // int(batch_size))
+        total = batches * before + (batches - 1) / 2 * (self._squared_weights() - before)
+        M = n if sw is None else float(np.sum(sw, dtype=np.float64))
+        penalty = 0.5 * self.alpha * total / M
+        return (loss - penalty) * scale + penalty
+
+    def _validation_split(self, X, Y, sample_weight):
+        # stratified on scikit-learn's binarized labels (booleans), as it does
+        stratify = Y.astype(bool) if self._is_classifier() and self.n_outputs_ == 1 else None
+        arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+        parts = train_test_split(*arrays, random_state=self._random_state,
+                                 test_size=self.validation_fraction, stratify=stratify)
+        X_train, X_val, Y_train, Y_val = parts[:4]
+        sw_train, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        return X_train, Y_train, sw_train, X_val, self._decode(Y_val), sw_val
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                          "It is going to be clipped")
+        return int(np.clip(self.batch_size, 1, n_samples))
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental):
         if self.early_stopping and incremental:
@@ -426,35 +471,14 @@ class _BaseMLP(BaseEstimator):
             self._init_stochastic_state()
         early_stopping = self.early_stopping
         if early_stopping:
-            should_stratify = self._is_classifier() and self.n_outputs_ == 1
-            stratify = Y if should_stratify else None
-            arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
-            parts = train_test_split(*arrays, random_state=self._random_state,
-                                     test_size=self.validation_fraction, stratify=stratify)
-            X_train, X_val, Y_train, Y_val = parts[:4]
-            sw_train, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase "
-                                 "'validation_fraction' or the size of your dataset.")
-            y_val = self._decode(Y_val)
+            X_train, Y_train, sw_train, X_val, y_val, sw_val = self._validation_split(
+                X, Y, sample_weight)
         else:
             X_train, Y_train, sw_train = X, Y, sample_weight
             X_val = y_val = sw_val = None
-
         n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-
+        batch_size = self._batch_size(n_samples)
         sample_idx = np.arange(n_samples)
-        bar = None
-        if self.verbose and not incremental:
-            from .progress import ProgressBar
-            bar = ProgressBar(self.max_iter, desc=type(self).__name__)
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -469,12 +493,12 @@ class _BaseMLP(BaseEstimator):
                 self.loss_ = loss
                 self.t_ += n_samples
                 self.loss_curve_.append(loss)
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
-                if bar is not None:
-                    extra = {"val_score": self.validation_scores_[-1]} if early_stopping else {}
-                    bar.update(self.n_iter_, loss, self._lr, **extra)
-                elif self.verbose:
+                if self.verbose:
                     print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+                if np.isnan(loss):                      # diverged, with early stopping
+                    self._diverged()
+                    break
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
                 if self._no_improvement_count > self.n_iter_no_change:
@@ -492,11 +516,20 @@ class _BaseMLP(BaseEstimator):
                         "and the optimization hasn't converged yet.", ConvergenceWarning)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
-        finally:
-            if bar is not None:
-                bar.close()
         if early_stopping:
             self.network_.params[...] = self._best_params
+
+    def _diverged(self):
+        """The loss stopped being finite with early stopping on: record a NaN
+        validation score and stop (the best weights are restored after)."""
+        self.validation_scores_.append(np.nan)
+        if self.verbose:
+            print("Validation score: nan")
+        warnings.warn(
+            f"Training diverged at iteration {self.n_iter_}: the loss stopped being finite "
+            f"(learning_rate_init={self.learning_rate_init!r}). The weights of the best "
+            "validation score were restored; lower learning_rate_init or scale the input "
+            "data.", ConvergenceWarning)
 
     def _trigger_stopping(self, msg):
         if self.solver == "sgd" and self.learning_rate == "adaptive":
@@ -516,6 +549,8 @@ class _BaseMLP(BaseEstimator):
         if early_stopping:
             score = self._score_nocheck(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:f}")
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:
@@ -602,8 +637,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``n_iter_no_change`` epochs; for 'lbfgs', the largest gradient
         component at which it stops (scipy's ``gtol``).
     verbose : bool, default=False
-        Show a progress bar (tqdm when installed); for 'lbfgs', print
-        ``Iteration N, loss = ...`` for every iteration.
+        Print scikit-learn's ``Iteration N, loss = ...`` line for every epoch
+        (every L-BFGS iteration), and its validation and stopping messages.
     warm_start : bool, default=False
     momentum : float, default=0.9
     nesterovs_momentum : bool, default=True
@@ -743,8 +778,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by fastmlp's compiled kernels.
 
     Drop-in for ``sklearn.neural_network.MLPRegressor`` with
-    ``loss='squared_error'`` (identity output, squared error; several outputs
-    for a 2-D y). Parameters
+    ``loss='squared_error'`` (identity output, half squared error averaged
+    over outputs as scikit-learn's; several outputs for a 2-D y). Parameters
     and attributes as :class:`MLPClassifier`, less ``classes_``; like
     scikit-learn's, the first positional parameter is ``loss`` (only
     ``'squared_error'``), so pass ``hidden_layer_sizes`` by keyword.

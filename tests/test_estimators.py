@@ -92,6 +92,21 @@ def test_adaptive_learning_rate_and_stopping_follow_sklearn():
     np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-8)
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(alpha=0.0), dict(batch_size=300, alpha=0.5),
+                                    dict(early_stopping=True)])
+def test_multi_output_loss_is_sklearns(kwargs):
+    """scikit-learn averages the squared error over outputs (its gradient sums them)."""
+    X, Y = make_regression(300, 6, n_targets=3, noise=0.1, random_state=0)
+    Y = Y / Y.std(axis=0)
+    kw = dict(hidden_layer_sizes=(32,), max_iter=30, random_state=0, **kwargs)
+    ours, ref = MLPRegressor(**kw).fit(X, Y), SkMLPRegressor(**kw).fit(X, Y)
+    assert ours.n_iter_ == ref.n_iter_
+    # minibatches' L2 terms are interpolated within an epoch: 4e-10 off at alpha=1e-4
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-8)
+    assert ours.loss_ == pytest.approx(ref.loss_, rel=1e-8)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-7, atol=1e-9)
+
+
 def test_regressor_follows_sklearn_for_one_output():
     X, y = make_regression(200, 5, noise=1.0, random_state=0)
     y = y / y.std()
@@ -289,11 +304,30 @@ def test_divergence_is_a_value_error():
     X, y = make_regression(100, 3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match="non-finite"):
+        with pytest.raises(ValueError, match=r"^Solver produced non-finite parameter weights\. "
+                                             r"The input data may contain large values and need "
+                                             r"to be preprocessed\. \(fastmlp: .*iteration"):
             MLPRegressor(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=10.0, momentum=0.0,
                          max_iter=50).fit(X * 1e3, y * 1e3)
         with pytest.raises(ValueError, match=r"^Solver produced non-finite parameter weights\."):
             MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs").fit(X * 1e300, y)
+
+
+def test_divergence_with_early_stopping_restores_the_best_weights():
+    """scikit-learn issue 29504: no exception, a NaN validation score, the best weights."""
+    X, y = load_iris(return_X_y=True)
+    kw = dict(hidden_layer_sizes=(100,), activation="identity", solver="sgd",
+              learning_rate_init=1.0, max_iter=20, early_stopping=True, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged at iteration"):
+        reg = MLPRegressor(**kw).fit(X, y)
+    assert np.isnan(reg.validation_scores_[-1]) and isinstance(reg.validation_scores_[-1], float)
+    assert len(reg.validation_scores_) == reg.n_iter_ == len(reg.loss_curve_)
+    assert reg.best_validation_score_ == max(reg.validation_scores_[:-1])
+    assert np.isfinite(reg.predict(X)).all()
+    # the restored weights are those of the best validation score
+    ref = MLPRegressor(**{**kw, "max_iter": int(np.argmax(reg.validation_scores_[:-1])) + 1,
+                          "n_iter_no_change": 1000}).fit(X, y)
+    np.testing.assert_allclose(reg.predict(X), ref.predict(X), rtol=1e-12)
 
 
 def test_early_stopping_keeps_best_weights():
@@ -305,12 +339,16 @@ def test_early_stopping_keeps_best_weights():
     assert clf.best_validation_score_ == max(clf.validation_scores_)
 
 
-def test_verbose_shows_progress(capsys):
-    X, y = make_moons(100, random_state=0)
-    MLPClassifier((4,), max_iter=5, verbose=True).fit(X, y)
-    captured = capsys.readouterr()
-    text = captured.err + captured.out
-    assert "loss" in text and "5" in text
+@pytest.mark.parametrize("kwargs", [dict(solver="sgd", max_iter=5),
+                                    dict(early_stopping=True, max_iter=15, n_iter_no_change=2)])
+def test_verbose_prints_sklearns_lines(capsys, kwargs):
+    X, y = make_moons(100, noise=0.2, random_state=0)
+    kw = dict(hidden_layer_sizes=(4,), verbose=True, random_state=0, **kwargs)
+    MLPClassifier(**kw).fit(X, y)
+    ours = capsys.readouterr().out
+    SkMLPClassifier(**kw).fit(X, y)
+    assert ours == capsys.readouterr().out
+    assert "Iteration 1, loss = " in ours
 
 
 def test_verbose_lbfgs_prints_a_line_per_iteration(capsys):
@@ -319,6 +357,12 @@ def test_verbose_lbfgs_prints_a_line_per_iteration(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"Iteration {i + 1}, loss = {v:.8f}" for i, v in enumerate(clf.loss_curve_)]
     assert len(lines) == clf.n_iter_ == 7
+
+
+def test_early_stopping_split_is_stratified_as_sklearns():
+    X, y = [[1, 2], [2, 3], [3, 4], [4, 5]], [0, 0, 0, 1]
+    with pytest.raises(ValueError, match=r"Classes with too few members are: \['True'\]"):
+        MLPClassifier(early_stopping=True).fit(X, y)
 
 
 # ---------------------------------------------------------------- lbfgs
