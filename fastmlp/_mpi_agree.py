@@ -31,8 +31,8 @@ class RankError(RuntimeError):
         self.kind = kind
 
 
-# Exception types re-raised under their own name on every rank when one
-# rank's arguments are bad; anything else becomes a RankError elsewhere.
+# Exception types raised under their own name on every rank when one rank's
+# arguments are bad; anything else is a RankError there (the same on every rank).
 _SHARED_KINDS = {"ValueError": ValueError, "TypeError": TypeError}
 
 
@@ -61,26 +61,27 @@ def agree_to_start(comm, error, settings, facts):
     Raises
     ------
     ValueError, TypeError
-        On every rank, when a rank's arguments were bad (the message names
-        the rank) or the ranks' settings differ.
+        On every rank, with the same message, when a rank's arguments were
+        bad (the message names the rank; on that rank the original error is
+        the cause) or the ranks' settings differ.
     RankError
-        When a rank failed with another kind of exception.
+        When a rank failed with another kind of exception (a RuntimeError).
     """
     gathered = comm.allgather((_describe(error), settings, facts))
     for rank, (described, _, _) in enumerate(gathered):
         if described is not None:
-            if rank == comm.rank and type(error).__name__ in _SHARED_KINDS:
-                raise error
             kind, message = described
             text = f"rank {rank} of {comm.size}: {message}"
-            raise _SHARED_KINDS.get(kind, lambda t: RankError(t, rank, kind))(text)
+            exc = (_SHARED_KINDS[kind](text) if kind in _SHARED_KINDS
+                   else RankError(f"{text} ({kind})", rank, kind))
+            raise exc from (error if rank == comm.rank else None)
     reference = gathered[0][1]
     for rank, (_, theirs, _) in enumerate(gathered[1:], start=1):
         for name in reference:
             if theirs.get(name) != reference[name]:
                 raise ValueError(
                     f"every rank must call fit with the same {name}: rank 0 has "
-                    f"{reference[name]!r}, rank {rank} has {theirs.get(name)!r}")
+                    f"{reference[name]}, rank {rank} has {theirs.get(name)}")
     return [facts for _, _, facts in gathered]
 
 
