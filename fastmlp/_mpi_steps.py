@@ -17,6 +17,7 @@ the sum over steps of each batch's objective times its weight, and raise
 KeyboardInterrupt or the failing rank's error on every rank together.
 """
 import math
+import time
 
 import numpy as np
 
@@ -73,7 +74,6 @@ class SyncSteps:
 
     def epoch(self, order, lr):
         from mpi4py import MPI
-        import time
         n, total = self.net.n_params, 0.0
         for s in range(self.n_steps):
             batch = self.batches.take(order, s * self.batch_size, (s + 1) * self.batch_size)
@@ -143,7 +143,6 @@ class LocalSteps:
 
     def epoch(self, order, lr):
         from mpi4py import MPI
-        import time
         n, total, chunk = self.net.n_params, 0.0, self.batch_size * self.every
         for r in range(self.n_rounds):
             batch = self.batches.take(order, r * chunk, (r + 1) * chunk)

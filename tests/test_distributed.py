@@ -142,5 +142,22 @@ def test_one_rank_with_shuffling_is_network_fit_bit_for_bit():
         assert ha.val_loss == pytest.approx(hb.val_loss, rel=1e-12)
 
 
+def test_divergence_is_reported_as_by_network_fit():
+    from mpi4py import MPI
+    import fastmlp.distributed as dist
+    X = np.random.default_rng(1).normal(size=(30, 3)) * 100
+    y = X.sum(axis=1)
+    a, b = (fastmlp.Network([3, 8, 1], activation="relu", output="identity", seed=0)
+            for _ in range(2))
+    with pytest.raises(fastmlp.DivergenceError) as dist_err:
+        dist.fit(a, X, y, comm=MPI.COMM_SELF, epochs=50, batch_size=10, learning_rate=1.0)
+    with pytest.raises(fastmlp.DivergenceError) as fit_err:
+        b.fit(X, y, epochs=50, batch_size=10, learning_rate=1.0)
+    assert dist_err.value.epoch == fit_err.value.epoch
+    assert np.isfinite(a.params).all()
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-12)
+    np.testing.assert_allclose(dist_err.value.history.loss, fit_err.value.history.loss, rtol=1e-12)
+
+
 def test_mpiexec_is_found():
     assert mpi_command(2)[0]
