@@ -46,3 +46,21 @@ def test_a_bad_row_in_one_ranks_share_is_the_same_error_on_every_rank(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("fastmlp train:")]
     assert len(lines) == 2 and lines[0] == lines[1]
     assert "rank 1 of 2:" in lines[0] and "line 7, column 'c': 'oops' is not a number" in lines[0]
+
+
+def test_regression_on_three_ranks_scales_and_scores_over_every_rank(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 2)) * [1.0, 1000.0]
+    y = 3 * X[:, 0] + X[:, 1] / 500 + 100
+    lines = ["a,b,y"] + [f"{r[0]:.6f},{r[1]:.6f},{v:.6f}" for r, v in zip(X, y)]
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    model = tmp_path / "r.npz"
+    proc = run_ranks(3, ["-m", "fastmlp", "train", str(tmp_path / "r.csv"), "--target", "y",
+                         "--hidden", "", "--epochs", "200", "--lr", "0.01", "--mpi", "--quiet",
+                         "--out", str(model)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "300 rows on 3 ranks" in proc.stdout and ": regression" in proc.stdout
+    r2 = float(proc.stdout.split("held-out R^2 ")[1].split(",")[0])
+    assert r2 > 0.99
+    net = fastmlp.load(model)                # the scaling folded in: raw rows, raw targets
+    np.testing.assert_allclose(net.predict(X)[:, 0], y, atol=0.5)
