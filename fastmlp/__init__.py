@@ -6,7 +6,8 @@ Public names: :class:`Network` (compiled kernels), :mod:`fastmlp.reference`
 first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
 :class:`MLPClassifier` and :class:`MLPRegressor` (scikit-learn estimators),
 :mod:`fastmlp.io` (``save`` / ``load``), :mod:`fastmlp.interop`,
-:mod:`fastmlp.plot` and :mod:`fastmlp.progress`.
+:mod:`fastmlp.plot`, :mod:`fastmlp.progress`, :mod:`fastmlp.distributed` (MPI)
+and :mod:`fastmlp.dask`.
 """
 from . import datasets, reference
 from .errors import DivergenceError, ModelFileError
@@ -23,7 +24,7 @@ except ImportError:  # built by a tool that did not run setup.py's writer
 __all__ = ["Network", "reference", "check_gradients", "GradientCheck", "History",
            "DivergenceError", "ModelFileError", "datasets", "__version__"]
 
-_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io")
+_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io", "distributed", "dask")
 
 
 def __getattr__(name):

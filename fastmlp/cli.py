@@ -124,6 +124,12 @@ def build_parser():
     train.add_argument("--out", metavar="MODEL.npz", default="model.npz",
                        help="where to save the network (default model.npz); the column names "
                             "and class labels go beside it in MODEL.npz.json")
+    train.add_argument("--mpi", action="store_true",
+                       help="data-parallel training under mpiexec (pip install 'fastmlp[mpi]'): "
+                            "rank r reads the data rows r, r+P, r+2P, ...; --batch-size is per "
+                            "rank; scaling, classes and scores are over all rows; rank 0 "
+                            "prints and saves. mpiexec -n 4 fastmlp train data.csv --target "
+                            "y --mpi")
 
     # --------------------------------------------------------------- predict
     predict = sub.add_parser(
@@ -164,8 +170,12 @@ def build_parser():
 
 
 # ====================================================================== CSV
-def read_csv(path):
-    """Header names and a float64 matrix from a CSV file of numbers."""
+def read_csv(path, shard=None):
+    """Header names and a float64 matrix from a CSV file of numbers.
+
+    ``shard=(rank, size)`` keeps only the data rows ``i`` with ``i % size == rank``
+    (the others are skipped unparsed): each MPI rank reads its own rows.
+    """
     try:
         fh = open(path, newline="", encoding="utf-8-sig")
     except OSError as err:
@@ -187,10 +197,13 @@ def read_csv(path):
                 raise CLIError(f"{path}: columns {first[name] + 1} and {i + 1} are both named "
                                f"{name!r}; every column needs a name of its own")
             first[name] = i
-        rows = []
+        rows, index = [], -1
         try:
             for row in reader:
                 if not row or all(not c.strip() for c in row):
+                    continue
+                index += 1
+                if shard is not None and index % shard[1] != shard[0]:
                     continue
                 line = reader.line_num
                 if len(row) != len(header):
@@ -208,6 +221,8 @@ def read_csv(path):
         except (csv.Error, UnicodeDecodeError) as err:
             raise CLIError(f"{path}: not a readable CSV file ({err})") from None
     if not rows:
+        if shard is not None and index >= 0:
+            raise CLIError(f"{path} has {index + 1} data rows, fewer than the {shard[1]} ranks")
         raise CLIError(f"{path} has a header but no data rows")
     data = np.array(rows, dtype=np.float64)
     if not np.isfinite(data).all():
@@ -391,12 +406,8 @@ def _infer_task(y, task):
     return "classification" if integral and len(np.unique(y)) <= _MAX_CLASSES else "regression"
 
 
-def cmd_train(args, out=None, err=None):
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    from .network import Network
-
-    header, data = read_csv(args.data)
+def _target_column(args, header, data):
+    """(input column names, X, y) with the target column taken out."""
     if args.target not in header:
         raise CLIError(f"--target {args.target!r} is not a column of {args.data}; its columns "
                        f"are {', '.join(header)}")
@@ -404,14 +415,30 @@ def cmd_train(args, out=None, err=None):
     features = [h for i, h in enumerate(header) if i != t]
     if not features:
         raise CLIError(f"{args.data} has no input column besides the target")
-    X = np.delete(data, t, axis=1)
-    y = data[:, t]
+    return features, np.delete(data, t, axis=1), data[:, t]
+
+
+def _check_train_args(args):
+    """Range checks of train's numbers; returns the hidden layer sizes."""
     hidden = _parse_hidden(args.hidden)
     for name, value, ok in (("--epochs", args.epochs, args.epochs >= 1),
                             ("--batch-size", args.batch_size, args.batch_size >= 1),
                             ("--test-size", args.test_size, 0 <= args.test_size < 1)):
         if not ok:
             raise CLIError(f"{name} out of range: {value!r}")
+    return hidden
+
+
+def cmd_train(args, out=None, err=None):
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    from .network import Network
+
+    if getattr(args, "mpi", False):
+        return _train_mpi(args, out, err)
+    header, data = read_csv(args.data)
+    features, X, y = _target_column(args, header, data)
+    hidden = _check_train_args(args)
     task = _infer_task(y, args.task)
     classes = None
     if task == "classification":
@@ -485,6 +512,92 @@ def cmd_train(args, out=None, err=None):
             "classes": None if classes is None else [_label(c) for c in classes]}
     _save_model(net, args.out, meta)
     print(f"saved {args.out} (columns and classes in {_meta_path(args.out)})", file=out)
+    return 0
+
+
+def _train_mpi(args, out, err):
+    """``train --mpi``: this rank's part of the job (see fastmlp._cli_mpi)."""
+    from . import _cli_mpi as cm
+    from . import distributed as dist
+    from .errors import DivergenceError
+    comm = dist._mpi().COMM_WORLD
+    agreed = (CLIError, ValueError, TypeError, DivergenceError, dist.RankError, KeyboardInterrupt)
+    return cm.run_or_abort(comm, lambda: _train_ranks(args, comm, out if comm.rank == 0
+                                                      else open(os.devnull, "w")), err, agreed)
+
+
+def _error_of(check, *args):
+    """The CLIError ``check(*args)`` raises, or None."""
+    try:
+        check(*args)
+    except CLIError as exc:
+        return exc
+    return None
+
+
+def _train_ranks(args, comm, out):
+    from . import _cli_mpi as cm
+    from . import distributed as dist
+    from .network import Network
+    error = features = X = y = hidden = None
+    try:
+        header, data = read_csv(args.data, shard=(comm.rank, comm.size))
+        features, X, y = _target_column(args, header, data)
+        hidden = _check_train_args(args)
+    except CLIError as exc:
+        error = exc
+    cm.agree(comm, error)
+    task, classes, labels = cm.task_and_labels(comm, args.task, y, args.target, _MAX_CLASSES)
+    test, train = cm.split(comm, args.seed, args.test_size, len(y))
+    xs = cm.globalise(comm, _Standardisation(X[train], False), X[train], args.standardize)
+    if task == "classification":
+        k = len(classes)
+        n_out, output, loss = (1, "sigmoid", "log_loss") if k == 2 else (k, "softmax", "log_loss")
+        Y, ys = labels[train].astype(np.float64), None
+    else:
+        n_out, output, loss = 1, "identity", "squared_error"
+        ys = cm.globalise(comm, _Standardisation(y[train, None], False), y[train, None],
+                          args.standardize)
+        Y = ys.apply(y[train, None])
+    sizes = [X.shape[1]] + hidden + [n_out]
+    problem = cm.first(comm, _float32_problem(features, X, args.target,
+                                              None if ys is None else y, xs, ys))
+    if problem and args.dtype == "float32":
+        raise CLIError(f"--dtype float32 cannot hold this data: {problem}; use --dtype float64 "
+                       "(or leave --dtype out)")
+    dtype = args.dtype or ("float64" if problem else "float32")
+    cm.agree(comm, _error_of(_check_memory, sizes, dtype, min(args.batch_size, len(train)), args))
+    net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
+                  init="he" if args.activation == "relu" else "xavier", dtype=dtype,
+                  seed=args.seed)
+    lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
+    kw = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, shuffle=True,
+              optimizer=args.optimizer, verbose=not args.quiet)
+    if args.optimizer == "sgd" and args.momentum:
+        kw.update(momentum=args.momentum, nesterov=True)
+    if args.early_stopping:
+        kw.update(validation_split=0.1, early_stopping=True)
+    print(f"{args.data}: {comm.allreduce(len(y))} rows on {comm.size} ranks, {len(features)} "
+          f"inputs, target {args.target!r}: {task}"
+          + (f" with {len(classes)} classes" if classes is not None else ""), file=out)
+    print(f"network {'-'.join(map(str, sizes))} {args.activation}, {output} output, {loss}, "
+          f"{args.optimizer} lr {lr:g}, batches of {args.batch_size} per rank, {args.epochs} "
+          f"epochs, {comm.allreduce(len(train))} training / {comm.allreduce(len(test))} "
+          "held-out rows", file=out)
+    out.flush()
+    hist = dist.fit(net, xs.apply(X[train]), Y, comm=comm, **kw)
+    _fold_scaling(net, xs, ys, features, args.target)
+    print(f"trained {len(hist.loss)} epochs in {hist.seconds:.2f} s on {comm.size} ranks, "
+          f"final loss {hist.loss[-1]:.6g}" + (" (stopped early)" if hist.stopped_early else ""),
+          file=out)
+    if comm.allreduce(len(test)):
+        truth = labels[test] if task == "classification" else y[test]
+        print(cm.score(comm, task == "classification", net.predict(X[test]), truth), file=out)
+    if comm.rank == 0:
+        meta = {"fastmlp_cli": 1, "task": task, "target": args.target, "features": features,
+                "classes": None if classes is None else [_label(c) for c in classes]}
+        _save_model(net, args.out, meta)
+        print(f"saved {args.out} (columns and classes in {_meta_path(args.out)})", file=out)
     return 0
 
 

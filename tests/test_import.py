@@ -9,7 +9,8 @@ import sys, time
 t = time.perf_counter()
 import fastmlp
 seconds = time.perf_counter() - t
-heavy = [m for m in ("scipy.linalg", "sklearn", "matplotlib", "torch", "tqdm") if m in sys.modules]
+heavy = [m for m in ("scipy.linalg", "sklearn", "matplotlib", "torch", "tqdm", "mpi4py", "dask",
+                     "distributed") if m in sys.modules]
 assert not heavy, heavy
 import scipy.linalg, numpy as np
 assert scipy.linalg.cython_blas is sys.modules["scipy.linalg.cython_blas"]
