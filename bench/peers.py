@@ -619,6 +619,35 @@ def _jax_forward_logits(jax, jnp, params, x, hidden):
     return h @ W + b
 
 
+def jax_loss_fn(jax, jnp, hidden, output, loss):
+    """loss(params, x, y): the batch mean of the workload's loss, from the logits."""
+    def loss_fn(params, x, y):
+        z = _jax_forward_logits(jax, jnp, params, x, hidden)
+        m = x.shape[0]
+        if output == "softmax" and loss == "log_loss":
+            return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / m
+        if output == "sigmoid" and loss == "log_loss":
+            return -jnp.sum(y * jax.nn.log_sigmoid(z)
+                            + (1 - y) * jax.nn.log_sigmoid(-z)) / m
+        p = jax.nn.sigmoid(z) if output == "sigmoid" else z
+        return 0.5 * jnp.sum((p - y) ** 2) / m
+    return loss_fn
+
+
+def jax_batches(data, batch_size, dtype):
+    """(Xb, Yb, Xr, Yr): the full batches stacked for ``lax.scan`` (nb, bsz, .),
+    and the remainder batch (possibly 0 rows), in order."""
+    n = data.X.shape[0]
+    bsz = batch_size if batch_size and batch_size < n else n
+    nb = n // bsz
+    X = np.ascontiguousarray(data.X, dtype=dtype)
+    Y = np.ascontiguousarray(data.Y, dtype=dtype)
+    full = nb * bsz
+    Xb = X[:full].reshape(nb, bsz, X.shape[1])
+    Yb = Y[:full].reshape(nb, bsz, Y.shape[1])
+    return Xb, Yb, X[full:], Y[full:]
+
+
 class JaxTrainer(Trainer):
     note = ""
 
@@ -631,32 +660,14 @@ class JaxTrainer(Trainer):
                                             wl.epochs)
         lr = self.dtype.type(lr)
 
-        def loss_fn(params, x, y):
-            z = _jax_forward_logits(jax, jnp, params, x, hidden)
-            m = x.shape[0]
-            if output == "softmax" and loss == "log_loss":
-                return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / m
-            if output == "sigmoid" and loss == "log_loss":
-                return -jnp.sum(y * jax.nn.log_sigmoid(z)
-                                + (1 - y) * jax.nn.log_sigmoid(-z)) / m
-            p = jax.nn.sigmoid(z) if output == "sigmoid" else z
-            return 0.5 * jnp.sum((p - y) ** 2) / m
-
-        grad = jax.grad(loss_fn)
+        grad = jax.grad(jax_loss_fn(jax, jnp, hidden, output, loss))
 
         def step(params, x, y):
             g = grad(params, x, y)
             return jax.tree_util.tree_map(lambda p, gp: p - lr * gp, params, g)
 
-        n = data.X.shape[0]
-        bsz = wl.batch_size if wl.batch_size and wl.batch_size < n else n
-        nb, rem = divmod(n, bsz)
-        X = np.ascontiguousarray(data.X, dtype=dtype)
-        Y = np.ascontiguousarray(data.Y, dtype=dtype)
-        full = nb * bsz
-        Xb = X[:full].reshape(nb, bsz, X.shape[1])
-        Yb = Y[:full].reshape(nb, bsz, Y.shape[1])
-        Xr, Yr = X[full:], Y[full:]
+        Xb, Yb, Xr, Yr = jax_batches(data, wl.batch_size, dtype)
+        nb, rem = Xb.shape[0], Xr.shape[0]
 
         def train(params, Xb, Yb, Xr, Yr):
             def one_epoch(_, p):
