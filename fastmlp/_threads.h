@@ -7,6 +7,11 @@
  * for, whatever other threads do, and its result is the serial one.  The
  * user's own setting is restored when no kernel call is running.
  * want == 0 means "the setting found when no kernel call was running".
+ *
+ * A thread's own turns are counted (thread-local), so that Python code run
+ * from inside a kernel call (signal handlers, see check_signals) runs with
+ * them released (fm_threads_pause / fm_threads_resume): a handler that calls
+ * a kernel wanting another count would otherwise wait for itself forever.
  */
 #ifndef FASTMLP_THREADS_H
 #define FASTMLP_THREADS_H
@@ -23,6 +28,8 @@ static pthread_cond_t fm_threads_free = PTHREAD_COND_INITIALIZER;
 static int fm_active = 0;     /* kernel calls running under fm_current */
 static int fm_saved = 0;      /* the count to restore when fm_active drops to 0 */
 static int fm_current = 0;
+static __thread int fm_held = 0;        /* turns this thread holds */
+static __thread int fm_held_want = 0;   /* ... and the count they asked for */
 
 static void fm_install_blas_threads(void *set_fn, void *get_fn)
 {
@@ -58,6 +65,8 @@ static int fm_threads_enter(int want)
     }
     fm_active++;
     pthread_mutex_unlock(&fm_threads_lock);
+    fm_held++;
+    fm_held_want = want;
     return 1;
 }
 
@@ -65,6 +74,7 @@ static void fm_threads_exit(int entered)
 {
     if (!entered)
         return;
+    fm_held--;
     pthread_mutex_lock(&fm_threads_lock);
     if (--fm_active == 0) {
         if (fm_current != fm_saved)
@@ -72,6 +82,24 @@ static void fm_threads_exit(int entered)
         pthread_cond_broadcast(&fm_threads_free);
     }
     pthread_mutex_unlock(&fm_threads_lock);
+}
+
+/* Release the calling thread's turns (before running Python code inside a
+ * kernel call); returns how many, with the count they wanted in *want. */
+static int fm_threads_pause(int *want)
+{
+    int held = fm_held, i;
+    *want = fm_held_want;
+    for (i = 0; i < held; i++)
+        fm_threads_exit(1);
+    return held;
+}
+
+/* Take back the turns fm_threads_pause released (waiting as enter does). */
+static void fm_threads_resume(int held, int want)
+{
+    while (held-- > 0)
+        fm_threads_enter(want);
 }
 
 #endif

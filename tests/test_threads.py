@@ -15,6 +15,8 @@ import pytest
 import fastmlp
 from fastmlp import reference
 
+from helpers import run_child
+
 N_THREADS = 8
 
 
@@ -256,3 +258,43 @@ def test_pool_runs_alone_for_a_while_beside_a_slow_worker():
     finally:
         _kernels._pool_slow_windows(True)
         _kernels._pool_stall_probe(0.0, 0.0, forget=True)
+
+
+# ----------------------------------------------- signal handlers and fork (issue 24)
+SIGNAL_DURING_FIT = r"""
+import os, signal, threading
+import numpy as np
+import fastmlp
+
+class Stop(Exception):
+    pass
+
+# the fit takes BLAS turns of 1 thread, the handler's predict wants 2
+big = fastmlp.Network([512, 1024, 10], seed=0, n_threads=2)
+small = fastmlp.Network([8, 16, 1], seed=0, n_threads=1)
+Xb = np.random.default_rng(0).standard_normal((4096, 512))
+X = np.random.default_rng(1).standard_normal((2000, 8))
+y = (X[:, 0] > 0).astype(float)
+outputs = []
+
+def handler(*args):
+    outputs.append(big.predict(Xb).shape)
+    raise Stop
+
+signal.signal(signal.SIGUSR1, handler)
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+try:
+    small.fit(X, y, epochs=10**6, batch_size=BATCH)
+except Stop:
+    print("STOPPED", outputs, np.isfinite(small.params).all())
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR1"), reason="POSIX signals")
+@pytest.mark.parametrize("batch_size", [32, None], ids=["minibatches", "epochs-in-C"])
+def test_signal_handler_predicting_during_fit_does_not_deadlock(batch_size):
+    # Python code run from inside a kernel call (the fit's signal checks)
+    # runs with the call's BLAS thread-count turn released
+    code, out, err = run_child(SIGNAL_DURING_FIT.replace("BATCH", repr(batch_size)), timeout=120)
+    assert code is not None, "the signal handler's predict waited forever for the fit's turn"
+    assert code == 0 and "STOPPED [(4096, 10)] True" in out, err
