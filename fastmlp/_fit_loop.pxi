@@ -33,10 +33,22 @@ cdef void gather_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m, floating* x
             wbuf[i] = w[rows[i]]
 
 
-cdef int check_signals() except -1 with gil:
-    """Run Python's signal handlers (Ctrl-C) from inside a nogil loop."""
+cdef int run_signal_handlers() except -1 with gil:
     if PyErr_CheckSignals() < 0:
         return -1
+    return 0
+
+
+cdef int check_signals() except -1 nogil:
+    """Run Python's signal handlers (Ctrl-C) from inside a nogil loop, with
+    this thread's BLAS thread-count turn released while they run: a handler
+    may call kernels that want another count (_threads.h)."""
+    cdef int want = 0
+    cdef int held = fm_threads_pause(&want)
+    try:
+        run_signal_handlers()
+    finally:
+        fm_threads_resume(held, want)
     return 0
 
 

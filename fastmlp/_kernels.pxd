@@ -137,6 +137,8 @@ cdef extern from "_threads.h" nogil:
     void fm_install_blas_threads(void* set_fn, void* get_fn)
     int fm_threads_enter(int want)
     void fm_threads_exit(int entered)
+    int fm_threads_pause(int* want)
+    void fm_threads_resume(int held, int want)
     int fm_blas_threads_known()
 
 cdef extern from "_optim.h" nogil:

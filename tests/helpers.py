@@ -61,3 +61,26 @@ def step_parity(step, sizes, batch_size, n=300, dtype="float32", threads=(1, 2, 
         for params in runs[1:]:
             np.testing.assert_array_equal(params, runs[0])
     return runs
+
+
+def run_child(code, timeout=120):
+    """Run ``code`` in a child Python that imports the very fastmlp this
+    process imported; ``(returncode, stdout, stderr)``, returncode None when
+    the child was still running after ``timeout`` seconds (then killed)."""
+    import os
+    import subprocess
+    import sys
+
+    import fastmlp
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return None, out, err

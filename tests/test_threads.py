@@ -15,6 +15,8 @@ import pytest
 import fastmlp
 from fastmlp import reference
 
+from helpers import run_child
+
 N_THREADS = 8
 
 
@@ -256,3 +258,97 @@ def test_pool_runs_alone_for_a_while_beside_a_slow_worker():
     finally:
         _kernels._pool_slow_windows(True)
         _kernels._pool_stall_probe(0.0, 0.0, forget=True)
+
+
+# ----------------------------------------------- signal handlers and fork (issue 24)
+SIGNAL_DURING_FIT = r"""
+import os, signal, threading
+import numpy as np
+import fastmlp
+
+class Stop(Exception):
+    pass
+
+# the fit takes BLAS turns of 1 thread, the handler's predict wants 2
+big = fastmlp.Network([512, 1024, 10], seed=0, n_threads=2)
+small = fastmlp.Network([8, 16, 1], seed=0, n_threads=1)
+Xb = np.random.default_rng(0).standard_normal((4096, 512))
+X = np.random.default_rng(1).standard_normal((2000, 8))
+y = (X[:, 0] > 0).astype(float)
+outputs = []
+
+def handler(*args):
+    outputs.append(big.predict(Xb).shape)
+    raise Stop
+
+signal.signal(signal.SIGUSR1, handler)
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+try:
+    small.fit(X, y, epochs=10**6, batch_size=BATCH)
+except Stop:
+    print("STOPPED", outputs, np.isfinite(small.params).all())
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR1"), reason="POSIX signals")
+@pytest.mark.parametrize("batch_size", [32, None], ids=["minibatches", "epochs-in-C"])
+def test_signal_handler_predicting_during_fit_does_not_deadlock(batch_size):
+    # Python code run from inside a kernel call (the fit's signal checks)
+    # runs with the call's BLAS thread-count turn released
+    code, out, err = run_child(SIGNAL_DURING_FIT.replace("BATCH", repr(batch_size)), timeout=120)
+    assert code is not None, "the signal handler's predict waited forever for the fit's turn"
+    assert code == 0 and "STOPPED [(4096, 10)] True" in out, err
+
+
+FORK_DURING_FIT = r"""
+import ctypes, multiprocessing, os, threading, time
+import numpy as np
+import fastmlp
+from fastmlp import _blas_threads
+
+small = fastmlp.Network([8, 16, 1], seed=0, n_threads=1)
+big = fastmlp.Network([512, 1024, 10], seed=0, n_threads=2)
+X = np.random.default_rng(1).standard_normal((2000, 8))
+y = (X[:, 0] > 0).astype(float)
+Xb = np.random.default_rng(0).standard_normal((4096, 512))
+blas = ctypes.CDLL(_blas_threads.BLAS_LIBRARY) if _blas_threads.BLAS_LIBRARY else None
+get = (getattr(blas, "scipy_openblas_get_num_threads", None)
+       or getattr(blas, "openblas_get_num_threads", None)) if blas else None
+user_setting = get() if get else None
+
+def child(queue):
+    out = big.predict(Xb)
+    queue.put((out.shape, get() if get else None))
+
+# one kernel call for every epoch: the fit holds its turn (1 BLAS thread) throughout
+fitting = threading.Thread(target=small.fit, args=(X, y), kwargs=dict(epochs=10**6),
+                           daemon=True)
+fitting.start()
+time.sleep(0.5)
+assert fitting.is_alive()
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+proc = ctx.Process(target=child, args=(queue,))
+proc.start()
+proc.join(timeout=60)
+if proc.is_alive():
+    proc.kill()
+    print("HANG", flush=True)
+else:
+    print("CHILD", queue.get(timeout=10), user_setting, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_forked_child_of_a_fitting_process_gets_its_own_blas_turns():
+    # the fitting thread does not survive the fork: the child starts with no
+    # turn taken and the user's BLAS thread count back
+    code, out, err = run_child(FORK_DURING_FIT, timeout=180)
+    assert code == 0 and "HANG" not in out, (out, err)
+    line = next(line for line in out.splitlines() if line.startswith("CHILD"))
+    _, rest = line.split(" ", 1)
+    assert "((4096, 10)," in rest
+    shape_and_count, user_setting = rest.rsplit(" ", 1)
+    if user_setting != "None":
+        assert shape_and_count.endswith(f", {user_setting})"), line
