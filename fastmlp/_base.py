@@ -63,6 +63,7 @@ class BaseNetwork:
         self.dtype = np.dtype(v.DTYPES[dtype_name])
         self.seed = seed
         self.history = None
+        self._origin = None                 # where the weights came from, when not _initialise
         self._optimizer = None
         self._samples_seen = 0
         self._fit_lock = threading.Lock()
@@ -78,7 +79,7 @@ class BaseNetwork:
             self._adopt(params)
 
     @classmethod
-    def _around(cls, params, layer_sizes, settings, rng_state=None):
+    def _around(cls, params, layer_sizes, settings, rng_state=None, origin=None):
         """A network of this class built around ``params``: its parameter
         buffer is that array (no initialisation, and no copy when it is an
         aligned C-contiguous array of the network's dtype, as ``_format.read``
@@ -88,10 +89,12 @@ class BaseNetwork:
         runs, a subclass's own included). The generator continues from
         ``rng_state`` (a PCG64 state), or from where initialisation would have
         left it: as if the network had been built and then given ``params``.
+        ``origin`` says where the parameters came from (see :attr:`origin`).
         """
         net = cls.__new__(cls)
         net._adopted_params = params
         net.__init__(layer_sizes, **settings)
+        net._origin = origin
         if rng_state is not None:
             net._rng.bit_generator.state = rng_state
         else:
@@ -182,7 +185,8 @@ class BaseNetwork:
         header, params = _format.read(path)
         sizes, settings = _format.settings(header)
         try:
-            return cls._around(params, sizes, settings, rng_state=header["rng_state"])
+            return cls._around(params, sizes, settings, rng_state=header["rng_state"],
+                               origin=f"loaded from {path!r}")
         except (ValueError, TypeError) as exc:
             raise ModelFileError(path, f"the header's settings are not valid for "
                                        f"{cls.__module__}.{cls.__name__}: {exc}") from exc
@@ -193,7 +197,7 @@ class BaseNetwork:
 
         See :func:`fastmlp.interop.from_sklearn`.
         """
-        return cls._from_spec(_convert.from_sklearn(model, dtype=dtype))
+        return cls._from_spec(_convert.from_sklearn(model, dtype=dtype), _source(model))
 
     @classmethod
     def from_torch(cls, model, dtype=None, loss=None):
@@ -201,13 +205,14 @@ class BaseNetwork:
 
         See :func:`fastmlp.interop.from_torch`.
         """
-        return cls._from_spec(_convert.from_torch(model, dtype=dtype, loss=loss))
+        return cls._from_spec(_convert.from_torch(model, dtype=dtype, loss=loss), _source(model))
 
     @classmethod
-    def _from_spec(cls, spec):
+    def _from_spec(cls, spec, source):
+        # seed 0: a fixed generator for later shuffling; the weights are the source's
         return cls._around(spec.params, list(spec.layer_sizes),
                            dict(activation=spec.activation, output=spec.output, loss=spec.loss,
-                                dtype=spec.dtype, seed=0))
+                                dtype=spec.dtype, seed=0), origin=f"converted from {source}")
 
     def get_params(self):
         """Return a copy of the flat parameter vector."""
@@ -222,12 +227,55 @@ class BaseNetwork:
             raise ValueError("flat parameters must be finite real numbers")
         self.params[...] = flat
 
-    def __repr__(self):
+    @property
+    def origin(self):
+        """Where the weights came from: None when this network's own
+        initialisation drew them (``init``, ``seed``), else e.g.
+        ``"loaded from 'model.npz'"`` or ``"converted from torch Sequential"``
+        (then ``init`` and ``seed`` say nothing about them)."""
+        return self.__dict__.get("_origin")
+
+    def _call(self):
+        """The constructor call of these settings (init and seed only when they made the weights)."""
+        drawn = (f", init={self.init!r}", f", seed={self.seed!r}") if self.origin is None else ("", "")
         l1 = f", l1={self.l1!r}" if self.l1 else ""
         return (f"{type(self).__module__}.{type(self).__name__}({list(self.layer_sizes)}, "
                 f"activation={self.activation!r}, output={self.output!r}, "
-                f"loss={self.loss_name!r}, l2={self.l2!r}, init={self.init!r}, "
-                f"dtype={self.dtype.name!r}, seed={self.seed!r}{l1})")
+                f"loss={self.loss_name!r}, l2={self.l2!r}{l1}{drawn[0]}, "
+                f"dtype={self.dtype.name!r}{drawn[1]})")
+
+    def summary(self):
+        """A table of the layers: shapes, activations and parameter counts.
+
+        Returns
+        -------
+        str
+            The constructor call, one row per weight layer (``n_in -> n_out``,
+            activation, weights, biases, parameters), the totals, the dtype
+            and bytes of the parameters, and where the weights came from
+            (:attr:`origin`). ``repr(net)`` is this text.
+        """
+        rows = [("layer", "shape", "activation", "weights", "biases", "parameters")]
+        sizes = self.layer_sizes
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), 1):
+            act = f"{self.output} (output)" if i == self.n_layers else self.activation
+            rows.append((str(i), f"{n_in} -> {n_out}", act, f"{n_in * n_out:,}", f"{n_out:,}",
+                         f"{n_in * n_out + n_out:,}"))
+        n_b = sum(sizes[1:])
+        rows.append(("total", "", "", f"{self.n_params - n_b:,}", f"{n_b:,}", f"{self.n_params:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(6)]
+        lines = [self._call()]
+        for r in rows:
+            cells = [r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(6)]
+            lines.append("  ".join(cells).rstrip())
+        weights = (f"init={self.init!r}, seed={self.seed!r}" if self.origin is None
+                   else self.origin)
+        lines.append(f"{self.dtype.name}: {self.params.nbytes:,} bytes of parameters; "
+                     f"weights {weights}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -384,9 +432,10 @@ class BaseNetwork:
             Least improvement that counts for early stopping; for lbfgs also
             scipy's ``gtol``.
         callbacks : sequence of callables
-            ``cb(net, epoch, logs)`` after each epoch, ``logs`` a dict with
-            ``loss``, ``learning_rate``, ``seconds`` and the validation scores;
-            a truthy return stops training.
+            ``cb(net, epoch, logs)`` after each epoch, ``epoch`` numbered from
+            1 (as ``History.best_epoch``, the progress bar and the plots),
+            ``logs`` a dict with ``loss``, ``learning_rate``, ``seconds`` and
+            the validation scores; a truthy return stops training.
         verbose : bool
             Show a progress bar (tqdm when installed, else plain lines).
         max_fun : int
@@ -533,3 +582,8 @@ class BaseNetwork:
         take = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
         return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]), take(sw, train),
                 (np.ascontiguousarray(X[val]), np.ascontiguousarray(Y[val]), take(sw, val)))
+
+
+def _source(model):
+    """'torch Sequential', 'sklearn MLPClassifier': a model's library and class."""
+    return f"{type(model).__module__.split('.')[0]} {type(model).__name__}"

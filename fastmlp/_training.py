@@ -141,15 +141,15 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                     history.seconds = time.perf_counter() - start
                     net.history = history
                     raise DivergenceError(
-                        f"training diverged at epoch {done}: the loss became "
+                        f"training diverged at epoch {done + 1}: the loss became "
                         f"{float(losses[done])!r} with learning_rate={lr!r}; try a lower "
                         "learning_rate or clip_norm (the update that met it was not applied)",
-                        epoch=done, history=history)
+                        epoch=done + 1, history=history)
                 if not per_epoch:
                     if bar is not None:
                         bar.update(done, history.loss[-1], lr)
                     continue
-                epoch = done - 1
+                epoch = done                    # numbered from 1 (see fastmlp.history)
                 logs = {"loss": history.loss[-1], "learning_rate": lr, "seconds": elapsed}
                 monitored = history.loss[-1]
                 if validation is not None:

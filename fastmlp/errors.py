@@ -10,7 +10,8 @@ class DivergenceError(FloatingPointError):
     Attributes
     ----------
     epoch : int
-        Zero-based index of the epoch at which the loss stopped being finite.
+        The epoch (numbered from 1) in which the loss stopped being finite:
+        ``epoch - 1`` epochs were completed.
     history : History
         The losses of the epochs completed before the divergence.
     """

@@ -258,6 +258,7 @@ class _BaseMLP(BaseEstimator):
             bound = np.sqrt(factor / (fan_in + fan_out))
             W[...] = rs.uniform(-bound, bound, (fan_in, fan_out))
             b[...] = rs.uniform(-bound, bound, fan_out)
+        net._origin = f"drawn by {type(self).__name__} (scikit-learn's Glorot-uniform init)"
         self.network_ = net
         self._lr = float(self.learning_rate_init)
         self._best_params = net.params.copy()
