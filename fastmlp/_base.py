@@ -21,6 +21,7 @@ out, optimizer, clip_norm, stop, check_every)``
 With sample weights ``w`` (ones by default) and ``M = sum(w)``, the objective
 of a batch is ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``.
 """
+import os
 import threading
 from collections import namedtuple
 
@@ -372,7 +373,7 @@ class BaseNetwork:
             epsilon=1e-8, schedule="constant", power_t=0.5, clip_norm=None,
             sample_weight=None, validation_data=None, validation_split=0.0,
             early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False,
-            max_fun=15000):
+            max_fun=15000, checkpoint=None, checkpoint_every="best"):
         """Train by minibatch gradient descent or L-BFGS, continuing from the current weights.
 
         Parameters
@@ -435,9 +436,23 @@ class BaseNetwork:
             ``cb(net, epoch, logs)`` after each epoch, ``epoch`` numbered from
             1 (as ``History.best_epoch``, the progress bar and the plots),
             ``logs`` a dict with ``loss``, ``learning_rate``, ``seconds`` and
-            the validation scores; a truthy return stops training.
+            the validation scores. Training stops after the epoch when a
+            callback returns :data:`fastmlp.STOP` or raises
+            :class:`fastmlp.StopTraining`; any other return value is ignored.
         verbose : bool
-            Show a progress bar (tqdm when installed, else plain lines).
+            Show a progress bar (tqdm when installed, else plain lines) and,
+            when training ends early or early stopping restores an earlier
+            epoch, a line saying so ("stopped early at epoch N, restored
+            epoch M (val_loss ...)").
+        checkpoint : str or os.PathLike, optional
+            A directory (made if missing) to save the network to during
+            training, atomically as :meth:`save` does, with the epoch and its
+            scores as metadata.
+        checkpoint_every : int or 'best'
+            ``k``: after every k-th epoch and the last, to
+            ``epoch-N.npz``; ``'best'``: to ``best.npz`` whenever the
+            validation loss (the training loss without validation data)
+            reaches a new minimum, with the weights early stopping would keep.
         max_fun : int
             lbfgs only: the most objective evaluations (scipy's ``maxfun``).
 
@@ -465,7 +480,8 @@ class BaseNetwork:
         return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle, optimizer,
                          momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
                          clip_norm, sample_weight, validation_data, validation_split,
-                         early_stopping, patience, tol, callbacks, verbose, fresh=True)
+                         early_stopping, patience, tol, callbacks, verbose, fresh=True,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 
     def partial_fit(self, X, Y, learning_rate=0.1, batch_size=None, shuffle=True, *,
                     optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
@@ -492,7 +508,7 @@ class BaseNetwork:
     def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
              nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
              validation_data, validation_split, early_stopping, patience, tol, callbacks,
-             verbose, fresh):
+             verbose, fresh, checkpoint=None, checkpoint_every="best"):
         X, Y, sw = self._check_XY(X, Y, sample_weight)
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
@@ -511,11 +527,15 @@ class BaseNetwork:
         patience = v.check_count("patience", patience)
         tol = v.check_nonnegative("tol", tol)
         callbacks = v.check_callbacks(callbacks)
+        checkpoint = v.check_checkpoint(checkpoint, checkpoint_every)
         validation = self._validation_set(validation_data, validation_split)
         self._acquire_fit_lock()
         try:
             if isinstance(validation, float):
                 X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
+            if checkpoint is not None:
+                os.makedirs(checkpoint[0], exist_ok=True)
+                checkpoint = _training.Checkpoints(*checkpoint)
             if fresh or self._optimizer is None or self._optimizer.settings() != settings:
                 self._optimizer = _training.OptimizerState(*settings, self.n_params, self.dtype)
                 if fresh:
@@ -525,7 +545,7 @@ class BaseNetwork:
                 shuffle=shuffle, optimizer=self._optimizer, schedule=schedule,
                 power_t=power_t, clip_norm=clip_norm, validation=validation,
                 early_stopping=bool(early_stopping), patience=patience, tol=tol,
-                callbacks=callbacks, verbose=bool(verbose))
+                callbacks=callbacks, verbose=bool(verbose), checkpoint=checkpoint)
         finally:
             self._fit_lock.release()
 

@@ -6,6 +6,7 @@ C-contiguous arrays of the network's dtype.
 """
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -332,3 +333,21 @@ def check_callbacks(callbacks):
         if not callable(cb):
             raise TypeError(f"callbacks[{i}] must be callable as cb(net, epoch, logs); got {cb!r}")
     return callbacks
+
+
+def check_checkpoint(checkpoint, every):
+    """None, or (directory as a str, every: an int >= 1 or 'best') for fit's checkpoints."""
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, (str, bytes)) and not hasattr(checkpoint, "__fspath__"):
+        raise TypeError(f"checkpoint must be None or a directory path (str or os.PathLike); "
+                        f"got {type(checkpoint).__name__}")
+    directory = os.fsdecode(os.fspath(checkpoint))
+    if not directory:
+        raise ValueError("checkpoint must name a directory; got ''")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"checkpoint must be a directory; got {directory!r}, which is a file")
+    if every != "best" and not (is_integer(every) and every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer (every k epochs) or "
+                         f"'best'; got {every!r}")
+    return directory, (every if every == "best" else int(every))

@@ -159,7 +159,7 @@ def test_callbacks_see_logs_and_can_stop():
 
     def cb(net, epoch, logs):
         seen.append((epoch, sorted(logs)))
-        return epoch == 5
+        return fastmlp.STOP if epoch == 5 else None
 
     hist = fastmlp.Network([2, 3, 1], seed=0).fit(X, y, epochs=100, learning_rate=1.0, callbacks=[cb])
     assert len(hist.loss) == 5 and hist.stopped_early
