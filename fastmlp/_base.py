@@ -320,6 +320,78 @@ class BaseNetwork:
         """
         return self._forward(self._check_X(X))
 
+    def predict_classes(self, X, labels=None, threshold=0.5):
+        """Predicted classes: the most probable output of a softmax, or a
+        sigmoid output above ``threshold``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_in)
+        labels : sequence, optional
+            The name of each class, to return instead of its index: one per
+            softmax output, or two (below, above the threshold) for one
+            sigmoid output.
+        threshold : float in (0, 1)
+            For sigmoid outputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Class indices (0 .. n_out-1, or 0/1), or ``labels`` picked by
+            them; of shape (n_samples, n_out) of 0/1 for several sigmoid
+            outputs (one decision per output; ``labels`` not allowed).
+        """
+        if self.output == "identity":
+            raise ValueError("predict_classes needs a classifier (output='sigmoid' or "
+                             "'softmax'); got output='identity' (use predict)")
+        threshold = v.check_fraction("threshold", threshold, low_open=True)
+        P = self.predict(X)
+        if self.output == "softmax":
+            index = P.argmax(axis=1)
+        else:
+            index = (P > threshold).astype(np.intp)
+            index = index[:, 0] if P.shape[1] == 1 else index
+        return index if labels is None else self._labelled(index, labels)
+
+    def _labelled(self, index, labels):
+        n = self.layer_sizes[-1] if self.output == "softmax" else 2
+        if index.ndim != 1:
+            raise ValueError(f"labels need one class per row; this network has "
+                             f"{self.layer_sizes[-1]} independent sigmoid outputs")
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__") or len(labels) != n:
+            raise ValueError(f"labels must be a sequence of {n} class names "
+                             f"({'one per output' if n > 2 else 'below, above the threshold'}); "
+                             f"got {labels!r}")
+        return np.asarray(labels)[index]
+
+    def score(self, X, Y, sample_weight=None):
+        """Accuracy of a classifier, R² of a regressor (as scikit-learn scores).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_in)
+        Y : array-like of shape (n_samples, n_out) or (n_samples,)
+            As for :meth:`fit` (class labels or one-hot rows, 0/1 targets).
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+            Sigmoid and softmax outputs: the (weighted) fraction of rows whose
+            predicted classes (:meth:`predict_classes`) all match Y's (targets
+            above 0.5 for sigmoid outputs); identity outputs: the coefficient
+            of determination R², averaged over outputs.
+        """
+        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        P = self._forward(X)
+        if self.output == "identity":
+            return _r2(Y, P, sw)
+        if self.output == "softmax":
+            right = P.argmax(axis=1) == Y.argmax(axis=1)
+        else:
+            right = np.all((P > 0.5) == (Y > 0.5), axis=1)
+        return float(np.average(right, weights=sw))
+
     def loss(self, X, Y, sample_weight=None):
         """The objective on (X, Y): mean data loss plus the penalties.
 
@@ -371,7 +443,7 @@ class BaseNetwork:
     def fit(self, X, Y, epochs=1000, learning_rate=0.1, batch_size=None, shuffle=True, *,
             optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
             epsilon=1e-8, schedule="constant", power_t=0.5, clip_norm=None,
-            sample_weight=None, validation_data=None, validation_split=0.0,
+            sample_weight=None, class_weight=None, validation_data=None, validation_split=0.0,
             early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False,
             max_fun=15000, checkpoint=None, checkpoint_every="best"):
         """Train by minibatch gradient descent or L-BFGS, continuing from the current weights.
@@ -419,6 +491,14 @@ class BaseNetwork:
             Rescale each batch gradient to at most this global L2 norm.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each row in the loss.
+        class_weight : dict, 'balanced' or None
+            Weight of each class in the loss, folded into the sample weights
+            (multiplied, row by row, as scikit-learn's classifiers do):
+            ``{class: weight}`` (class indices 0 .. n_out-1, or 0/1 for one
+            sigmoid output; classes not given weigh 1), or ``'balanced'``:
+            ``n_samples / (n_classes * count of the class)``. Needs class
+            targets. The rows of a ``validation_split`` keep their weights;
+            ``validation_data`` is not reweighted.
         validation_data : tuple (X_val, Y_val) or (X_val, Y_val, w_val), optional
             Scored after every epoch (``History.val_loss``, ``val_accuracy``).
         validation_split : float in [0, 1)
@@ -481,7 +561,8 @@ class BaseNetwork:
                          momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
                          clip_norm, sample_weight, validation_data, validation_split,
                          early_stopping, patience, tol, callbacks, verbose, fresh=True,
-                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                         class_weight=class_weight)
 
     def partial_fit(self, X, Y, learning_rate=0.1, batch_size=None, shuffle=True, *,
                     optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
@@ -508,8 +589,9 @@ class BaseNetwork:
     def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
              nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
              validation_data, validation_split, early_stopping, patience, tol, callbacks,
-             verbose, fresh, checkpoint=None, checkpoint_every="best"):
+             verbose, fresh, checkpoint=None, checkpoint_every="best", class_weight=None):
         X, Y, sw = self._check_XY(X, Y, sample_weight)
+        sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
         if lr > float(np.finfo(self.dtype).max):
@@ -607,3 +689,15 @@ class BaseNetwork:
 def _source(model):
     """'torch Sequential', 'sklearn MLPClassifier': a model's library and class."""
     return f"{type(model).__module__.split('.')[0]} {type(model).__name__}"
+
+
+def _r2(Y, P, sw):
+    """R² of each output (1 for a perfect fit of a constant column, else 0
+    there, as scikit-learn forces it finite), averaged over outputs."""
+    w = np.ones(len(Y)) if sw is None else sw
+    mean = np.average(Y, axis=0, weights=w)
+    ss_res = np.einsum("i,ij->j", w, (Y - P) ** 2)
+    ss_tot = np.einsum("i,ij->j", w, (Y - mean) ** 2)
+    safe = np.where(ss_tot > 0, ss_tot, 1.0)
+    r2 = np.where(ss_tot > 0, 1 - ss_res / safe, np.where(ss_res == 0, 1.0, 0.0))
+    return float(r2.mean())
