@@ -7,8 +7,8 @@ Public names: :class:`Network` (compiled kernels), :mod:`fastmlp.reference`
 first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
 :class:`MLPClassifier` and :class:`MLPRegressor` (scikit-learn estimators),
 :mod:`fastmlp.io` (``save`` / ``load``), :mod:`fastmlp.interop`,
-:mod:`fastmlp.plot`, :mod:`fastmlp.progress`, :mod:`fastmlp.distributed` (MPI)
-and :mod:`fastmlp.dask`.
+:mod:`fastmlp.onnx` (``export``), :mod:`fastmlp.plot`, :mod:`fastmlp.progress`,
+:mod:`fastmlp.distributed` (MPI) and :mod:`fastmlp.dask`.
 """
 from . import datasets, reference
 from .errors import STOP, DivergenceError, ModelFileError, StopTraining
@@ -26,7 +26,8 @@ __all__ = ["Network", "reference", "check_gradients", "GradientCheck", "History"
            "DivergenceError", "ModelFileError", "StopTraining", "STOP", "datasets",
            "__version__"]
 
-_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io", "distributed", "dask")
+_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io", "onnx", "distributed",
+                 "dask")
 
 
 def __getattr__(name):

@@ -27,7 +27,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _convert, _format, _params, _training
+from . import _convert, _format, _onnx, _params, _training
 from . import _validation as v
 from .errors import ModelFileError
 
@@ -174,6 +174,21 @@ class BaseNetwork:
         reads it back.
         """
         return _format.write(self, path, metadata=metadata)
+
+    def to_onnx(self, path=None, *, opset=17):
+        """This network as an ONNX model (opset >= 17), written atomically to ``path``.
+
+        See :func:`fastmlp.onnx.export`: the graph maps ``X`` of shape
+        ``(N, n_in)`` to what :meth:`predict` returns, in this network's
+        dtype. Needs the ``onnx`` package (``pip install "fastmlp[onnx]"``).
+
+        Returns
+        -------
+        str or onnx.ModelProto
+            The path written, or without ``path`` the model.
+        """
+        proto = _onnx.build(self, opset=opset)
+        return proto if path is None else _onnx.write(proto, path)
 
     @classmethod
     def load(cls, path):
