@@ -44,6 +44,11 @@ def build(net, opset=MIN_OPSET, name="fastmlp"):
     from onnx import TensorProto, helper, numpy_helper
     opset = check_opset(opset)
     _format._check_savable(net)            # finite parameters of the layout's shape
+    for what, name, known in (("activation", net.activation, _HIDDEN),
+                              ("output", net.output, _OUTPUT)):
+        if name not in known:
+            raise ValueError(f"ONNX export supports {what} {', '.join(map(repr, known))}; "
+                             f"got {what}={name!r}")
     dtype = np.dtype(net.dtype)
     elem = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE}[dtype.type]
     nodes, inits, current = [], [], "X"

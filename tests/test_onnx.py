@@ -98,6 +98,10 @@ def test_opsets_and_errors(tmp_path):
             net.to_onnx(opset=bad)
     with pytest.raises(TypeError, match="model must be a fastmlp Network .*; got dict"):
         fastmlp.onnx.export({}, tmp_path / "x.onnx")
+    odd = fastmlp.Network([2, 3, 1], seed=0)
+    odd.activation = "swish"                      # an activation the exporter does not know
+    with pytest.raises(ValueError, match="ONNX export supports activation 'sigmoid'.*got activation='swish'"):
+        odd.to_onnx()
     net.params[0] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         net.to_onnx(tmp_path / "x.onnx")
