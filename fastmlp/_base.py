@@ -21,15 +21,25 @@ out, optimizer, clip_norm, stop, check_every)``
 With sample weights ``w`` (ones by default) and ``M = sum(w)``, the objective
 of a batch is ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``.
 """
+from __future__ import annotations
+
 import os
 import threading
 from collections import namedtuple
+from typing import Any, Callable, Literal, Sequence, TypeVar, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _convert, _format, _onnx, _params, _training
 from . import _validation as v
 from .errors import ModelFileError
+from .history import History
+
+# the public API's annotations (typing.get_type_hints resolves them)
+PathLike = Union[str, os.PathLike]
+Callback = Callable[["BaseNetwork", int, dict], Any]
+_Net = TypeVar("_Net", bound="BaseNetwork")
 
 LayerTrace = namedtuple("LayerTrace", ["z", "a", "delta", "dW", "db"])
 LayerTrace.__doc__ = """Quantities of one layer for a batch, as the seed tutorials name them.
@@ -47,9 +57,11 @@ class BaseNetwork:
     # names of the compiled training steps whose batches fit counts (History.steps)
     _STEPS = ()
 
-    def __init__(self, layer_sizes, activation="sigmoid", output="sigmoid",
-                 loss="squared_error", l2=0.0, init="xavier", dtype="float64",
-                 seed=None, l1=0.0, n_threads=None):
+    def __init__(self, layer_sizes: Sequence[int], activation: str = "sigmoid",
+                 output: str = "sigmoid", loss: str = "squared_error", l2: float = 0.0,
+                 init: str = "xavier", dtype: str | np.dtype = "float64",
+                 seed: int | np.random.Generator | None = None, l1: float = 0.0,
+                 n_threads: int | None = None) -> None:
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
         self.l1 = v.check_nonnegative("l1", l1)
@@ -116,12 +128,12 @@ class BaseNetwork:
 
     # ------------------------------------------------------------------ layout
     @property
-    def n_layers(self):
+    def n_layers(self) -> int:
         """Number of weight layers (hidden layers + 1)."""
         return len(self.layer_sizes) - 1
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """Total number of weights and biases."""
         return _params.n_params(self.layer_sizes)
 
@@ -167,7 +179,7 @@ class BaseNetwork:
                 self._rng.standard_normal(min(left, block))
                 left -= min(left, block)
 
-    def save(self, path, metadata=None):
+    def save(self, path: PathLike, metadata: dict | None = None) -> str:
         """Write this network to one ``.npz`` file, atomically.
 
         See :func:`fastmlp.io.save`; :meth:`load` or :func:`fastmlp.load`
@@ -175,7 +187,7 @@ class BaseNetwork:
         """
         return _format.write(self, path, metadata=metadata)
 
-    def to_onnx(self, path=None, *, opset=17):
+    def to_onnx(self, path: PathLike | None = None, *, opset: int = 17) -> Any:
         """This network as an ONNX model (opset >= 17), written atomically to ``path``.
 
         See :func:`fastmlp.onnx.export`: the graph maps ``X`` of shape
@@ -191,7 +203,7 @@ class BaseNetwork:
         return proto if path is None else _onnx.write(proto, path)
 
     @classmethod
-    def load(cls, path):
+    def load(cls: type[_Net], path: PathLike) -> _Net:
         """A network of this class from a file written by :meth:`save`.
 
         See :func:`fastmlp.io.load`. The network keeps the array read from
@@ -208,7 +220,7 @@ class BaseNetwork:
                                        f"{cls.__module__}.{cls.__name__}: {exc}") from exc
 
     @classmethod
-    def from_sklearn(cls, model, dtype=None):
+    def from_sklearn(cls: type[_Net], model: Any, dtype: str | None = None) -> _Net:
         """A network of this class with the weights of a fitted scikit-learn MLP.
 
         See :func:`fastmlp.interop.from_sklearn`.
@@ -216,7 +228,8 @@ class BaseNetwork:
         return cls._from_spec(_convert.from_sklearn(model, dtype=dtype), _source(model))
 
     @classmethod
-    def from_torch(cls, model, dtype=None, loss=None):
+    def from_torch(cls: type[_Net], model: Any, dtype: str | None = None,
+                   loss: str | None = None) -> _Net:
         """A network of this class with the weights of a torch ``nn.Sequential``.
 
         See :func:`fastmlp.interop.from_torch`.
@@ -230,11 +243,11 @@ class BaseNetwork:
                            dict(activation=spec.activation, output=spec.output, loss=spec.loss,
                                 dtype=spec.dtype, seed=0), origin=f"converted from {source}")
 
-    def get_params(self):
+    def get_params(self) -> np.ndarray:
         """Return a copy of the flat parameter vector."""
         return self.params.copy()
 
-    def set_params(self, flat):
+    def set_params(self, flat: ArrayLike) -> None:
         """Overwrite every parameter from a flat vector of length ``n_params``."""
         flat = np.asarray(flat)
         if flat.shape != (self.n_params,):
@@ -244,7 +257,7 @@ class BaseNetwork:
         self.params[...] = flat
 
     @property
-    def origin(self):
+    def origin(self) -> str | None:
         """Where the weights came from: None when this network's own
         initialisation drew them (``init``, ``seed``), else e.g.
         ``"loaded from 'model.npz'"`` or ``"converted from torch Sequential"``
@@ -260,7 +273,7 @@ class BaseNetwork:
                 f"loss={self.loss_name!r}, l2={self.l2!r}{l1}{drawn[0]}, "
                 f"dtype={self.dtype.name!r}{drawn[1]})")
 
-    def summary(self):
+    def summary(self) -> str:
         """A table of the layers: shapes, activations and parameter counts.
 
         Returns
@@ -322,7 +335,7 @@ class BaseNetwork:
         return X, Y, sw
 
     # ------------------------------------------------------------ public API
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Output-layer activations.
 
         Parameters
@@ -335,7 +348,8 @@ class BaseNetwork:
         """
         return self._forward(self._check_X(X))
 
-    def predict_classes(self, X, labels=None, threshold=0.5):
+    def predict_classes(self, X: ArrayLike, labels: Sequence | None = None,
+                        threshold: float = 0.5) -> np.ndarray:
         """Predicted classes: the most probable output of a softmax, or a
         sigmoid output above ``threshold``.
 
@@ -379,7 +393,7 @@ class BaseNetwork:
                              f"got {labels!r}")
         return np.asarray(labels)[index]
 
-    def score(self, X, Y, sample_weight=None):
+    def score(self, X: ArrayLike, Y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Accuracy of a classifier, R² of a regressor (as scikit-learn scores).
 
         Parameters
@@ -407,7 +421,7 @@ class BaseNetwork:
             right = np.all((P > 0.5) == (Y > 0.5), axis=1)
         return float(np.average(right, weights=sw))
 
-    def loss(self, X, Y, sample_weight=None):
+    def loss(self, X: ArrayLike, Y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """The objective on (X, Y): mean data loss plus the penalties.
 
         ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``
@@ -427,7 +441,8 @@ class BaseNetwork:
         X, Y, sw = self._check_XY(X, Y, sample_weight)
         return float(self._objective(X, Y, sw))
 
-    def gradients(self, X, Y, sample_weight=None):
+    def gradients(self, X: ArrayLike, Y: ArrayLike,
+                  sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Gradients of :meth:`loss` with respect to every parameter.
 
         Returns
@@ -440,7 +455,7 @@ class BaseNetwork:
         dW, db = self._split(grads)
         return list(zip(dW, db))
 
-    def trace(self, X, Y):
+    def trace(self, X: ArrayLike, Y: ArrayLike) -> list[LayerTrace]:
         """Every intermediate quantity of one forward and backward pass.
 
         Returns
@@ -455,12 +470,18 @@ class BaseNetwork:
         return [LayerTrace(z, a, d, gw, gb)
                 for z, a, d, gw, gb in zip(zs, acts, deltas, dW, db)]
 
-    def fit(self, X, Y, epochs=1000, learning_rate=0.1, batch_size=None, shuffle=True, *,
-            optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
-            epsilon=1e-8, schedule="constant", power_t=0.5, clip_norm=None,
-            sample_weight=None, class_weight=None, validation_data=None, validation_split=0.0,
-            early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False,
-            max_fun=15000, checkpoint=None, checkpoint_every="best"):
+    def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1000, learning_rate: float = 0.1,
+            batch_size: int | None = None, shuffle: bool = True, *,
+            optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
+            beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+            schedule: str = "constant", power_t: float = 0.5, clip_norm: float | None = None,
+            sample_weight: ArrayLike | None = None,
+            class_weight: dict[int, float] | Literal["balanced"] | None = None,
+            validation_data: tuple | None = None, validation_split: float = 0.0,
+            early_stopping: bool = False, patience: int = 10, tol: float = 1e-4,
+            callbacks: Sequence[Callback] | Callback | None = (), verbose: bool = False,
+            max_fun: int = 15000, checkpoint: PathLike | None = None,
+            checkpoint_every: int | Literal["best"] = "best") -> History:
         """Train by minibatch gradient descent or L-BFGS, continuing from the current weights.
 
         Parameters
@@ -579,10 +600,13 @@ class BaseNetwork:
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                          class_weight=class_weight)
 
-    def partial_fit(self, X, Y, learning_rate=0.1, batch_size=None, shuffle=True, *,
-                    optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
-                    beta2=0.999, epsilon=1e-8, schedule="constant", power_t=0.5,
-                    clip_norm=None, sample_weight=None, reset_optimizer=False):
+    def partial_fit(self, X: ArrayLike, Y: ArrayLike, learning_rate: float = 0.1,
+                    batch_size: int | None = None, shuffle: bool = True, *,
+                    optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
+                    beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+                    schedule: str = "constant", power_t: float = 0.5,
+                    clip_norm: float | None = None, sample_weight: ArrayLike | None = None,
+                    reset_optimizer: bool = False) -> History:
         """One epoch over (X, Y), keeping the optimizer state between calls.
 
         Same parameters as :meth:`fit`. The optimizer's state (momentum,

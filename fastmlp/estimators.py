@@ -39,12 +39,17 @@ Differences from scikit-learn, all deliberate:
   estimates the L2 term of the batches inside an epoch from the weights at
   the epoch's start and end (exact for full batches and ``alpha=0``).
 """
+from __future__ import annotations
+
 import copy
 import inspect
 import numbers
 import warnings
+from typing import Sequence, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
+
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
@@ -67,6 +72,8 @@ from . import _lbfgs
 from ._validation import is_integer, is_real
 from .errors import DivergenceError
 from .network import Network
+
+_Est = TypeVar("_Est", bound="_BaseMLP")
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -588,7 +595,7 @@ class _BaseMLP(BaseEstimator):
     def _predict_raw(self, X):
         return self.network_.predict(X)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> _Est:
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -756,11 +763,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             P = P.ravel()
         return self._label_binarizer.inverse_transform(P)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted classes, shape (n_samples,) or (n_samples, n_classes) for multilabel."""
         return self._decode(self._forward(X))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), in the order of ``classes_``.
 
         For multilabel targets, the probability of each label independently.
@@ -771,14 +778,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.vstack([1 - p, p]).T
         return P
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """``log(predict_proba(X))``."""
         P = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(P, out=P)
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                    classes: Sequence | np.ndarray | None = None) -> MLPClassifier:
         """One epoch over (X, y), keeping the optimizer's state between calls.
 
         Only for the stochastic solvers ('sgd', 'adam'), as in scikit-learn.
@@ -889,12 +897,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _decode(self, P):
         return P.ravel() if P.shape[1] == 1 else P
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
         return self._decode(self._forward(X))
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One epoch over (X, y), keeping the optimizer's state between calls.
 
         Only for the stochastic solvers ('sgd', 'adam'); hidden for 'lbfgs'.
