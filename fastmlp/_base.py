@@ -592,7 +592,8 @@ class BaseNetwork:
         if optimizer == "lbfgs":
             return self._fit_lbfgs(X, Y, epochs, batch_size, momentum, nesterov, schedule,
                                    clip_norm, sample_weight, validation_data, validation_split,
-                                   early_stopping, patience, tol, callbacks, verbose, max_fun)
+                                   early_stopping, patience, tol, callbacks, verbose, max_fun,
+                                   class_weight, checkpoint, checkpoint_every)
         return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle, optimizer,
                          momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
                          clip_norm, sample_weight, validation_data, validation_split,
@@ -654,9 +655,7 @@ class BaseNetwork:
         try:
             if isinstance(validation, float):
                 X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
-            if checkpoint is not None:
-                os.makedirs(checkpoint[0], exist_ok=True)
-                checkpoint = _training.Checkpoints(*checkpoint)
+            checkpoint = self._checkpoints(checkpoint)
             if fresh or self._optimizer is None or self._optimizer.settings() != settings:
                 self._optimizer = _training.OptimizerState(*settings, self.n_params, self.dtype)
                 if fresh:
@@ -672,26 +671,39 @@ class BaseNetwork:
 
     def _fit_lbfgs(self, X, Y, epochs, batch_size, momentum, nesterov, schedule, clip_norm,
                    sample_weight, validation_data, validation_split, early_stopping, patience,
-                   tol, callbacks, verbose, max_fun):
+                   tol, callbacks, verbose, max_fun, class_weight=None, checkpoint=None,
+                   checkpoint_every="best"):
         from . import _lbfgs
         X, Y, sw = self._check_XY(X, Y, sample_weight)
+        sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
         epochs = v.check_count("epochs", epochs)
         v.check_lbfgs_settings(batch_size, momentum, nesterov, schedule, clip_norm)
         max_fun = v.check_count("max_fun", max_fun)
         patience = v.check_count("patience", patience)
         tol = v.check_nonnegative("tol", tol)
         callbacks = v.check_callbacks(callbacks)
+        checkpoint = v.check_checkpoint(checkpoint, checkpoint_every)
         validation = self._validation_set(validation_data, validation_split)
         self._acquire_fit_lock()
         try:
             if isinstance(validation, float):
                 X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
+            checkpoint = self._checkpoints(checkpoint)
             self._optimizer, self._samples_seen = None, 0       # as any fit: a fresh state
             return _lbfgs.run(self, X, Y, sw, max_iter=epochs, max_fun=max_fun, tol=tol,
                               validation=validation, early_stopping=bool(early_stopping),
-                              patience=patience, callbacks=callbacks, verbose=bool(verbose))
+                              patience=patience, callbacks=callbacks, verbose=bool(verbose),
+                              checkpoint=checkpoint)
         finally:
             self._fit_lock.release()
+
+    @staticmethod
+    def _checkpoints(checked):
+        """fit's Checkpoints from checked (directory, every), the directory made; or None."""
+        if checked is None:
+            return None
+        os.makedirs(checked[0], exist_ok=True)
+        return _training.Checkpoints(*checked)
 
     def _acquire_fit_lock(self):
         if not self._fit_lock.acquire(blocking=False):

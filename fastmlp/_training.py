@@ -69,7 +69,8 @@ class Checkpoints:
         snap = object.__new__(type(net))          # the network's settings, these weights
         snap.__dict__.update(net.__dict__)
         snap.params = params
-        meta = {"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "seconds"}}
+        meta = {"epoch": epoch, **{k: float(v) for k, v in logs.items()
+                                   if k != "seconds" and np.isfinite(v)}}   # lbfgs: no rate
         path = os.path.join(self.directory, name)
         if np.isfinite(params).all():
             snap.save(path, metadata=meta)

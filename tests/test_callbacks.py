@@ -179,3 +179,23 @@ def test_verbose_says_when_a_callback_stopped(capsys):
 def test_verbose_says_nothing_more_when_every_epoch_ran(capsys):
     hist, last = _verbose_fit(capsys, epochs=5)
     assert not last.startswith("stopped") and "restored" not in last
+
+
+# ------------------------------------------------------- the L-BFGS fit alike
+def test_lbfgs_fit_stops_on_the_signal_and_checkpoints(tmp_path, capsys):
+    X, y, Xv, yv = _disk()
+    net = fastmlp.Network([2, 6, 1], loss="log_loss", seed=0)
+    seen = []
+    hist = net.fit(X, y, epochs=30, optimizer="lbfgs", tol=0.0, checkpoint=tmp_path,
+                   checkpoint_every=2, verbose=True,
+                   callbacks=[lambda n, e, logs: seen.append(e) or str(tmp_path),
+                              lambda n, e, logs: fastmlp.STOP if e == 5 else None])
+    assert seen == [1, 2, 3, 4, 5] and len(hist.loss) == 5 and hist.stopped_early
+    assert sorted(os.listdir(tmp_path)) == ["epoch-02.npz", "epoch-04.npz"]
+    assert capsys.readouterr().err.splitlines()[-1] == "stopped at epoch 5 by a callback"
+    net = fastmlp.Network([2, 6, 1], loss="log_loss", seed=0)
+    hist = net.fit(X, y, epochs=200, optimizer="lbfgs", tol=0.0, validation_data=(Xv, yv),
+                   early_stopping=True, patience=3, checkpoint=tmp_path / "best")
+    np.testing.assert_array_equal(fastmlp.load(tmp_path / "best" / "best.npz").params,
+                                  net.params)
+    assert fio.read_header(tmp_path / "best" / "best.npz")["metadata"]["epoch"] == hist.best_epoch

@@ -121,6 +121,15 @@ def test_class_weight_balanced_is_scikit_learns(output, n_out):
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-15)
 
 
+def test_class_weight_in_an_lbfgs_fit():
+    rng, X = _data()
+    y = rng.integers(0, 3, len(X))
+    a, b = _pair(fastmlp.Network)
+    a.fit(X, y, epochs=5, optimizer="lbfgs", class_weight={2: 3.0})
+    b.fit(X, y, epochs=5, optimizer="lbfgs", sample_weight=np.where(y == 2, 3.0, 1.0))
+    np.testing.assert_array_equal(a.params, b.params)
+
+
 def test_class_weight_reaches_the_rows_of_a_validation_split():
     rng, X = _data()
     y = rng.integers(0, 3, len(X))
