@@ -2,15 +2,16 @@
 
 Public names: :class:`Network` (compiled kernels), :mod:`fastmlp.reference`
 (the plain-NumPy twin), :func:`check_gradients`, :class:`History`,
-:class:`DivergenceError` and the built-in :mod:`fastmlp.datasets`.  Loaded on
+:class:`DivergenceError`, the callback signals :class:`StopTraining` and
+:data:`STOP`, and the built-in :mod:`fastmlp.datasets`.  Loaded on
 first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
 :class:`MLPClassifier` and :class:`MLPRegressor` (scikit-learn estimators),
 :mod:`fastmlp.io` (``save`` / ``load``), :mod:`fastmlp.interop`,
-:mod:`fastmlp.plot`, :mod:`fastmlp.progress`, :mod:`fastmlp.distributed` (MPI)
-and :mod:`fastmlp.dask`.
+:mod:`fastmlp.onnx` (``export``), :mod:`fastmlp.plot`, :mod:`fastmlp.progress`,
+:mod:`fastmlp.distributed` (MPI) and :mod:`fastmlp.dask`.
 """
 from . import datasets, reference
-from .errors import DivergenceError, ModelFileError
+from .errors import STOP, DivergenceError, ModelFileError, StopTraining
 from .gradcheck import GradientCheck, check_gradients
 from .history import History
 from ._version import __version__
@@ -22,9 +23,11 @@ except ImportError:  # built by a tool that did not run setup.py's writer
     __build_info__ = "unknown"
 
 __all__ = ["Network", "reference", "check_gradients", "GradientCheck", "History",
-           "DivergenceError", "ModelFileError", "datasets", "__version__"]
+           "DivergenceError", "ModelFileError", "StopTraining", "STOP", "datasets",
+           "__version__"]
 
-_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io", "distributed", "dask")
+_LAZY_MODULES = ("estimators", "interop", "plot", "progress", "io", "onnx", "distributed",
+                 "dask")
 
 
 def __getattr__(name):

@@ -21,14 +21,25 @@ out, optimizer, clip_norm, stop, check_every)``
 With sample weights ``w`` (ones by default) and ``M = sum(w)``, the objective
 of a batch is ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``.
 """
+from __future__ import annotations
+
+import os
 import threading
 from collections import namedtuple
+from typing import Any, Callable, Literal, Sequence, TypeVar, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _convert, _format, _params, _training
+from . import _convert, _format, _onnx, _params, _training
 from . import _validation as v
 from .errors import ModelFileError
+from .history import History
+
+# the public API's annotations (typing.get_type_hints resolves them)
+PathLike = Union[str, os.PathLike]
+Callback = Callable[["BaseNetwork", int, dict], Any]
+_Net = TypeVar("_Net", bound="BaseNetwork")
 
 LayerTrace = namedtuple("LayerTrace", ["z", "a", "delta", "dW", "db"])
 LayerTrace.__doc__ = """Quantities of one layer for a batch, as the seed tutorials name them.
@@ -46,9 +57,11 @@ class BaseNetwork:
     # names of the compiled training steps whose batches fit counts (History.steps)
     _STEPS = ()
 
-    def __init__(self, layer_sizes, activation="sigmoid", output="sigmoid",
-                 loss="squared_error", l2=0.0, init="xavier", dtype="float64",
-                 seed=None, l1=0.0, n_threads=None):
+    def __init__(self, layer_sizes: Sequence[int], activation: str = "sigmoid",
+                 output: str = "sigmoid", loss: str = "squared_error", l2: float = 0.0,
+                 init: str = "xavier", dtype: str | np.dtype = "float64",
+                 seed: int | np.random.Generator | None = None, l1: float = 0.0,
+                 n_threads: int | None = None) -> None:
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
         self.l1 = v.check_nonnegative("l1", l1)
@@ -63,6 +76,7 @@ class BaseNetwork:
         self.dtype = np.dtype(v.DTYPES[dtype_name])
         self.seed = seed
         self.history = None
+        self._origin = None                 # where the weights came from, when not _initialise
         self._optimizer = None
         self._samples_seen = 0
         self._fit_lock = threading.Lock()
@@ -78,7 +92,7 @@ class BaseNetwork:
             self._adopt(params)
 
     @classmethod
-    def _around(cls, params, layer_sizes, settings, rng_state=None):
+    def _around(cls, params, layer_sizes, settings, rng_state=None, origin=None):
         """A network of this class built around ``params``: its parameter
         buffer is that array (no initialisation, and no copy when it is an
         aligned C-contiguous array of the network's dtype, as ``_format.read``
@@ -88,10 +102,12 @@ class BaseNetwork:
         runs, a subclass's own included). The generator continues from
         ``rng_state`` (a PCG64 state), or from where initialisation would have
         left it: as if the network had been built and then given ``params``.
+        ``origin`` says where the parameters came from (see :attr:`origin`).
         """
         net = cls.__new__(cls)
         net._adopted_params = params
         net.__init__(layer_sizes, **settings)
+        net._origin = origin
         if rng_state is not None:
             net._rng.bit_generator.state = rng_state
         else:
@@ -112,12 +128,12 @@ class BaseNetwork:
 
     # ------------------------------------------------------------------ layout
     @property
-    def n_layers(self):
+    def n_layers(self) -> int:
         """Number of weight layers (hidden layers + 1)."""
         return len(self.layer_sizes) - 1
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """Total number of weights and biases."""
         return _params.n_params(self.layer_sizes)
 
@@ -163,7 +179,7 @@ class BaseNetwork:
                 self._rng.standard_normal(min(left, block))
                 left -= min(left, block)
 
-    def save(self, path, metadata=None):
+    def save(self, path: PathLike, metadata: dict | None = None) -> str:
         """Write this network to one ``.npz`` file, atomically.
 
         See :func:`fastmlp.io.save`; :meth:`load` or :func:`fastmlp.load`
@@ -171,8 +187,23 @@ class BaseNetwork:
         """
         return _format.write(self, path, metadata=metadata)
 
+    def to_onnx(self, path: PathLike | None = None, *, opset: int = 17) -> Any:
+        """This network as an ONNX model (opset >= 17), written atomically to ``path``.
+
+        See :func:`fastmlp.onnx.export`: the graph maps ``X`` of shape
+        ``(N, n_in)`` to what :meth:`predict` returns, in this network's
+        dtype. Needs the ``onnx`` package (``pip install "fastmlp[onnx]"``).
+
+        Returns
+        -------
+        str or onnx.ModelProto
+            The path written, or without ``path`` the model.
+        """
+        proto = _onnx.build(self, opset=opset)
+        return proto if path is None else _onnx.write(proto, path)
+
     @classmethod
-    def load(cls, path):
+    def load(cls: type[_Net], path: PathLike) -> _Net:
         """A network of this class from a file written by :meth:`save`.
 
         See :func:`fastmlp.io.load`. The network keeps the array read from
@@ -182,38 +213,41 @@ class BaseNetwork:
         header, params = _format.read(path)
         sizes, settings = _format.settings(header)
         try:
-            return cls._around(params, sizes, settings, rng_state=header["rng_state"])
+            return cls._around(params, sizes, settings, rng_state=header["rng_state"],
+                               origin=f"loaded from {path!r}")
         except (ValueError, TypeError) as exc:
             raise ModelFileError(path, f"the header's settings are not valid for "
                                        f"{cls.__module__}.{cls.__name__}: {exc}") from exc
 
     @classmethod
-    def from_sklearn(cls, model, dtype=None):
+    def from_sklearn(cls: type[_Net], model: Any, dtype: str | None = None) -> _Net:
         """A network of this class with the weights of a fitted scikit-learn MLP.
 
         See :func:`fastmlp.interop.from_sklearn`.
         """
-        return cls._from_spec(_convert.from_sklearn(model, dtype=dtype))
+        return cls._from_spec(_convert.from_sklearn(model, dtype=dtype), _source(model))
 
     @classmethod
-    def from_torch(cls, model, dtype=None, loss=None):
+    def from_torch(cls: type[_Net], model: Any, dtype: str | None = None,
+                   loss: str | None = None) -> _Net:
         """A network of this class with the weights of a torch ``nn.Sequential``.
 
         See :func:`fastmlp.interop.from_torch`.
         """
-        return cls._from_spec(_convert.from_torch(model, dtype=dtype, loss=loss))
+        return cls._from_spec(_convert.from_torch(model, dtype=dtype, loss=loss), _source(model))
 
     @classmethod
-    def _from_spec(cls, spec):
+    def _from_spec(cls, spec, source):
+        # seed 0: a fixed generator for later shuffling; the weights are the source's
         return cls._around(spec.params, list(spec.layer_sizes),
                            dict(activation=spec.activation, output=spec.output, loss=spec.loss,
-                                dtype=spec.dtype, seed=0))
+                                dtype=spec.dtype, seed=0), origin=f"converted from {source}")
 
-    def get_params(self):
+    def get_params(self) -> np.ndarray:
         """Return a copy of the flat parameter vector."""
         return self.params.copy()
 
-    def set_params(self, flat):
+    def set_params(self, flat: ArrayLike) -> None:
         """Overwrite every parameter from a flat vector of length ``n_params``."""
         flat = np.asarray(flat)
         if flat.shape != (self.n_params,):
@@ -222,12 +256,55 @@ class BaseNetwork:
             raise ValueError("flat parameters must be finite real numbers")
         self.params[...] = flat
 
-    def __repr__(self):
+    @property
+    def origin(self) -> str | None:
+        """Where the weights came from: None when this network's own
+        initialisation drew them (``init``, ``seed``), else e.g.
+        ``"loaded from 'model.npz'"`` or ``"converted from torch Sequential"``
+        (then ``init`` and ``seed`` say nothing about them)."""
+        return self.__dict__.get("_origin")
+
+    def _call(self):
+        """The constructor call of these settings (init and seed only when they made the weights)."""
+        drawn = (f", init={self.init!r}", f", seed={self.seed!r}") if self.origin is None else ("", "")
         l1 = f", l1={self.l1!r}" if self.l1 else ""
         return (f"{type(self).__module__}.{type(self).__name__}({list(self.layer_sizes)}, "
                 f"activation={self.activation!r}, output={self.output!r}, "
-                f"loss={self.loss_name!r}, l2={self.l2!r}, init={self.init!r}, "
-                f"dtype={self.dtype.name!r}, seed={self.seed!r}{l1})")
+                f"loss={self.loss_name!r}, l2={self.l2!r}{l1}{drawn[0]}, "
+                f"dtype={self.dtype.name!r}{drawn[1]})")
+
+    def summary(self) -> str:
+        """A table of the layers: shapes, activations and parameter counts.
+
+        Returns
+        -------
+        str
+            The constructor call, one row per weight layer (``n_in -> n_out``,
+            activation, weights, biases, parameters), the totals, the dtype
+            and bytes of the parameters, and where the weights came from
+            (:attr:`origin`). ``repr(net)`` is this text.
+        """
+        rows = [("layer", "shape", "activation", "weights", "biases", "parameters")]
+        sizes = self.layer_sizes
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), 1):
+            act = f"{self.output} (output)" if i == self.n_layers else self.activation
+            rows.append((str(i), f"{n_in} -> {n_out}", act, f"{n_in * n_out:,}", f"{n_out:,}",
+                         f"{n_in * n_out + n_out:,}"))
+        n_b = sum(sizes[1:])
+        rows.append(("total", "", "", f"{self.n_params - n_b:,}", f"{n_b:,}", f"{self.n_params:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(6)]
+        lines = [self._call()]
+        for r in rows:
+            cells = [r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(6)]
+            lines.append("  ".join(cells).rstrip())
+        weights = (f"init={self.init!r}, seed={self.seed!r}" if self.origin is None
+                   else self.origin)
+        lines.append(f"{self.dtype.name}: {self.params.nbytes:,} bytes of parameters; "
+                     f"weights {weights}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -258,7 +335,7 @@ class BaseNetwork:
         return X, Y, sw
 
     # ------------------------------------------------------------ public API
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Output-layer activations.
 
         Parameters
@@ -271,7 +348,80 @@ class BaseNetwork:
         """
         return self._forward(self._check_X(X))
 
-    def loss(self, X, Y, sample_weight=None):
+    def predict_classes(self, X: ArrayLike, labels: Sequence | None = None,
+                        threshold: float = 0.5) -> np.ndarray:
+        """Predicted classes: the most probable output of a softmax, or a
+        sigmoid output above ``threshold``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_in)
+        labels : sequence, optional
+            The name of each class, to return instead of its index: one per
+            softmax output, or two (below, above the threshold) for one
+            sigmoid output.
+        threshold : float in (0, 1)
+            For sigmoid outputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Class indices (0 .. n_out-1, or 0/1), or ``labels`` picked by
+            them; of shape (n_samples, n_out) of 0/1 for several sigmoid
+            outputs (one decision per output; ``labels`` not allowed).
+        """
+        if self.output == "identity":
+            raise ValueError("predict_classes needs a classifier (output='sigmoid' or "
+                             "'softmax'); got output='identity' (use predict)")
+        threshold = v.check_fraction("threshold", threshold, low_open=True)
+        P = self.predict(X)
+        if self.output == "softmax":
+            index = P.argmax(axis=1)
+        else:
+            index = (P > threshold).astype(np.intp)
+            index = index[:, 0] if P.shape[1] == 1 else index
+        return index if labels is None else self._labelled(index, labels)
+
+    def _labelled(self, index, labels):
+        n = self.layer_sizes[-1] if self.output == "softmax" else 2
+        if index.ndim != 1:
+            raise ValueError(f"labels need one class per row; this network has "
+                             f"{self.layer_sizes[-1]} independent sigmoid outputs")
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__") or len(labels) != n:
+            raise ValueError(f"labels must be a sequence of {n} class names "
+                             f"({'one per output' if n > 2 else 'below, above the threshold'}); "
+                             f"got {labels!r}")
+        return np.asarray(labels)[index]
+
+    def score(self, X: ArrayLike, Y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """Accuracy of a classifier, R² of a regressor (as scikit-learn scores).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_in)
+        Y : array-like of shape (n_samples, n_out) or (n_samples,)
+            As for :meth:`fit` (class labels or one-hot rows, 0/1 targets).
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+            Sigmoid and softmax outputs: the (weighted) fraction of rows whose
+            predicted classes (:meth:`predict_classes`) all match Y's (targets
+            above 0.5 for sigmoid outputs); identity outputs: the coefficient
+            of determination R², averaged over outputs.
+        """
+        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        P = self._forward(X)
+        if self.output == "identity":
+            return _r2(Y, P, sw)
+        if self.output == "softmax":
+            right = P.argmax(axis=1) == Y.argmax(axis=1)
+        else:
+            right = np.all((P > 0.5) == (Y > 0.5), axis=1)
+        return float(np.average(right, weights=sw))
+
+    def loss(self, X: ArrayLike, Y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """The objective on (X, Y): mean data loss plus the penalties.
 
         ``sum(w_i * loss_i) / M + l2 / (2M) * sum(W**2) + l1 / M * sum(|W|)``
@@ -291,7 +441,8 @@ class BaseNetwork:
         X, Y, sw = self._check_XY(X, Y, sample_weight)
         return float(self._objective(X, Y, sw))
 
-    def gradients(self, X, Y, sample_weight=None):
+    def gradients(self, X: ArrayLike, Y: ArrayLike,
+                  sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Gradients of :meth:`loss` with respect to every parameter.
 
         Returns
@@ -304,7 +455,7 @@ class BaseNetwork:
         dW, db = self._split(grads)
         return list(zip(dW, db))
 
-    def trace(self, X, Y):
+    def trace(self, X: ArrayLike, Y: ArrayLike) -> list[LayerTrace]:
         """Every intermediate quantity of one forward and backward pass.
 
         Returns
@@ -319,12 +470,18 @@ class BaseNetwork:
         return [LayerTrace(z, a, d, gw, gb)
                 for z, a, d, gw, gb in zip(zs, acts, deltas, dW, db)]
 
-    def fit(self, X, Y, epochs=1000, learning_rate=0.1, batch_size=None, shuffle=True, *,
-            optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
-            epsilon=1e-8, schedule="constant", power_t=0.5, clip_norm=None,
-            sample_weight=None, validation_data=None, validation_split=0.0,
-            early_stopping=False, patience=10, tol=1e-4, callbacks=(), verbose=False,
-            max_fun=15000):
+    def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1000, learning_rate: float = 0.1,
+            batch_size: int | None = None, shuffle: bool = True, *,
+            optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
+            beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+            schedule: str = "constant", power_t: float = 0.5, clip_norm: float | None = None,
+            sample_weight: ArrayLike | None = None,
+            class_weight: dict[int, float] | Literal["balanced"] | None = None,
+            validation_data: tuple | None = None, validation_split: float = 0.0,
+            early_stopping: bool = False, patience: int = 10, tol: float = 1e-4,
+            callbacks: Sequence[Callback] | Callback | None = (), verbose: bool = False,
+            max_fun: int = 15000, checkpoint: PathLike | None = None,
+            checkpoint_every: int | Literal["best"] = "best") -> History:
         """Train by minibatch gradient descent or L-BFGS, continuing from the current weights.
 
         Parameters
@@ -370,6 +527,14 @@ class BaseNetwork:
             Rescale each batch gradient to at most this global L2 norm.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each row in the loss.
+        class_weight : dict, 'balanced' or None
+            Weight of each class in the loss, folded into the sample weights
+            (multiplied, row by row, as scikit-learn's classifiers do):
+            ``{class: weight}`` (class indices 0 .. n_out-1, or 0/1 for one
+            sigmoid output; classes not given weigh 1), or ``'balanced'``:
+            ``n_samples / (n_classes * count of the class)``. Needs class
+            targets. The rows of a ``validation_split`` keep their weights;
+            ``validation_data`` is not reweighted.
         validation_data : tuple (X_val, Y_val) or (X_val, Y_val, w_val), optional
             Scored after every epoch (``History.val_loss``, ``val_accuracy``).
         validation_split : float in [0, 1)
@@ -384,11 +549,26 @@ class BaseNetwork:
             Least improvement that counts for early stopping; for lbfgs also
             scipy's ``gtol``.
         callbacks : sequence of callables
-            ``cb(net, epoch, logs)`` after each epoch, ``logs`` a dict with
-            ``loss``, ``learning_rate``, ``seconds`` and the validation scores;
-            a truthy return stops training.
+            ``cb(net, epoch, logs)`` after each epoch, ``epoch`` numbered from
+            1 (as ``History.best_epoch``, the progress bar and the plots),
+            ``logs`` a dict with ``loss``, ``learning_rate``, ``seconds`` and
+            the validation scores. Training stops after the epoch when a
+            callback returns :data:`fastmlp.STOP` or raises
+            :class:`fastmlp.StopTraining`; any other return value is ignored.
         verbose : bool
-            Show a progress bar (tqdm when installed, else plain lines).
+            Show a progress bar (tqdm when installed, else plain lines) and,
+            when training ends early or early stopping restores an earlier
+            epoch, a line saying so ("stopped early at epoch N, restored
+            epoch M (val_loss ...)").
+        checkpoint : str or os.PathLike, optional
+            A directory (made if missing) to save the network to during
+            training, atomically as :meth:`save` does, with the epoch and its
+            scores as metadata.
+        checkpoint_every : int or 'best'
+            ``k``: after every k-th epoch and the last, to
+            ``epoch-N.npz``; ``'best'``: to ``best.npz`` whenever the
+            validation loss (the training loss without validation data)
+            reaches a new minimum, with the weights early stopping would keep.
         max_fun : int
             lbfgs only: the most objective evaluations (scipy's ``maxfun``).
 
@@ -412,16 +592,22 @@ class BaseNetwork:
         if optimizer == "lbfgs":
             return self._fit_lbfgs(X, Y, epochs, batch_size, momentum, nesterov, schedule,
                                    clip_norm, sample_weight, validation_data, validation_split,
-                                   early_stopping, patience, tol, callbacks, verbose, max_fun)
+                                   early_stopping, patience, tol, callbacks, verbose, max_fun,
+                                   class_weight, checkpoint, checkpoint_every)
         return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle, optimizer,
                          momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
                          clip_norm, sample_weight, validation_data, validation_split,
-                         early_stopping, patience, tol, callbacks, verbose, fresh=True)
+                         early_stopping, patience, tol, callbacks, verbose, fresh=True,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                         class_weight=class_weight)
 
-    def partial_fit(self, X, Y, learning_rate=0.1, batch_size=None, shuffle=True, *,
-                    optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
-                    beta2=0.999, epsilon=1e-8, schedule="constant", power_t=0.5,
-                    clip_norm=None, sample_weight=None, reset_optimizer=False):
+    def partial_fit(self, X: ArrayLike, Y: ArrayLike, learning_rate: float = 0.1,
+                    batch_size: int | None = None, shuffle: bool = True, *,
+                    optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
+                    beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+                    schedule: str = "constant", power_t: float = 0.5,
+                    clip_norm: float | None = None, sample_weight: ArrayLike | None = None,
+                    reset_optimizer: bool = False) -> History:
         """One epoch over (X, Y), keeping the optimizer state between calls.
 
         Same parameters as :meth:`fit`. The optimizer's state (momentum,
@@ -443,8 +629,9 @@ class BaseNetwork:
     def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
              nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
              validation_data, validation_split, early_stopping, patience, tol, callbacks,
-             verbose, fresh):
+             verbose, fresh, checkpoint=None, checkpoint_every="best", class_weight=None):
         X, Y, sw = self._check_XY(X, Y, sample_weight)
+        sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
         if lr > float(np.finfo(self.dtype).max):
@@ -462,11 +649,13 @@ class BaseNetwork:
         patience = v.check_count("patience", patience)
         tol = v.check_nonnegative("tol", tol)
         callbacks = v.check_callbacks(callbacks)
+        checkpoint = v.check_checkpoint(checkpoint, checkpoint_every)
         validation = self._validation_set(validation_data, validation_split)
         self._acquire_fit_lock()
         try:
             if isinstance(validation, float):
                 X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
+            checkpoint = self._checkpoints(checkpoint)
             if fresh or self._optimizer is None or self._optimizer.settings() != settings:
                 self._optimizer = _training.OptimizerState(*settings, self.n_params, self.dtype)
                 if fresh:
@@ -476,32 +665,45 @@ class BaseNetwork:
                 shuffle=shuffle, optimizer=self._optimizer, schedule=schedule,
                 power_t=power_t, clip_norm=clip_norm, validation=validation,
                 early_stopping=bool(early_stopping), patience=patience, tol=tol,
-                callbacks=callbacks, verbose=bool(verbose))
+                callbacks=callbacks, verbose=bool(verbose), checkpoint=checkpoint)
         finally:
             self._fit_lock.release()
 
     def _fit_lbfgs(self, X, Y, epochs, batch_size, momentum, nesterov, schedule, clip_norm,
                    sample_weight, validation_data, validation_split, early_stopping, patience,
-                   tol, callbacks, verbose, max_fun):
+                   tol, callbacks, verbose, max_fun, class_weight=None, checkpoint=None,
+                   checkpoint_every="best"):
         from . import _lbfgs
         X, Y, sw = self._check_XY(X, Y, sample_weight)
+        sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
         epochs = v.check_count("epochs", epochs)
         v.check_lbfgs_settings(batch_size, momentum, nesterov, schedule, clip_norm)
         max_fun = v.check_count("max_fun", max_fun)
         patience = v.check_count("patience", patience)
         tol = v.check_nonnegative("tol", tol)
         callbacks = v.check_callbacks(callbacks)
+        checkpoint = v.check_checkpoint(checkpoint, checkpoint_every)
         validation = self._validation_set(validation_data, validation_split)
         self._acquire_fit_lock()
         try:
             if isinstance(validation, float):
                 X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
+            checkpoint = self._checkpoints(checkpoint)
             self._optimizer, self._samples_seen = None, 0       # as any fit: a fresh state
             return _lbfgs.run(self, X, Y, sw, max_iter=epochs, max_fun=max_fun, tol=tol,
                               validation=validation, early_stopping=bool(early_stopping),
-                              patience=patience, callbacks=callbacks, verbose=bool(verbose))
+                              patience=patience, callbacks=callbacks, verbose=bool(verbose),
+                              checkpoint=checkpoint)
         finally:
             self._fit_lock.release()
+
+    @staticmethod
+    def _checkpoints(checked):
+        """fit's Checkpoints from checked (directory, every), the directory made; or None."""
+        if checked is None:
+            return None
+        os.makedirs(checked[0], exist_ok=True)
+        return _training.Checkpoints(*checked)
 
     def _acquire_fit_lock(self):
         if not self._fit_lock.acquire(blocking=False):
@@ -533,3 +735,20 @@ class BaseNetwork:
         take = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
         return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]), take(sw, train),
                 (np.ascontiguousarray(X[val]), np.ascontiguousarray(Y[val]), take(sw, val)))
+
+
+def _source(model):
+    """'torch Sequential', 'sklearn MLPClassifier': a model's library and class."""
+    return f"{type(model).__module__.split('.')[0]} {type(model).__name__}"
+
+
+def _r2(Y, P, sw):
+    """R² of each output (1 for a perfect fit of a constant column, else 0
+    there, as scikit-learn forces it finite), averaged over outputs."""
+    w = np.ones(len(Y)) if sw is None else sw
+    mean = np.average(Y, axis=0, weights=w)
+    ss_res = np.einsum("i,ij->j", w, (Y - P) ** 2)
+    ss_tot = np.einsum("i,ij->j", w, (Y - mean) ** 2)
+    safe = np.where(ss_tot > 0, ss_tot, 1.0)
+    r2 = np.where(ss_tot > 0, 1 - ss_res / safe, np.where(ss_res == 0, 1.0, 0.0))
+    return float(r2.mean())

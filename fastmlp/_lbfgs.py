@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from . import _training
 from .errors import DivergenceError
 from .history import History
 
@@ -89,10 +90,14 @@ class _Monitor:
     """What ``fit`` does after each L-BFGS iteration: the history, validation,
     early stopping, callbacks and progress, as the epoch loop does them."""
 
-    def __init__(self, net, validation, early_stopping, patience, tol, callbacks, bar):
+    def __init__(self, net, validation, early_stopping, patience, tol, callbacks, bar,
+                 checkpoint=None, max_iter=None):
         self.net, self.validation, self.bar = net, validation, bar
         self.early_stopping, self.patience, self.tol = early_stopping, patience, tol
         self.callbacks = callbacks
+        self.checkpoint, self.max_iter = checkpoint, max_iter
+        self.track_best = early_stopping or (checkpoint is not None and checkpoint.every == "best")
+        self.stop = None                    # why training ended early, for verbose
         self.history = History()
         self.last = net.params.copy()       # the weights of the last completed iteration
         self.best, self.best_params, self.best_epoch, self.waited = np.inf, None, None, 0
@@ -105,19 +110,22 @@ class _Monitor:
         now = time.perf_counter()
         history._record(np.array([value]), float("nan"), now - self._t)
         self._t = now
-        epoch = history.epochs - 1
+        epoch = history.epochs                   # numbered from 1, as fit's epochs
         logs = {"loss": value, "learning_rate": float("nan"), "seconds": history.epoch_seconds[-1]}
         monitored = value
         if self.validation is not None:
             monitored = self._validate(logs)
         if self.bar is not None:
-            self.bar.update(epoch + 1, value, None,
+            self.bar.update(epoch, value, None,
                             **{k: logs[k] for k in ("val_loss", "val_accuracy") if k in logs})
-        stop = self._early_stop(monitored, epoch)
-        for cb in self.callbacks:
-            if cb(net, epoch, dict(logs)):
-                stop = True
+        new_best = self._track_best(monitored, epoch)
+        stop = "early_stopping" if self._early_stop() else None
+        if self.checkpoint is not None:
+            self.checkpoint.after_epoch(net, epoch, self.max_iter, logs, new_best)
+        if _training._run_callbacks(self.callbacks, net, epoch, logs):
+            stop = stop or "callback"
         if stop:
+            self.stop = stop
             history.stopped_early = True
             raise StopIteration
 
@@ -132,18 +140,23 @@ class _Monitor:
             history.val_accuracy.append(logs["val_accuracy"])
         return logs["val_loss"]
 
-    def _early_stop(self, monitored, epoch):
-        if not self.early_stopping:
-            return False
+    def _track_best(self, monitored, epoch):
+        """The best weights so far (a new best's, or None when this is no better)."""
+        if not self.track_best:
+            return None
         self.waited = 0 if monitored < self.best - self.tol else self.waited + 1
         if monitored < self.best:
             self.best, self.best_epoch = monitored, epoch
             self.best_params = self.net.params.copy()
-        return self.waited >= self.patience
+            return self.best_params
+        return None
+
+    def _early_stop(self):
+        return self.early_stopping and self.waited >= self.patience
 
 
 def run(net, X, Y, sw, *, max_iter, max_fun, tol, validation, early_stopping, patience,
-        callbacks, verbose):
+        callbacks, verbose, checkpoint=None):
     """``fit(optimizer='lbfgs')``: train ``net`` in place, return the History.
 
     Arguments are already checked. ``tol`` is scipy's ``gtol`` and the early
@@ -156,9 +169,10 @@ def run(net, X, Y, sw, *, max_iter, max_fun, tol, validation, early_stopping, pa
         net.history = History()
         raise DivergenceError(
             f"the objective at the starting weights is {value0!r}: L-BFGS cannot start "
-            "(scale the input data or re-initialise the network)", epoch=0, history=net.history)
+            "(scale the input data or re-initialise the network)", epoch=1, history=net.history)
     bar = _progress(max_iter) if verbose else None
-    monitor = _Monitor(net, validation, early_stopping, patience, tol, callbacks, bar)
+    monitor = _Monitor(net, validation, early_stopping, patience, tol, callbacks, bar,
+                       checkpoint, max_iter)
     try:
         result = minimize(objective, net.params, max_iter=max_iter, max_fun=max_fun,
                           gtol=tol, on_iteration=monitor)
@@ -176,10 +190,16 @@ def run(net, X, Y, sw, *, max_iter, max_fun, tol, validation, early_stopping, pa
         net.params[...] = monitor.last
         _finish(net, history, start)
         raise DivergenceError(f"L-BFGS ended on a non-finite objective ({result.fun!r}); "
-                              "scale the input data", epoch=history.epochs, history=history)
+                              "scale the input data", epoch=history.epochs + 1, history=history)
     if early_stopping and monitor.best_params is not None:
         net.params[...] = monitor.best_params
         history.best_epoch = monitor.best_epoch
+    if bar is not None:
+        message = _training._end_message(monitor.stop, history.epochs, history.best_epoch,
+                                         monitor.best,
+                                         "val_loss" if validation is not None else "loss")
+        if message:
+            print(message, file=bar.file, flush=True)
     return _finish(net, history, start)
 
 

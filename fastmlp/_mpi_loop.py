@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _training
 from ._mpi_agree import Interrupts, epoch_status
 from ._mpi_steps import LocalSteps, SyncSteps
 from ._mpi_update import penalty
@@ -77,8 +77,8 @@ class _Watch:
         self.waited = self.plateau_wait = 0
 
     def after_epoch(self, net, history, epoch, monitored, epoch_start, lr):
-        """Returns (stop, new base learning rate or None)."""
-        s, stop, new_lr = self.s, False, None
+        """Returns (why to stop or None, new base learning rate or None)."""
+        s, stop, new_lr = self.s, None, None
         if s["schedule"] == "plateau":
             if history.loss[-1] > min(history.loss[:-1], default=np.inf) - s["tol"]:
                 self.plateau_wait += 1
@@ -87,14 +87,14 @@ class _Watch:
             if self.plateau_wait > s["patience"]:
                 self.plateau_wait = 0
                 new_lr = lr / 5
-                stop = new_lr <= 1e-6
+                stop = "plateau" if new_lr <= 1e-6 else None
         if s["early_stopping"]:
             self.waited = 0 if monitored < self.best - s["tol"] else self.waited + 1
             if monitored < self.best:
                 self.best, self.best_epoch = monitored, epoch
                 self.best_params = epoch_start if epoch_start is not None else net.params.copy()
             if self.waited >= s["patience"]:
-                stop = True
+                stop = "early_stopping"
         return stop, new_lr
 
 
@@ -110,7 +110,8 @@ def run(net, comm, X, Y, sw, validation, plan, s):
     with Interrupts() as interrupts:
         steps = _make_steps(net, comm, X, Y, sw, plan, s, interrupts)
         try:
-            for epoch in range(s["epochs"]):
+            stop = None
+            for epoch in range(1, s["epochs"] + 1):       # numbered from 1, as fit's
                 if s["schedule"] == "invscaling":
                     lr = base_lr / (net._samples_seen + 1) ** s["power_t"]
                 epoch_start = (net.params.copy()
@@ -126,7 +127,7 @@ def run(net, comm, X, Y, sw, validation, plan, s):
                                 time.perf_counter() - t0)
                 logs = _logs(net, comm, history, validation, lr, time.perf_counter() - t0)
                 if bar is not None:
-                    bar.update(epoch + 1, history.loss[-1], lr,
+                    bar.update(epoch, history.loss[-1], lr,
                                **{k: logs[k] for k in ("val_loss", "val_accuracy") if k in logs})
                 stop, new_lr = watch.after_epoch(net, history, epoch,
                                                  logs.get("val_loss", history.loss[-1]),
@@ -134,7 +135,8 @@ def run(net, comm, X, Y, sw, validation, plan, s):
                 if new_lr is not None:
                     base_lr = lr = new_lr
                 if s["any_callbacks"]:         # some rank has callbacks: all agree
-                    stop = _callbacks(net, comm, s["callbacks"], epoch, logs, interrupts) or stop
+                    if _callbacks(net, comm, s["callbacks"], epoch, logs, interrupts):
+                        stop = stop or "callback"
                 if stop:
                     history.stopped_early = True
                     break
@@ -148,6 +150,11 @@ def run(net, comm, X, Y, sw, validation, plan, s):
     if s["early_stopping"] and watch.best_params is not None:
         net.params[...] = watch.best_params
         history.best_epoch = watch.best_epoch
+    if bar is not None:
+        message = _training._end_message(stop, history.epochs, history.best_epoch, watch.best,
+                                         "val_loss" if validation is not None else "loss")
+        if message:
+            print(message, file=bar.file, flush=True)
     history.seconds = time.perf_counter() - start
     history.allreduce_seconds = steps.seconds_reducing
     net.history = history
@@ -170,9 +177,7 @@ def _callbacks(net, comm, callbacks, epoch, logs, interrupts):
     """Every rank's callbacks, then agree: any rank's stop stops all."""
     stop, error = False, None
     try:
-        for cb in callbacks:
-            if cb(net, epoch, dict(logs)):
-                stop = True
+        stop = _training._run_callbacks(callbacks, net, epoch, logs)   # STOP / StopTraining
     except Exception as exc:        # raised on this rank, RankError on the others
         error = exc
     return epoch_status(comm, stop, interrupts, error)

@@ -6,9 +6,11 @@ calls the network's ``_train_epochs`` (the kernels, or NumPy) for the math.
 Without per-epoch work (no validation, callbacks, progress or schedule) all
 epochs run in one kernel call.
 """
+import os
 import signal
 import threading
 import time
+import warnings
 
 try:        # the C functions signal.signal wraps (its enum conversions cost ~15 us a fit)
     import _signal as _sig
@@ -18,7 +20,7 @@ except ImportError:     # pragma: no cover - other Pythons
 import numpy as np
 
 from . import _validation as v
-from .errors import DivergenceError
+from .errors import STOP, DivergenceError, StopTraining
 from .history import History
 
 
@@ -41,6 +43,71 @@ class OptimizerState:
 
     def settings(self):
         return (self.name, self.momentum, self.nesterov, self.beta1, self.beta2, self.epsilon)
+
+
+class Checkpoints:
+    """``fit``'s checkpointing: after every ``every``-th epoch (and the last)
+    to ``directory/epoch-N.npz``, or with ``every="best"`` to
+    ``directory/best.npz`` whenever the monitored loss improves; each written
+    atomically by ``save``, with the epoch and its scores as metadata."""
+
+    def __init__(self, directory, every):
+        self.directory = directory
+        self.every = every
+        self.paths = []
+
+    def after_epoch(self, net, epoch, epochs, logs, best_params):
+        """Write what this epoch calls for; ``best_params`` (or None) are the
+        weights of a new best epoch."""
+        if self.every == "best":
+            if best_params is not None:
+                self._write(net, best_params, "best.npz", epoch, logs)
+        elif epoch % self.every == 0 or epoch == epochs:
+            self._write(net, net.params, f"epoch-{epoch:0{len(str(epochs))}d}.npz", epoch, logs)
+
+    def _write(self, net, params, name, epoch, logs):
+        snap = object.__new__(type(net))          # the network's settings, these weights
+        snap.__dict__.update(net.__dict__)
+        snap.params = params
+        meta = {"epoch": epoch, **{k: float(v) for k, v in logs.items()
+                                   if k != "seconds" and np.isfinite(v)}}   # lbfgs: no rate
+        path = os.path.join(self.directory, name)
+        if np.isfinite(params).all():
+            snap.save(path, metadata=meta)
+            self.paths.append(path)
+
+
+def _run_callbacks(callbacks, net, epoch, logs):
+    """Run every callback; True when one asked training to stop (returned
+    STOP or raised StopTraining, which skips the callbacks after it)."""
+    stop = False
+    for cb in callbacks:
+        try:
+            result = cb(net, epoch, dict(logs))
+        except StopTraining:
+            return True
+        if result is STOP:
+            stop = True
+        elif result is True:
+            warnings.warn(
+                "a callback returned True, which does not stop training: return "
+                "fastmlp.STOP or raise fastmlp.StopTraining to stop", UserWarning, stacklevel=2)
+    return stop
+
+
+_STOPPED = {"early_stopping": "stopped early at epoch {}",
+            "plateau": "stopped at epoch {}: the plateau schedule's learning rate fell below 1e-6",
+            "callback": "stopped at epoch {} by a callback"}
+
+
+def _end_message(why, epoch, restored, best, monitored_name):
+    """What verbose prints after the bar: why training stopped before its
+    last epoch (``why`` None: it did not) and which epoch's weights early
+    stopping restored (``restored`` None: none); None when neither."""
+    parts = [] if why is None else [_STOPPED[why].format(epoch)]
+    if restored is not None and (why is not None or restored != epoch):
+        parts.append(f"restored epoch {restored} ({monitored_name} {best:.6g})")
+    return ", ".join(parts) or None
 
 
 def _accuracy(net, P, Y):
@@ -78,8 +145,9 @@ class _CtrlC:
 
 def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
         optimizer, schedule, power_t, clip_norm, validation, early_stopping,
-        patience, tol, callbacks, verbose):
-    """Train ``net`` in place; returns the History.  Arguments already checked."""
+        patience, tol, callbacks, verbose, checkpoint=None):
+    """Train ``net`` in place; returns the History.  Arguments already checked;
+    ``checkpoint`` is a :class:`Checkpoints` or None."""
     n = X.shape[0]
     batch_size = n if batch_size is None else min(batch_size, n)
     # the shuffle's seed: integers(0, 2**63)'s value (Lemire's method with a
@@ -92,7 +160,8 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
     # Python runs between epochs only when something needs it there; a
     # progress bar alone just needs the kernel to come back now and then.
     per_epoch = (validation is not None or early_stopping or bool(callbacks)
-                 or schedule != "constant")
+                 or schedule != "constant" or checkpoint is not None)
+    track_best = early_stopping or (checkpoint is not None and checkpoint.every == "best")
     chunk = 1 if per_epoch else (max(1, epochs // 100) if verbose else epochs)
     history = History()
     counts = np.zeros(len(net._STEPS) + 1, dtype=np.intp) if net._STEPS else None
@@ -100,7 +169,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
     losses = np.full(epochs, np.nan)
     lr = learning_rate
     best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0
-    epoch_start = None
+    epoch_start, stop = None, None
     bar = _progress(epochs) if verbose else None
     start = time.perf_counter()
     done = 0
@@ -110,7 +179,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                 if schedule == "invscaling":
                     lr = learning_rate / (net._samples_seen + 1) ** power_t
                 k = min(chunk, epochs - done)
-                if early_stopping and validation is None:
+                if track_best and validation is None:
                     # the training loss of an epoch is measured on the weights it starts from
                     epoch_start = net.params.copy()
                 t0 = time.perf_counter()
@@ -141,15 +210,15 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                     history.seconds = time.perf_counter() - start
                     net.history = history
                     raise DivergenceError(
-                        f"training diverged at epoch {done}: the loss became "
+                        f"training diverged at epoch {done + 1}: the loss became "
                         f"{float(losses[done])!r} with learning_rate={lr!r}; try a lower "
                         "learning_rate or clip_norm (the update that met it was not applied)",
-                        epoch=done, history=history)
+                        epoch=done + 1, history=history)
                 if not per_epoch:
                     if bar is not None:
                         bar.update(done, history.loss[-1], lr)
                     continue
-                epoch = done - 1
+                epoch = done                    # numbered from 1 (see fastmlp.history)
                 logs = {"loss": history.loss[-1], "learning_rate": lr, "seconds": elapsed}
                 monitored = history.loss[-1]
                 if validation is not None:
@@ -163,7 +232,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                 if bar is not None:
                     bar.update(done, history.loss[-1], lr,
                                **{k: logs[k] for k in ("val_loss", "val_accuracy") if k in logs})
-                stop = False
+                stop, new_best = None, None
                 if schedule == "plateau":
                     if history.loss[-1] > min(history.loss[:-1], default=np.inf) - tol:
                         plateau_wait += 1
@@ -173,19 +242,21 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
                         plateau_wait = 0
                         learning_rate = lr = lr / 5
                         if lr <= 1e-6:
-                            stop = True
-                if early_stopping:
+                            stop = "plateau"
+                if track_best:
                     # the best weights are kept on any improvement; tol only decides
                     # whether an epoch counts as progress for the patience
                     waited = 0 if monitored < best - tol else waited + 1
                     if monitored < best:
                         best, best_epoch = monitored, epoch
                         best_params = epoch_start if validation is None else net.params.copy()
-                    if waited >= patience:
-                        stop = True
-                for cb in callbacks:
-                    if cb(net, epoch, dict(logs)):
-                        stop = True
+                        new_best = best_params
+                    if early_stopping and waited >= patience:
+                        stop = "early_stopping"
+                if checkpoint is not None:
+                    checkpoint.after_epoch(net, epoch, epochs, logs, new_best)
+                if _run_callbacks(callbacks, net, epoch, logs):
+                    stop = stop or "callback"
                 if stop:
                     history.stopped_early = True
                     break
@@ -199,6 +270,11 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
     if early_stopping and best_params is not None:
         net.params[...] = best_params
         history.best_epoch = best_epoch
+    if bar is not None:
+        message = _end_message(stop or None, done, history.best_epoch, best,
+                               "val_loss" if validation is not None else "loss")
+        if message:
+            print(message, file=bar.file, flush=True)
     history.seconds = time.perf_counter() - start
     net.history = history
     return history

@@ -6,6 +6,7 @@ C-contiguous arrays of the network's dtype.
 """
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -332,3 +333,78 @@ def check_callbacks(callbacks):
         if not callable(cb):
             raise TypeError(f"callbacks[{i}] must be callable as cb(net, epoch, logs); got {cb!r}")
     return callbacks
+
+
+def check_checkpoint(checkpoint, every):
+    """None, or (directory as a str, every: an int >= 1 or 'best') for fit's checkpoints."""
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, (str, bytes)) and not hasattr(checkpoint, "__fspath__"):
+        raise TypeError(f"checkpoint must be None or a directory path (str or os.PathLike); "
+                        f"got {type(checkpoint).__name__}")
+    directory = os.fsdecode(os.fspath(checkpoint))
+    if not directory:
+        raise ValueError("checkpoint must name a directory; got ''")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"checkpoint must be a directory; got {directory!r}, which is a file")
+    if every != "best" and not (is_integer(every) and every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer (every k epochs) or "
+                         f"'best'; got {every!r}")
+    return directory, (every if every == "best" else int(every))
+
+
+def _class_of_rows(Y, output):
+    """The class (0 .. n_classes-1) of each row of validated targets, for
+    class_weight: 0/1 targets of one sigmoid output, one-hot softmax rows."""
+    if output == "softmax":
+        onehot = np.all((Y == 0) | (Y == 1), axis=1) & (Y.sum(axis=1) == 1)
+        if not onehot.all():
+            row = int(np.argmin(onehot))
+            raise ValueError(f"class_weight needs class labels (or one-hot rows) in Y; got "
+                             f"Y[{row}] = {Y[row].tolist()!r}")
+        return Y.argmax(axis=1)
+    if output == "sigmoid" and Y.shape[1] == 1:
+        binary = (Y[:, 0] == 0) | (Y[:, 0] == 1)
+        if not binary.all():
+            row = int(np.argmin(binary))
+            raise ValueError(f"class_weight needs 0/1 targets for a sigmoid output; got "
+                             f"Y[{row}] = {float(Y[row, 0])!r}")
+        return Y[:, 0].astype(np.intp)
+    raise ValueError(f"class_weight needs a classifier: one sigmoid output or a softmax output; "
+                     f"got output={output!r} with {Y.shape[1]} outputs")
+
+
+def class_weights(class_weight, n_classes, classes):
+    """Weight of each class 0 .. n_classes-1 from a dict {class: weight} (others 1)
+    or 'balanced' (n_samples / (n_present_classes * count), scikit-learn's rule)."""
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        counts = np.bincount(classes, minlength=n_classes)
+        present = np.count_nonzero(counts)
+        return np.where(counts > 0, len(classes) / (present * np.maximum(counts, 1)), 1.0)
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}; "
+                        f"got {class_weight!r}")
+    weights = np.ones(n_classes)
+    for label, weight in class_weight.items():
+        if not is_integer(label) or not 0 <= label < n_classes:
+            raise ValueError(f"class_weight keys must be classes 0 .. {n_classes - 1} of this "
+                             f"network; got {label!r}")
+        if not is_real(weight) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0; "
+                             f"got {weight!r}")
+        weights[int(label)] = float(weight)
+    return weights
+
+
+def fold_class_weight(class_weight, Y, output, sample_weight, dtype):
+    """``sample_weight`` times each row's class weight (None: unchanged)."""
+    if class_weight is None:
+        return sample_weight
+    classes = _class_of_rows(Y, output)
+    n_classes = max(2, Y.shape[1])
+    rows = class_weights(class_weight, n_classes, classes)[classes].astype(dtype)
+    if sample_weight is not None:
+        rows *= sample_weight
+    if rows.sum() <= 0:
+        raise ValueError(f"class_weight={class_weight!r} leaves every row of Y with weight 0")
+    return np.ascontiguousarray(rows)

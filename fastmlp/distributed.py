@@ -121,7 +121,9 @@ def fit(net, X, Y, *, comm=None, epochs=1000, learning_rate=0.1, batch_size=None
         This rank's validation rows (every rank gives them, or none does);
         the validation loss and accuracy are over all ranks' rows.
     callbacks
-        Run on every rank; training stops when any rank's callback asks to.
+        Run on every rank, as ``fit``'s (epochs numbered from 1); training
+        stops when any rank's callback returns :data:`fastmlp.STOP` or raises
+        :class:`fastmlp.StopTraining`.
     verbose : bool
         Progress bar on rank 0.
     average_every : int or None

@@ -1,4 +1,34 @@
-"""Exceptions raised by fastmlp."""
+"""Exceptions raised by fastmlp, and the signals callbacks stop training with."""
+
+
+class StopTraining(Exception):
+    """Raise it in a ``fit`` callback to end training after the current epoch.
+
+    The epoch's results are kept (``History.stopped_early`` is True); the
+    callbacks after the raising one are not run for that epoch.
+    """
+
+
+class _Stop:
+    """The type of :data:`STOP` (one instance)."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self):
+        return "fastmlp.STOP"
+
+    def __reduce__(self):
+        return (_Stop, ())
+
+
+#: Return it from a ``fit`` callback to end training after the current epoch
+#: (any other return value, a path from ``save`` say, is ignored).
+STOP = _Stop()
 
 
 class DivergenceError(FloatingPointError):
@@ -10,7 +40,8 @@ class DivergenceError(FloatingPointError):
     Attributes
     ----------
     epoch : int
-        Zero-based index of the epoch at which the loss stopped being finite.
+        The epoch (numbered from 1) in which the loss stopped being finite:
+        ``epoch - 1`` epochs were completed.
     history : History
         The losses of the epochs completed before the divergence.
     """

@@ -39,12 +39,17 @@ Differences from scikit-learn, all deliberate:
   estimates the L2 term of the batches inside an epoch from the weights at
   the epoch's start and end (exact for full batches and ``alpha=0``).
 """
+from __future__ import annotations
+
 import copy
 import inspect
 import numbers
 import warnings
+from typing import Sequence, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
+
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
@@ -54,6 +59,7 @@ try:
     from sklearn.utils import check_random_state
     from sklearn.utils import shuffle as _sk_shuffle
     from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.class_weight import compute_sample_weight
     from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
                                           unique_labels)
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -66,6 +72,8 @@ from . import _lbfgs
 from ._validation import is_integer, is_real
 from .errors import DivergenceError
 from .network import Network
+
+_Est = TypeVar("_Est", bound="_BaseMLP")
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -258,6 +266,7 @@ class _BaseMLP(BaseEstimator):
             bound = np.sqrt(factor / (fan_in + fan_out))
             W[...] = rs.uniform(-bound, bound, (fan_in, fan_out))
             b[...] = rs.uniform(-bound, bound, fan_out)
+        net._origin = f"drawn by {type(self).__name__} (scikit-learn's Glorot-uniform init)"
         self.network_ = net
         self._lr = float(self.learning_rate_init)
         self._best_params = net.params.copy()
@@ -284,6 +293,7 @@ class _BaseMLP(BaseEstimator):
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
         sample_weight = _check_sample_weight(sample_weight, n_samples, X.dtype)
+        sample_weight = self._fold_class_weight(Y, sample_weight, incremental)
         layer_units = [n_features] + hidden + [Y.shape[1]]
         self._random_state = check_random_state(self.random_state)
         output, loss = self._output_for(Y)
@@ -392,6 +402,10 @@ class _BaseMLP(BaseEstimator):
         warnings.warn(msg, ConvergenceWarning, stacklevel=5)
 
     # ------------------------------------------------------- sgd, adam
+    def _fold_class_weight(self, Y, sample_weight, incremental):
+        """Sample weights times class weights (the classifier's; none here)."""
+        return sample_weight
+
     def _optimizer_kwargs(self):
         if self.solver == "sgd":
             return dict(optimizer="sgd", momentum=float(self.momentum),
@@ -581,7 +595,7 @@ class _BaseMLP(BaseEstimator):
     def _predict_raw(self, X):
         return self.network_.predict(X)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> _Est:
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -649,6 +663,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
         'lbfgs' only: the most loss evaluations.
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, folded into the sample weights as
+        scikit-learn's classifiers do (``sklearn.utils.class_weight.
+        compute_sample_weight``): ``{label: weight}``, or ``'balanced'``,
+        ``n_samples / (n_classes * np.bincount(y))``. ``partial_fit`` takes a
+        dict only.
 
     Attributes
     ----------
@@ -674,8 +694,39 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     _score_function = staticmethod(accuracy_score)
 
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, class_weight=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun)
+        self.class_weight = class_weight
+
     def _is_classifier(self):
         return True
+
+    def _fold_class_weight(self, Y, sample_weight, incremental):
+        cw = self.class_weight
+        if cw is None:
+            return sample_weight
+        if not (isinstance(cw, (dict, list)) or (isinstance(cw, str) and cw == "balanced")):
+            raise ValueError(f"class_weight must be None, 'balanced', a dict {{label: weight}} "
+                             f"or a list of them; got {cw!r}")
+        if incremental and isinstance(cw, str):
+            raise ValueError("class_weight='balanced' is not supported by partial_fit (one "
+                             "batch's counts are not the data's): give a dict {label: weight}")
+        weights = compute_sample_weight(cw, self._decode(Y)).astype(Y.dtype)
+        return weights if sample_weight is None else weights * sample_weight
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
@@ -712,11 +763,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             P = P.ravel()
         return self._label_binarizer.inverse_transform(P)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted classes, shape (n_samples,) or (n_samples, n_classes) for multilabel."""
         return self._decode(self._forward(X))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), in the order of ``classes_``.
 
         For multilabel targets, the probability of each label independently.
@@ -727,14 +778,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.vstack([1 - p, p]).T
         return P
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """``log(predict_proba(X))``."""
         P = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(P, out=P)
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                    classes: Sequence | np.ndarray | None = None) -> MLPClassifier:
         """One epoch over (X, y), keeping the optimizer's state between calls.
 
         Only for the stochastic solvers ('sgd', 'adam'), as in scikit-learn.
@@ -845,12 +897,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _decode(self, P):
         return P.ravel() if P.shape[1] == 1 else P
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
         return self._decode(self._forward(X))
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One epoch over (X, y), keeping the optimizer's state between calls.
 
         Only for the stochastic solvers ('sgd', 'adam'); hidden for 'lbfgs'.

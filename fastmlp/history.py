@@ -1,4 +1,28 @@
-"""Training history returned by ``fit``."""
+"""Training history returned by ``fit``.
+
+Epochs are numbered from 1 everywhere in fastmlp: epoch ``N`` is the N-th
+pass over the data of a ``fit`` call, its loss is ``history.loss[N - 1]``,
+callbacks get ``N`` after it, ``best_epoch`` and ``DivergenceError.epoch`` are
+such numbers, and the progress bar and plots show them.
+"""
+import html
+import math
+
+
+def _fmt(value):
+    """A short number for a repr: 0.002333, 1.2e-07."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _best(name, values):
+    """(value, epoch) of the best finite value (the largest accuracy, the
+    smallest loss), or (None, None)."""
+    sign = -1 if name.endswith("accuracy") else 1
+    finite = [(sign * v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if not finite:
+        return None, None
+    value, index = min(finite)
+    return sign * value, index + 1
 
 
 class History:
@@ -24,7 +48,8 @@ class History:
     seconds : float
         Wall time of the whole call.
     best_epoch : int or None
-        Epoch (0-based) whose weights were kept by early stopping.
+        Epoch (numbered from 1: its loss is ``loss[best_epoch - 1]``) whose
+        weights early stopping kept; None without early stopping.
     stopped_early : bool
         Whether early stopping or a callback ended training.
     steps : dict
@@ -120,8 +145,44 @@ class History:
             return NotImplemented
         return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
 
+    def _curves(self):
+        """[(name, values)] of the recorded per-epoch scores."""
+        return [(name, values) for name, values in
+                (("loss", self.loss), ("val_loss", self.val_loss),
+                 ("val_accuracy", self.val_accuracy)) if values]
+
+    def _ending(self):
+        """How training ended, or '' when it ran every epoch."""
+        if self.best_epoch is not None:
+            return f"stopped early, kept epoch {self.best_epoch}"
+        return "stopped early" if self.stopped_early else ""
+
     def __repr__(self):
-        return "History(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS) + ")"
+        """One line: epochs, first / last / best of each score, time."""
+        parts = [f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"]
+        for name, values in self._curves():
+            best, at = _best(name, values)
+            parts.append(f"{name} {_fmt(values[0])} -> {_fmt(values[-1])} "
+                         f"(best {_fmt(best)} at epoch {at})")
+        if self._ending():
+            parts.append(self._ending())
+        parts.append(f"{self.seconds:.3g} s")
+        return "History(" + ", ".join(parts) + ")"
+
+    def _repr_html_(self):
+        """A table of each score's first, last and best epoch, for notebooks."""
+        rows = []
+        for name, values in self._curves():
+            best, at = _best(name, values)
+            rows.append(f"<tr><td>{name}</td><td>{_fmt(values[0])}</td><td>{_fmt(values[-1])}"
+                        f"</td><td>{_fmt(best)}</td><td>{at}</td><td>{_sparkline(values)}</td></tr>")
+        caption = f"History: {self.epochs} epochs in {self.seconds:.3g} s"
+        if self._ending():
+            caption += f", {self._ending()}"
+        head = ("<tr><th></th><th>first</th><th>last</th><th>best</th><th>at epoch</th>"
+                "<th></th></tr>")
+        return (f"<table><caption>{html.escape(caption)}</caption>{head}{''.join(rows)}"
+                "</table>")
 
     def __getstate__(self):
         self._flush()
@@ -137,3 +198,18 @@ class History:
         state.setdefault("_step_counts", None)
         state.setdefault("optimizer_result", None)
         self.__dict__.update(state)
+
+
+def _sparkline(values, width=120, height=20, points=200):
+    """An inline SVG line of ``values`` (at most ``points`` of them, evenly picked)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return ""
+    step = max(1, len(finite) // points)
+    picked = finite[::step]
+    lo, hi = min(picked), max(picked)
+    span = (hi - lo) or 1.0
+    xy = " ".join(f"{i * width / (len(picked) - 1):.1f},{height - (v - lo) / span * height:.1f}"
+                  for i, v in enumerate(picked))
+    return (f'<svg width="{width}" height="{height}"><polyline points="{xy}" fill="none" '
+            'stroke="currentColor" stroke-width="1"/></svg>')

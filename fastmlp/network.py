@@ -1,7 +1,11 @@
 """The compiled network: :class:`Network`, whose math runs in ``_kernels``."""
+from __future__ import annotations
+
 import functools
+from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's BLAS)
 from . import _blas_threads, _kernels
@@ -110,8 +114,9 @@ class Network(BaseNetwork):
             names.discard("narrow-epochs")
         return tuple(name for name in self._STEPS if name in names) or self.strategy
 
-    def plan(self, n_samples, batch_size=None, *, optimizer="sgd", momentum=0.0,
-             clip_norm=None, shuffle=True, strategy=None):
+    def plan(self, n_samples: int, batch_size: int | None = None, *, optimizer: str = "sgd",
+             momentum: float = 0.0, clip_norm: float | None = None, shuffle: bool = True,
+             strategy: str | Sequence[str] | None = None) -> dict:
         """Which training step ``fit`` takes for these settings, and why.
 
         The compiled core's planner picks one step for the full batches and
@@ -189,7 +194,7 @@ class Network(BaseNetwork):
     # 2-1 network's one-row predict 1.4 -> 0.8 us.
     _ready = (None, None)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         # One kernel call when X needs no conversion (checks included); the
         # shared path otherwise, whose errors say what is wrong.
         r = self._ready

@@ -240,7 +240,7 @@ class TrainingRecord:
     Attributes
     ----------
     epoch : list of int
-        1-based epoch numbers recorded.
+        The epochs recorded, numbered from 1 (as everywhere in fastmlp).
     loss, accuracy : list of float
         Training objective (from fit) and accuracy on (X, y) after each epoch.
     snapshots : list of (int, ndarray)
@@ -254,6 +254,15 @@ class TrainingRecord:
     accuracy: list = field(default_factory=list)
     snapshots: list = field(default_factory=list)
     history: object = None
+
+    def __repr__(self):
+        """One line: epochs, first and last loss and accuracy, snapshots."""
+        parts = [f"{len(self.epoch)} epochs"]
+        for name, values in (("loss", self.loss), ("accuracy", self.accuracy)):
+            if values:
+                parts.append(f"{name} {values[0]:.4g} -> {values[-1]:.4g}")
+        parts.append(f"{len(self.snapshots)} snapshots")
+        return "TrainingRecord(" + ", ".join(parts) + ")"
 
 
 def _accuracy(net, X, y):
@@ -290,14 +299,12 @@ def record_training(net, X, y, epochs, *, snapshots=30, **fit_kwargs):
     rec.snapshots.append((0, net.params.copy()))
     user_callbacks = tuple(fit_kwargs.pop("callbacks", ()) or ())
 
-    def recorder(n, epoch, logs):
-        e = epoch + 1
+    def recorder(n, e, logs):                     # e: the epoch, numbered from 1
         rec.epoch.append(e)
         rec.loss.append(float(logs["loss"]))
         rec.accuracy.append(_accuracy(n, X, y))
         if e % every == 0 or e == epochs:
             rec.snapshots.append((e, n.params.copy()))
-        return False
 
     rec.history = net.fit(X, y, epochs=epochs, callbacks=(recorder,) + user_callbacks,
                           **fit_kwargs)

@@ -20,8 +20,8 @@ LAYERS = {
     "errors": 0, "_version": 0, "history": 0, "_validation": 0, "_params": 0,
     "_shuffle": 0, "datasets": 0, "progress": 0, "_preload": 0, "_kernels": 0, "_build": 0,
     # 1: machinery that knows no network class: the file format, reading other
-    #    libraries' models, the fit loop (and its L-BFGS twin), BLAS threads
-    "_format": 1, "_convert": 1, "_training": 1, "_lbfgs": 1, "_blas_threads": 1,
+    #    libraries' models, the fit loop (and its L-BFGS twin), BLAS threads, the ONNX graph
+    "_format": 1, "_convert": 1, "_training": 1, "_lbfgs": 1, "_blas_threads": 1, "_onnx": 1,
     # the distributed fit's parts: agreement and update (0), steps and loop (1)
     "_mpi_agree": 0, "_mpi_update": 0, "_mpi_steps": 1, "_mpi_loop": 1,
     # 2: what both network classes share
@@ -29,7 +29,7 @@ LAYERS = {
     # 3: the network classes
     "network": 3, "reference": 3,
     # 4: public tools over networks
-    "io": 4, "interop": 4, "gradcheck": 4, "plot": 4, "distributed": 4, "dask": 4,
+    "io": 4, "interop": 4, "gradcheck": 4, "plot": 4, "distributed": 4, "dask": 4, "onnx": 4,
     # 5: the estimators and the demo
     "estimators": 5, "demo": 5, "_cli_mpi": 5,
     # 6: the command line

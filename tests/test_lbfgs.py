@@ -90,10 +90,10 @@ def test_validation_early_stopping_and_callbacks():
                     validation_data=(X[60:], Y[60:]), early_stopping=True, patience=3,
                     callbacks=[lambda net, epoch, logs: seen.append((epoch, logs["val_loss"]))])
     assert len(hist.val_loss) == len(hist.loss) == len(seen) == len(hist.val_accuracy)
-    assert hist.stopped_early and hist.best_epoch == int(np.argmin(hist.val_loss))
+    assert hist.stopped_early and hist.best_epoch == int(np.argmin(hist.val_loss)) + 1   # numbered from 1
     assert fast.loss(X[60:], Y[60:]) == pytest.approx(min(hist.val_loss), rel=1e-12)
     fast, _, X, Y, _ = pair("float64")
-    hist = fast.fit(X, Y, epochs=100, optimizer="lbfgs", callbacks=[lambda n, e, logs: e == 4])
+    hist = fast.fit(X, Y, epochs=100, optimizer="lbfgs", callbacks=[lambda n, e, logs: fastmlp.STOP if e == 5 else None])
     assert len(hist.loss) == 5 and hist.stopped_early
     assert hist.loss[-1] == pytest.approx(fast.loss(X, Y), rel=1e-12)
 
@@ -104,7 +104,7 @@ def test_interrupt_keeps_the_last_iteration():
 
     def interrupt(net, epoch, logs):
         kept.append(net.params.copy())
-        if epoch == 3:
+        if epoch == 4:                       # the 4th iteration (numbered from 1)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -127,7 +127,7 @@ def test_non_finite_start_is_a_divergence_error():
     fast, _, X, Y, _ = pair("float64", "identity", "identity", "squared_error")
     with pytest.raises(fastmlp.DivergenceError) as info:
         fast.fit(X * 1e300, Y, epochs=10, optimizer="lbfgs")
-    assert info.value.epoch == 0 and np.isfinite(fast.params).all()
+    assert info.value.epoch == 1 and np.isfinite(fast.params).all()
 
 
 # ------------------------------------------------------------- bad settings

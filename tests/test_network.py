@@ -185,7 +185,7 @@ def test_divergence_raises_and_keeps_finite_weights(cls):
     with pytest.raises(fastmlp.DivergenceError, match=r"epoch \d+.*learning_rate") as info:
         net.fit(X, y, epochs=500, learning_rate=5.0)
     err = info.value
-    assert 0 < err.epoch < 500 and len(err.history.loss) == err.epoch
+    assert 1 < err.epoch <= 500 and len(err.history.loss) == err.epoch - 1   # numbered from 1
     assert np.all(np.isfinite(err.history.loss))
     assert np.all(np.isfinite(net.params))
 

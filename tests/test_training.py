@@ -133,7 +133,7 @@ def test_early_stopping_restores_the_best_weights():
                    callbacks=[lambda n, e, logs: snapshots.append(n.params.copy())])
     assert hist.stopped_early and len(hist.loss) < 200
     best = int(np.argmin(hist.val_loss))
-    assert hist.best_epoch == best
+    assert hist.best_epoch == best + 1             # epochs are numbered from 1
     assert np.array_equal(net.params, snapshots[best])
     assert net.loss(Xv, yv) == pytest.approx(min(hist.val_loss), rel=1e-12)
     assert len(hist.val_accuracy) == len(hist.val_loss) == len(hist.loss)
@@ -159,11 +159,11 @@ def test_callbacks_see_logs_and_can_stop():
 
     def cb(net, epoch, logs):
         seen.append((epoch, sorted(logs)))
-        return epoch == 4
+        return fastmlp.STOP if epoch == 5 else None
 
     hist = fastmlp.Network([2, 3, 1], seed=0).fit(X, y, epochs=100, learning_rate=1.0, callbacks=[cb])
     assert len(hist.loss) == 5 and hist.stopped_early
-    assert seen[0] == (0, ["learning_rate", "loss", "seconds"])
+    assert seen[0] == (1, ["learning_rate", "loss", "seconds"])     # numbered from 1
     with pytest.raises(TypeError, match=r"callbacks\[0\] must be callable"):
         fastmlp.Network([2, 1]).fit(X, y, callbacks=[42])
 
@@ -314,7 +314,7 @@ def test_epochs_in_one_c_loop_stop_where_the_epoch_loop_stops(dtype):
             net.fit(X, Y, epochs=200, learning_rate=50.0, shuffle=False)
         runs.append((net.params.copy(), caught.value.epoch, np.asarray(caught.value.history.loss)))
     assert np.array_equal(runs[0][0], runs[1][0]) and np.all(np.isfinite(runs[0][0]))
-    assert runs[0][1] == runs[1][1] and 0 < runs[0][1] < 200
+    assert runs[0][1] == runs[1][1] and 1 < runs[0][1] <= 200
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
 
 
@@ -501,15 +501,15 @@ def test_plain_sgd_divergence_keeps_the_last_finite_step(dtype, batch_size, out,
     X = rng.normal(scale=x_scale, size=(40, 40)).astype(dtype)
     Y = (rng.random(size=(40, 2)) > 0.5).astype(dtype)
     net, err, start = _diverging_run(dtype, out, loss, lr, X, Y, batch_size, hidden=hidden)
-    assert 0 <= err.epoch < 200 and np.all(np.isfinite(net.params))
-    assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+    assert 1 <= err.epoch <= 200 and np.all(np.isfinite(net.params))
+    assert len(err.history.loss) == err.epoch - 1 and np.all(np.isfinite(err.history.loss))
     if batch_size is None:
         # one batch an epoch: the parameters are those after the last completed epoch
         twin = fastmlp.Network(net.layer_sizes, activation=hidden, output=out, loss=loss,
                                dtype=dtype, seed=4)
         twin._narrow = 0
-        if err.epoch:
-            twin.fit(X, Y, epochs=err.epoch, learning_rate=lr)
+        if err.epoch > 1:
+            twin.fit(X, Y, epochs=err.epoch - 1, learning_rate=lr)
         np.testing.assert_array_equal(net.params, twin.params)
     again, err2, _ = _diverging_run(dtype, out, loss, lr, X, Y, batch_size, hidden=hidden)
     assert err2.epoch == err.epoch
@@ -538,8 +538,8 @@ def test_hidden_unit_parts_divergence_keeps_the_last_finite_step(hidden, out, lo
     assert _kernels.unit_parts_of(np.array([64, 128, 8], dtype=np.intp), 32) == 2
     net, err, start = _diverging_run("float32", out, loss, lr, X, Y, 32, hidden=hidden,
                                      width=128)
-    assert 0 <= err.epoch < 200 and np.all(np.isfinite(net.params))
-    assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+    assert 1 <= err.epoch <= 200 and np.all(np.isfinite(net.params))
+    assert len(err.history.loss) == err.epoch - 1 and np.all(np.isfinite(err.history.loss))
     for threads in (1, 2):
         again = fastmlp.Network([64, 128, 8], activation=hidden, output=out, loss=loss,
                                 dtype="float32", seed=4, n_threads=threads)
@@ -567,8 +567,8 @@ def _split_divergence(set_split, sizes, batch_size, X, Y, epochs, lr, prepare=No
                 net.fit(X, Y, epochs=epochs, learning_rate=lr, batch_size=batch_size,
                         shuffle=shuffle)
             err = info.value
-            assert 0 <= err.epoch < epochs and np.all(np.isfinite(net.params))
-            assert len(err.history.loss) == err.epoch and np.all(np.isfinite(err.history.loss))
+            assert 1 <= err.epoch <= epochs and np.all(np.isfinite(net.params))
+            assert len(err.history.loss) == err.epoch - 1 and np.all(np.isfinite(err.history.loss))
             ends.append((err, net.params))
     finally:
         set_split(True)
@@ -591,7 +591,7 @@ def test_hidden_unit_parts_objective_not_finite_in_the_output_layer():
                              activation="identity", output="softmax", loss="log_loss")
     for err, _ in ends:
         assert "the loss became nan" in str(err)
-        assert err.epoch == 0 and err.history.loss == []
+        assert err.epoch == 1 and err.history.loss == []
     np.testing.assert_array_equal(ends[0][1], ends[1][1])
 
 
@@ -734,7 +734,7 @@ def test_first_layer_parts_objective_not_finite():
     ends = _first_split_divergence(X, Y, 3, 0.1, activation="identity", output="softmax",
                                    loss="log_loss")
     for err, _ in ends:
-        assert err.epoch == 0 and "the loss became nan" in str(err)
+        assert err.epoch == 1 and "the loss became nan" in str(err)
     np.testing.assert_array_equal(ends[0][1], ends[1][1])
 
 
@@ -782,7 +782,7 @@ def test_first_layer_update_overflow_is_undone(column):
 
     ends = _first_split_divergence(X, Y, 3, 1e6, activation="relu", output="softmax",
                                    loss="log_loss", prepare=start, shuffle=False)
-    assert ends[0][0].epoch == ends[1][0].epoch == ends[2][0].epoch == 0
+    assert ends[0][0].epoch == ends[1][0].epoch == ends[2][0].epoch == 1
     np.testing.assert_array_equal(ends[0][1], ends[1][1])
 
 
@@ -803,7 +803,7 @@ def test_first_layer_deltas_that_overflow_are_not_proven_safe():
 
     ends = _first_split_divergence(X, Y, 2, 1e-13, activation="relu", output="identity",
                                    loss="squared_error", prepare=start, shuffle=False)
-    assert ends[0][0].epoch == ends[2][0].epoch == 0
+    assert ends[0][0].epoch == ends[2][0].epoch == 1
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

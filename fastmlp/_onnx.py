@@ -1,0 +1,113 @@
+"""A network as an ONNX graph, with no network class (see :mod:`fastmlp.onnx`).
+
+One ``Gemm`` per layer (``X @ W + b``), then the layer's activation:
+``Sigmoid``, ``Tanh``, ``Relu`` or nothing (identity) for hidden layers,
+``Sigmoid``, ``Softmax`` (last axis) or nothing for the output. The graph
+computes in the network's dtype (float32 or float64); its input ``X`` is
+``(N, n_in)`` for any ``N``, its output ``Y`` what ``predict`` returns.
+Needs the ``onnx`` package (``pip install "fastmlp[onnx]"``), imported here
+only when a graph is built.
+"""
+import os
+
+import numpy as np
+
+from . import _format
+from . import _validation as v
+from ._version import __version__
+
+#: The oldest opset written (ONNX 1.12, 2022): Softmax over the last axis, Gemm with 1-D C.
+MIN_OPSET = 17
+_HIDDEN = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": None}
+_OUTPUT = {"sigmoid": "Sigmoid", "softmax": "Softmax", "identity": None}
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError("ONNX export needs the onnx package: pip install onnx "
+                          "(or pip install \"fastmlp[onnx]\")") from err
+    return onnx
+
+
+def check_opset(opset):
+    """An integer opset >= MIN_OPSET (ONNX defines the newest one)."""
+    if not v.is_integer(opset) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an integer >= {MIN_OPSET}; got {opset!r}")
+    return int(opset)
+
+
+def build(net, opset=MIN_OPSET, name="fastmlp"):
+    """The ``onnx.ModelProto`` of a network's forward pass (checked by onnx)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    opset = check_opset(opset)
+    _format._check_savable(net)            # finite parameters of the layout's shape
+    for what, name, known in (("activation", net.activation, _HIDDEN),
+                              ("output", net.output, _OUTPUT)):
+        if name not in known:
+            raise ValueError(f"ONNX export supports {what} {', '.join(map(repr, known))}; "
+                             f"got {what}={name!r}")
+    dtype = np.dtype(net.dtype)
+    elem = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE}[dtype.type]
+    nodes, inits, current = [], [], "X"
+    for i, (W, b) in enumerate(zip(net.weights, net.biases)):
+        last = i == len(net.weights) - 1
+        inits += [numpy_helper.from_array(np.array(W, dtype=dtype), f"W{i}"),
+                  numpy_helper.from_array(np.array(b, dtype=dtype), f"b{i}")]
+        op = _OUTPUT[net.output] if last else _HIDDEN[net.activation]
+        z = "Y" if last and op is None else f"z{i}"
+        nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"b{i}"], [z], name=f"layer{i}"))
+        current = z
+        if op is not None:
+            a = "Y" if last else f"a{i}"
+            attrs = {"axis": -1} if op == "Softmax" else {}
+            nodes.append(helper.make_node(op, [z], [a], name=f"{op.lower()}{i}", **attrs))
+            current = a
+    sizes = list(net.layer_sizes)
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("X", elem, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("Y", elem, ["N", sizes[-1]])], inits)
+    model = helper.make_model(graph, producer_name="fastmlp", producer_version=__version__,
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, _ir_version(onnx, opset))
+    model.doc_string = (f"fastmlp {'-'.join(map(str, sizes))} network: {net.activation} hidden, "
+                        f"{net.output} output, {dtype.name}")
+    helper.set_model_props(model, {"layer_sizes": ",".join(map(str, sizes)),
+                                   "activation": net.activation, "output": net.output,
+                                   "loss": net.loss_name})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _ir_version(onnx, opset):
+    """The IR version of the release that brought ``opset``: the oldest runtime that
+    knows the opset can read the file."""
+    for row in onnx.helper.VERSION_TABLE:             # (release, ir, opset, ...)
+        if row[2] >= opset:
+            return row[1]
+    return onnx.IR_VERSION
+
+
+def write(model, path):
+    """Write ``model`` to ``path`` atomically (temporary file, fsync, rename), as save does."""
+    path = _format.fspath(path)
+    data = model.SerializeToString()
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = _format._create_temp(directory, os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _format._fsync_directory(directory)
+    return path
