@@ -253,7 +253,8 @@ def make_data(cell):
     proj = X @ rng.standard_normal((n_in, max(n_out, 1))) / np.sqrt(n_in)
     if cell.out == "softmax+log":
         labels = np.argmax(proj, axis=1).astype(np.int64)
-        labels[:n_out] = np.arange(n_out)  # every class present (sklearn's classes_)
+        k = min(n_out, cell.n_rows)
+        labels[:k] = np.arange(k)  # every class present (sklearn's classes_)
         return peers.Data(X, labels, peers.one_hot(labels, n_out))
     if cell.out == "sigmoid+log":
         Y = (proj > 0).astype(np.float64)
