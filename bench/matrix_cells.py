@@ -232,7 +232,9 @@ def macs_per_row(layers):
 
 def flops(cell):
     """Work of a cell: forward + backward ~ 3 x 2 x MACs a row an epoch
-    (training), 2 x MACs a row (predict)."""
+    (training), 2 x MACs a row (predict). The training count includes the
+    product back to the input, which no system computes: it overstates the
+    work of a net whose first layer dominates."""
     per_row = 2.0 * macs_per_row(cell.layers)
     if cell.kind == "predict":
         return per_row * cell.n_rows
