@@ -8,13 +8,20 @@ Subclasses supply only the math, through four methods:
     outputs of the last layer, shape (n, n_out).
 ``_objective(X, Y, sw)``
     the objective over all rows (sample weights ``sw`` or None).
+``_loss_terms(X, Y, sw)``
+    ``(data, penalty, M)``: the weighted sum of the rows' data losses, the
+    penalty ``l2 / 2 * sum(W**2) + l1 * sum(|W|)`` and the total weight (the
+    objective is ``(data + penalty) / M``).
+``_gradient(X, Y, sw)``
+    the flat gradient of the objective (in bounded workspace where it can).
 ``_full_pass(X, Y, sw, keep_z)``
     one forward and backward pass over all rows as a single batch; returns
     ``(objective, acts, zs, deltas, grads)``: per-layer lists of arrays and the
     flat gradient (``zs`` is None unless ``keep_z``).
 ``_train_epochs(X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
 out, optimizer, clip_norm, stop, check_every)``
-    ``epochs`` epochs of minibatch training, writing each epoch's loss into
+    ``epochs`` epochs of minibatch training on the rows of ``order`` (all of
+    X, or some: then every batch is gathered), writing each epoch's loss into
     ``out``; returns the number of epochs completed (fewer on divergence or
     when ``stop[0]`` was set by Ctrl-C).
 
@@ -66,7 +73,8 @@ class BaseNetwork:
             layer_sizes, activation, output, loss, l2, init, dtype)
         self.l1 = v.check_nonnegative("l1", l1)
         seed = v.check_seed(seed)
-        self.n_threads = v.check_count("n_threads", n_threads, allow_none=True)
+        self.n_threads = v.check_count("n_threads", n_threads, allow_none=True,
+                                       high=v.MAX_THREADS)
         self.layer_sizes = tuple(sizes)
         self.activation = activation
         self.output = output
@@ -86,7 +94,6 @@ class BaseNetwork:
         params = self.__dict__.pop("_adopted_params", None)     # set by _around
         if params is None:
             self.params = _params.aligned_zeros(self.n_params, self.dtype)
-            self.weights, self.biases = self._split(self.params)
             self._initialise()
         else:
             self._adopt(params)
@@ -124,9 +131,39 @@ class BaseNetwork:
             copy[...] = params
             params = copy
         self.params = params
-        self.weights, self.biases = self._split(params)
 
     # ------------------------------------------------------------------ layout
+    @property
+    def params(self):
+        """The flat parameter buffer (per layer: W row-major, then b).
+
+        Assigning replaces it (and the ``weights`` and ``biases`` views): a
+        writable, aligned, C-contiguous array of ``n_params`` values of the
+        network's dtype, kept as it is (not copied).
+        """
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"params must be a numpy array of {self.n_params} "
+                            f"{self.dtype.name} values; got {type(value).__name__}")
+        flags = value.flags
+        if (value.shape != (self.n_params,) or value.dtype != self.dtype
+                or not (flags.c_contiguous and flags.writeable and flags.aligned)):
+            kind = ", ".join(k for k, ok in (("not C-contiguous", flags.c_contiguous),
+                                             ("read-only", flags.writeable),
+                                             ("unaligned", flags.aligned)) if not ok)
+            raise ValueError(f"params must be a writable, aligned, C-contiguous array of shape "
+                             f"({self.n_params},) and dtype {self.dtype.name}; got shape "
+                             f"{value.shape}, dtype {value.dtype}{', ' + kind if kind else ''}")
+        self._params = value
+        self.weights, self.biases = self._split(value)
+
+    def _weighting(self, sw):
+        """The kernels' sample weights (an array, or None), ``l2`` and ``l1``."""
+        return sw, self.l2, self.l1
+
     @property
     def n_layers(self) -> int:
         """Number of weight layers (hidden layers + 1)."""
@@ -254,7 +291,14 @@ class BaseNetwork:
             raise ValueError(f"flat parameters must have shape ({self.n_params},); got {flat.shape}")
         if flat.dtype.kind not in "iuf" or not np.isfinite(flat).all():
             raise ValueError("flat parameters must be finite real numbers")
-        self.params[...] = flat
+        with np.errstate(over="ignore"):                # reported below
+            cast = flat.astype(self.dtype)
+        if not np.isfinite(cast).all():
+            i = int(np.argmax(~np.isfinite(cast)))
+            raise ValueError(f"flat parameters must fit in the network's dtype {self.dtype.name} "
+                             f"(|values| <= {np.finfo(self.dtype).max:.4g}); got {flat[i]!r} "
+                             f"at index {i}")
+        self.params[...] = cast
 
     @property
     def origin(self) -> str | None:
@@ -310,15 +354,19 @@ class BaseNetwork:
         state = self.__dict__.copy()
         for name in ("weights", "biases", "_fit_lock", "_ready"):
             state.pop(name, None)
+        state["params"] = state.pop("_params")          # the format of earlier versions
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        params = state.pop("params")
         self.__dict__.update(state)
-        if not _params.is_aligned(self.params):          # unpickled: a fresh copy
-            params = _params.aligned_zeros(self.params.size, self.params.dtype)
-            params[...] = self.params
-            self.params = params
-        self.weights, self.biases = self._split(self.params)
+        if not _params.is_aligned(params):              # unpickled: a fresh copy
+            aligned = _params.aligned_zeros(params.size, params.dtype)
+            aligned[...] = params
+            params = aligned
+        self._params = params
+        self.weights, self.biases = self._split(params)
         self._fit_lock = threading.Lock()
 
     # ------------------------------------------------------------- arguments
@@ -449,10 +497,16 @@ class BaseNetwork:
         -------
         list of (dW, db)
             One pair per layer, shaped like ``weights[i]`` and ``biases[i]``.
+
+        Notes
+        -----
+        :class:`fastmlp.Network` works through the rows in chunks: besides
+        the result it needs one gradient-sized buffer and at most 16 MB of
+        workspace (one row's activations and deltas when they are more),
+        whatever the number of rows.
         """
         X, Y, sw = self._check_XY(X, Y, sample_weight)
-        _, _, _, _, grads = self._full_pass(X, Y, sw, keep_z=False)
-        dW, db = self._split(grads)
+        dW, db = self._split(self._gradient(X, Y, sw))
         return list(zip(dW, db))
 
     def trace(self, X: ArrayLike, Y: ArrayLike) -> list[LayerTrace]:
@@ -463,6 +517,13 @@ class BaseNetwork:
         list of LayerTrace
             Per weight layer: ``z``, ``a``, ``delta``, ``dW``, ``db`` for the
             batch (X, Y), the quantities the seed tutorials print.
+
+        Notes
+        -----
+        The result holds ``3 * n * sum(layer_sizes[1:])`` values for n rows
+        (every row's z, a and delta); the call needs little besides (the
+        outputs' logits and the gradient). For large inputs use
+        :meth:`gradients` or :meth:`predict`, whose memory is bounded.
         """
         X, Y, _ = self._check_XY(X, Y)
         _, acts, zs, deltas, grads = self._full_pass(X, Y, None, keep_z=True)
@@ -539,7 +600,9 @@ class BaseNetwork:
             Scored after every epoch (``History.val_loss``, ``val_accuracy``).
         validation_split : float in [0, 1)
             Hold out this fraction of the rows (chosen by the seeded
-            generator) as validation data instead.
+            generator) as validation data instead. Minibatches and
+            validation rows are gathered from X, not copied (a full batch
+            is the training rows, copied once).
         early_stopping : bool
             Stop when the validation loss (the training loss without
             validation data) has not improved by ``tol`` for ``patience``
@@ -630,8 +693,13 @@ class BaseNetwork:
              nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
              validation_data, validation_split, early_stopping, patience, tol, callbacks,
              verbose, fresh, checkpoint=None, checkpoint_every="best", class_weight=None):
-        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        # the kernels read the caller's X in place (no copy); Y and the sample
+        # weights are copied when they are the caller's (a callback rewriting
+        # them must not bypass the checks)
+        X, checked_Y, sw = self._check_XY(X, Y, sample_weight)
+        Y = v.own(checked_Y, Y)
         sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
+        sw = None if sw is None else v.own(sw, sample_weight)
         epochs = v.check_count("epochs", epochs)
         lr = v.check_positive("learning_rate", learning_rate)
         if lr > float(np.finfo(self.dtype).max):
@@ -653,8 +721,6 @@ class BaseNetwork:
         validation = self._validation_set(validation_data, validation_split)
         self._acquire_fit_lock()
         try:
-            if isinstance(validation, float):
-                X, Y, sw, validation = self._split_validation(X, Y, sw, validation)
             checkpoint = self._checkpoints(checkpoint)
             if fresh or self._optimizer is None or self._optimizer.settings() != settings:
                 self._optimizer = _training.OptimizerState(*settings, self.n_params, self.dtype)
@@ -717,24 +783,34 @@ class BaseNetwork:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise TypeError("validation_data must be a tuple (X_val, Y_val) or "
                                 f"(X_val, Y_val, sample_weight_val); got {type(validation_data).__name__}")
-            return self._check_XY(*validation_data)
+            Xv, Yv, swv = self._check_XY(*validation_data)
+            given = validation_data[2] if len(validation_data) == 3 else None
+            return Xv, v.own(Yv, validation_data[1]), None if swv is None else v.own(swv, given)
         split = v.check_fraction("validation_split", validation_split)
         return split if split > 0 else None
 
-    def _split_validation(self, X, Y, sw, fraction):
-        n = X.shape[0]
+    def _split_rows(self, n, sw, fraction):
+        """``(train, val)``: the sorted row indices ``validation_split`` keeps
+        for training and holds out, drawn by the network's generator."""
         n_val = int(round(fraction * n))
         if n_val < 1 or n_val >= n:
             raise ValueError(f"validation_split={fraction!r} of {n} rows leaves "
                              f"{n_val} validation and {n - n_val} training rows; both must be >= 1")
-        perm = self._rng.permutation(n)
+        perm = self._rng.permutation(n).astype(np.intp, copy=False)
         val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         if sw is not None and (sw[train].sum() <= 0 or sw[val].sum() <= 0):
             raise ValueError("validation_split left the training or the validation rows with "
                              "zero total sample_weight; give validation_data explicitly")
+        return train, val
+
+    def _split_validation(self, X, Y, sw, fraction):
+        """``validation_split`` as copies of the rows: ``(X, Y, sw)`` to train
+        on and ``(X, Y, sw)`` to validate on (L-BFGS and distributed fits,
+        whose passes take whole arrays; ``fit``'s minibatches gather instead)."""
+        train, val = self._split_rows(X.shape[0], sw, fraction)
         take = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
-        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]), take(sw, train),
-                (np.ascontiguousarray(X[val]), np.ascontiguousarray(Y[val]), take(sw, val)))
+        return (take(X, train), take(Y, train), take(sw, train),
+                (take(X, val), take(Y, val), take(sw, val)))
 
 
 def _source(model):

@@ -161,7 +161,7 @@ cdef Py_ssize_t run_epochs(Fit* f, floating* params, uint64_t* rng, double* epoc
     cdef bint halted = False
     cdef Batch b
     for e in range(epochs):
-        if d.gather:
+        if d.shuffle:
             shuffle_index(d.order, d.n, rng)
         if f.work.bounds != NULL and e > 0:
             exact_bounds(f.s, params, f.work.bounds)    # tight again (see sgd_safe)
@@ -318,12 +318,25 @@ cdef double take_step(Fit* f, floating* params, Batch* b) noexcept nogil:
     return step_layers(f, params, b)
 
 
+cdef double order_weight(Data* d, const floating* w) noexcept nogil:
+    """The total sample weight of the rows trained on."""
+    cdef double t = 0
+    cdef Py_ssize_t i
+    if w == NULL:
+        return d.n
+    if not d.gather:
+        return total_weight(w, d.n)
+    for i in range(d.n):
+        t += w[d.order[i]]
+    return t
+
+
 cdef Py_ssize_t fit(Fit* f, floating* params, uint64_t* rng, double* epoch_loss,
                     Py_ssize_t epochs, Py_ssize_t check_every, int* stop) except -1 nogil:
     """Set up the workspace's contents and the tasks, then train (see ``train``)."""
     cdef Spec* s = f.s
     cdef Py_ssize_t done = 0
-    f.data.W_total = total_weight(<const floating*>f.data.w, f.data.n)
+    f.data.W_total = order_weight(&f.data, <const floating*>f.data.w)
     if f.work.bounds != NULL:       # plain SGD's update guard (see sgd_safe)
         exact_bounds(s, params, f.work.bounds)
     if floating is float:

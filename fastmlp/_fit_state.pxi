@@ -20,12 +20,14 @@ cdef struct Data:
     const void* X           # n x n_in, row-major
     const void* Y           # n x n_out
     const void* w           # n sample weights, or NULL (unit weights)
-    Py_ssize_t n
+    Py_ssize_t n            # the rows trained on: order[0 .. n-1]
     Py_ssize_t n_in
     Py_ssize_t n_out
     Py_ssize_t bs           # rows of a batch (<= n)
-    Py_ssize_t* order       # the row order (shuffled in place when gathering)
-    bint gather             # batches gathered from shuffled rows into xbuf, ybuf, wbuf
+    Py_ssize_t* order       # the row order (shuffled in place when shuffling)
+    bint shuffle            # a new order each epoch
+    bint gather             # batches gathered (shuffled rows, or some rows of X) into
+                            # xbuf, ybuf, wbuf
     double W_total          # the total sample weight
 
 

@@ -157,5 +157,5 @@ cdef extern from "_optim.h" nogil:
         double b2
         double eps
         double scale
-    double fmo_sq_norm(fmo_task* t, int threads)
+    double fmo_norm(fmo_task* t, int threads)
     int fmo_step(fmo_task* t, int threads)

@@ -225,20 +225,24 @@ def predict_ready(cnp.ndarray params, object X, cnp.ndarray sizes, int hidden, i
 def objective(const floating[::1] params, const floating[:, ::1] X,
               const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
               int hidden, int output, int loss, double l2, double l1,
-              Py_ssize_t chunk=FORWARD_ROWS, int threads=0):
-    """The objective over all rows (one batch): see the module docstring."""
+              Py_ssize_t chunk=FORWARD_ROWS, int threads=0, bint terms=False):
+    """The objective over all rows (one batch): see the module docstring.
+    Computed ``chunk`` rows at a time (fewer for wide layers: see pass_rows).
+    With ``terms``: ``(data, penalty, M)``, the weighted data-loss sum, the
+    penalty and the total weight (the objective is ``(data + penalty) / M``)."""
     cdef Spec s = make_spec(sizes, hidden, output, loss)
     cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L]
-    cdef Py_ssize_t rows = min(chunk, n), start, m, last = s.per_row - n_out, i
+    cdef Py_ssize_t rows, start, m, last = s.per_row - n_out, i
     cdef floating[::1] wv = sample_weight
     cdef const floating* w = weights_ptr(sample_weight, wv)
-    cdef double total = 0, M = 0
+    cdef double total = 0, M = 0, pen = 0
     cdef int before = 0
     cdef floating* work
     check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
                  sample_weight, 0 if sample_weight is None else wv.shape[0])
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
+    rows = pass_rows(chunk, n, s.per_row + n_out, sizeof(floating))
     work = <floating*>malloc((rows * s.per_row + rows * n_out) * sizeof(floating))
     if work == NULL:
         raise MemoryError()
@@ -254,11 +258,13 @@ def objective(const floating[::1] params, const floating[:, ::1] X,
                                        &Y[start, 0], NULL if w == NULL else w + start, m)
                 start += m
             M = total_weight(w, n)
-            total = (total + penalty(&s, &params[0], l2, l1)) / M
+            pen = penalty(&s, &params[0], l2, l1)
     finally:
         threads_exit(before)
         free(work)
-    return total
+    if terms:
+        return total, pen, M
+    return (total + pen) / M
 
 
 def full_pass(const floating[::1] params, const floating[:, ::1] X,
@@ -312,6 +318,65 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
     return total
 
 
+def gradient(const floating[::1] params, const floating[:, ::1] X,
+             const floating[:, ::1] Y, sample_weight, const Py_ssize_t[::1] sizes,
+             int hidden, int output, int loss, double l2, double l1, floating[::1] grads,
+             Py_ssize_t chunk=FORWARD_ROWS, int threads=0):
+    """The gradient of the objective over all rows (one batch) into ``grads``
+    (params layout, L1 term included); returns the objective.  Computed
+    ``chunk`` rows at a time (fewer for wide layers: see pass_rows), each
+    chunk's gradient added up: the workspace is bounded, not n rows'."""
+    cdef Spec s = make_spec(sizes, hidden, output, loss)
+    cdef Py_ssize_t n = X.shape[0], n_out = sizes[s.L], rows, start = 0, m, i
+    cdef floating[::1] wv = sample_weight
+    cdef const floating* w = weights_ptr(sample_weight, wv)
+    cdef double total = 0, M = 0
+    cdef int before = 0
+    cdef floating* acts = NULL
+    cdef floating* deltas = NULL
+    cdef floating* zout = NULL
+    cdef floating* part = NULL
+    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
+                 sample_weight, 0 if sample_weight is None else wv.shape[0])
+    if grads.shape[0] != s.n_params or chunk < 1:
+        raise ValueError(f"grads must hold {s.n_params} values and chunk be >= 1; "
+                         f"got {grads.shape[0]}, {chunk}")
+    rows = pass_rows(chunk, n, 2 * s.per_row + n_out, sizeof(floating))
+    try:
+        acts = <floating*>malloc(rows * s.per_row * sizeof(floating))
+        deltas = <floating*>malloc(rows * s.per_row * sizeof(floating))
+        zout = <floating*>malloc(rows * n_out * sizeof(floating))
+        if rows < n:
+            part = <floating*>malloc(s.n_params * sizeof(floating))
+        if acts == NULL or deltas == NULL or zout == NULL or (rows < n and part == NULL):
+            raise MemoryError()
+        with nogil:
+            before = threads_enter(threads)
+            M = total_weight(w, n)
+            while start < n:
+                m = min(rows, n - start)
+                forward_batch(&s, &params[0], &X[start, 0], m, acts, NULL, zout, False)
+                total += data_loss_sum(&s, zout, acts + m * (s.per_row - n_out), &Y[start, 0],
+                                       NULL if w == NULL else w + start, m)
+                backward_batch(&s, &params[0], &X[start, 0], &Y[start, 0],
+                               NULL if w == NULL else w + start, m, M, acts, deltas,
+                               &grads[0] if start == 0 else part, l2 if start == 0 else 0.0)
+                if start > 0:
+                    for i in range(s.n_params):
+                        grads[i] += part[i]
+                start += m
+            total = (total + penalty(&s, &params[0], l2, l1)) / M
+            if l1 != 0:
+                add_l1_gradient(&s, &params[0], &grads[0], <floating>(l1 / M))
+    finally:
+        threads_exit(before)
+        free(acts)
+        free(deltas)
+        free(zout)
+        free(part)
+    return total
+
+
 def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1] Y,
           sample_weight, const Py_ssize_t[::1] sizes, int hidden, int output, int loss,
           double learning_rate, double l2, double l1, Py_ssize_t batch_size,
@@ -324,8 +389,11 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
-    Each epoch: optionally shuffle ``order`` (in C), then for each batch of
-    ``batch_size`` rows (the last may be smaller): forward, batch objective,
+    The rows trained on are ``order``'s: all of X (any order of its rows),
+    or some of them (each at most once; then every batch is gathered, as
+    shuffled ones are).  Each epoch: optionally shuffle ``order`` (in C),
+    then for each batch of ``batch_size`` rows of it (the last may be
+    smaller): forward, batch objective,
     backward, then the update.  Plain SGD (no momentum, clipping or L1) is
     fused into the backward pass; otherwise the gradient goes to a buffer,
     is clipped to global norm ``clip_norm`` if that is > 0, and the optimizer
@@ -376,12 +444,13 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     f.data.X = &X[0, 0]
     f.data.Y = &Y[0, 0]
     f.data.w = weights_ptr(sample_weight, wv)
-    f.data.n = X.shape[0]
+    f.data.n = order.shape[0]
     f.data.n_in = sizes[0]
     f.data.n_out = sizes[s.L]
     f.data.bs = min(batch_size, f.data.n)
     f.data.order = &order[0]
-    f.data.gather = shuffle and f.data.bs < f.data.n
+    f.data.shuffle = shuffle and f.data.bs < f.data.n
+    f.data.gather = f.data.shuffle or f.data.n < X.shape[0]
     for k in range(s.L + 1):
         f.widest = max(f.widest, sizes[k])
     f.plan = plan_fit(&s, f.data.n, f.data.bs, floating is float, fused, f.data.gather, l2,
@@ -414,9 +483,11 @@ cdef check_train_args(Spec* s, Py_ssize_t n, Py_ssize_t batch_size, Py_ssize_t e
     cdef Py_ssize_t i
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
-    if order.shape[0] != n or epoch_loss.shape[0] < epochs or rng_state.shape[0] < 1:
-        raise ValueError("order must hold n indices and epoch_loss at least epochs values")
-    for i in range(n):
+    if (order.shape[0] < 1 or order.shape[0] > n or epoch_loss.shape[0] < epochs
+            or rng_state.shape[0] < 1):
+        raise ValueError("order must hold 1 to n row indices and epoch_loss at least "
+                         "epochs values")
+    for i in range(order.shape[0]):
         if order[i] < 0 or order[i] >= n:
             raise ValueError(f"order[{i}] = {order[i]} is not a row index of X")
     if stop is not None and stop.shape[0] < 1:

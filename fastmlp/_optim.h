@@ -7,7 +7,8 @@
  * Kinds: 0 SGD, 1 momentum, 2 Nesterov momentum, 3 Adam (scikit-learn's
  * definitions, see _optimizers.pxi).  The gradient is multiplied by `scale`
  * (clipping) as it is read.  Each step reports whether every value it wrote
- * (parameters and state) is finite. */
+ * (parameters and state) is finite.  The gradient's norm is finite whenever
+ * it is representable (see fmo_norm). */
 #ifndef FASTMLP_OPTIM_H
 #define FASTMLP_OPTIM_H
 
@@ -23,6 +24,7 @@ typedef struct {
     const void *g;
     fm_idx n, block;
     double lr, mu, b1, b2, eps, scale;
+    double sq_scale;            /* fmo_norm: g is summed as g * sq_scale */
     int bad[FMO_MAX_BLOCKS];
     double sq[FMO_MAX_BLOCKS];
 } fmo_task;
@@ -70,15 +72,21 @@ FM_CLONES static int fmo_step_##SUF(int kind, T *restrict p, const T *restrict g
     return bad;                                                                 \
 }                                                                               \
                                                                                 \
-/* sum(g**2) in 16 running double sums (which vectorise). */                   \
-FM_CLONES static double fmo_sq_sum_##SUF(const T *restrict g, fm_idx n)         \
+/* sum((g * c)**2) in 16 running double sums (which vectorise). */           \
+FM_CLONES static double fmo_sq_sum_##SUF(const T *restrict g, fm_idx n, double c) \
 {                                                                               \
-    double acc[16] = {0}, total = 0;                                            \
+    double acc[16] = {0}, total = 0, v;                                         \
     fm_idx i = 0;                                                               \
     int j;                                                                      \
     for (; i + 16 <= n; i += 16)                                                \
-        for (j = 0; j < 16; j++) acc[j] += (double)g[i + j] * g[i + j];         \
-    for (; i < n; i++) total += (double)g[i] * g[i];                            \
+        for (j = 0; j < 16; j++) {                                              \
+            v = (double)g[i + j] * c;                                           \
+            acc[j] += v * v;                                                    \
+        }                                                                       \
+    for (; i < n; i++) {                                                        \
+        v = (double)g[i] * c;                                                   \
+        total += v * v;                                                         \
+    }                                                                           \
     for (j = 0; j < 16; j++) total += acc[j];                                   \
     return total;                                                               \
 }
@@ -111,8 +119,8 @@ static void fmo_sq_block(void *arg, int b)
     fmo_task *t = (fmo_task *)arg;
     fm_idx lo = (fm_idx)b * t->block;
     fm_idx hi = lo + t->block < t->n ? lo + t->block : t->n;
-    t->sq[b] = t->is_float ? fmo_sq_sum_f((const float *)t->g + lo, hi - lo)
-                           : fmo_sq_sum_d((const double *)t->g + lo, hi - lo);
+    t->sq[b] = t->is_float ? fmo_sq_sum_f((const float *)t->g + lo, hi - lo, t->sq_scale)
+                           : fmo_sq_sum_d((const double *)t->g + lo, hi - lo, t->sq_scale);
 }
 
 static int fmo_blocks(fmo_task *t)
@@ -123,14 +131,33 @@ static int fmo_blocks(fmo_task *t)
     return (int)((t->n + t->block - 1) / t->block);
 }
 
-/* sum(g**2) over the task's n values, block by block in order. */
-static double fmo_sq_norm(fmo_task *t, int threads)
+/* sum((g * sq_scale)**2) over the task's n values, block by block in order. */
+static double fmo_sq_sum(fmo_task *t, double sq_scale, int threads)
 {
     int b, nb = fmo_blocks(t);
     double total = 0;
+    t->sq_scale = sq_scale;
     fmp_run(fmo_sq_block, t, nb, nb > 1 ? threads : 1);
     for (b = 0; b < nb; b++) total += t->sq[b];
     return total;
+}
+
+/* The gradient's L2 norm (not finite when a value is not).  Squares of
+ * float64 values beyond 1.3e154 overflow: then the sum is taken again of
+ * g / 2^k (exact, 2^k the power of two just above max |g|) and the norm
+ * scaled back, so it is finite whenever it is representable. */
+static double fmo_norm(fmo_task *t, int threads)
+{
+    double total = fmo_sq_sum(t, 1.0, threads), big;
+    int k;
+    if (isfinite(total))
+        return sqrt(total);
+    big = t->is_float ? fm_abs_max_f((const float *)t->g, t->n)
+                      : fm_abs_max_d((const double *)t->g, t->n);
+    if (!isfinite(big))
+        return big;
+    frexp(big, &k);
+    return ldexp(sqrt(fmo_sq_sum(t, ldexp(1.0, -k), threads)), k);
 }
 
 /* The step; 1 when every value written is finite. */

@@ -42,16 +42,16 @@ cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
     would leave a parameter or state value non-finite (see guarded_step)."""
     cdef Settings* o = &f.opt
     cdef fmo_task* t = &f.opt_task
-    cdef double gnorm, scale = 1
+    cdef double norm, scale = 1
     if o.l1 != 0:
         add_l1_gradient(f.s, params, <floating*>f.work.grads, <floating>(o.l1 / b.M))
     t.g = f.work.grads
-    gnorm = fmo_sq_norm(t, f.plan.step_threads)
-    if not isfinite(gnorm):
+    norm = fmo_norm(t, f.plan.step_threads)
+    if not isfinite(norm):
         return False
-    if o.clip_norm > 0 and gnorm > o.clip_norm * o.clip_norm:
-        scale = o.clip_norm / sqrt(gnorm)
-        gnorm = o.clip_norm * o.clip_norm
+    if o.clip_norm > 0 and norm > o.clip_norm:
+        scale = o.clip_norm / norm
+        norm = o.clip_norm
     # scaled as grads[i] * <floating>scale was before the step
     t.scale = <floating>scale
     t.lr = <floating>o.lr
@@ -59,7 +59,7 @@ cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
         o.t[0] += 1
         t.lr = <floating>(o.lr * sqrt(1 - pow(o.beta2, <double>o.t[0]))
                           / (1 - pow(o.beta1, <double>o.t[0])))
-    if guarded_step(f, params, sqrt(gnorm)):
+    if guarded_step(f, params, norm):
         return True
     if o.optimizer == OPT_ADAM:
         o.t[0] -= 1

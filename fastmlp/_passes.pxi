@@ -150,13 +150,23 @@ cdef const floating* weights_ptr(object sample_weight, floating[::1] view):
     return NULL if sample_weight is None else &view[0]
 
 
+cdef inline Py_ssize_t pass_rows(Py_ssize_t chunk, Py_ssize_t n, Py_ssize_t values_per_row,
+                                  size_t elsize) noexcept nogil:
+    """Rows a pass over n rows computes at a time: at most ``chunk``, and
+    within PASS_WORK_BYTES of workspace at ``values_per_row`` a row (>= 1)."""
+    cdef Py_ssize_t fit = <Py_ssize_t>(PASS_WORK_BYTES // (<size_t>values_per_row * elsize))
+    return max(<Py_ssize_t>1, min(min(chunk, n), fit))
+
+
 cdef int forward_rows(Spec* s, const floating* params, const floating* X, Py_ssize_t n,
                       floating* out, Py_ssize_t chunk, int threads, bint check_x) noexcept nogil:
-    """Outputs of n rows of X into out (n x n_out), ``chunk`` rows at a time,
-    under ``threads`` BLAS threads; -1 when the workspace cannot be allocated;
+    """Outputs of n rows of X into out (n x n_out), ``chunk`` rows at a time
+    (fewer when their workspace would exceed PASS_WORK_BYTES), under
+    ``threads`` BLAS threads; -1 when the workspace cannot be allocated;
     with ``check_x``, 1 (out unfinished) when X holds a value that is not
     finite (see :func:`forward_batch`)."""
-    cdef Py_ssize_t n_out = s.sizes[s.L], rows = min(chunk, n), start = 0, m
+    cdef Py_ssize_t n_out = s.sizes[s.L], start = 0, m
+    cdef Py_ssize_t rows = pass_rows(chunk, n, s.per_row, sizeof(floating))
     cdef Py_ssize_t last = s.per_row - n_out
     cdef floating* work
     cdef int before, status = 0

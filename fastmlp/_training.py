@@ -26,6 +26,12 @@ from .history import History
 
 # Multiply-adds between two checks for Ctrl-C inside a kernel call.
 _WORK_PER_SIGNAL_CHECK = 2e6
+# Epochs one kernel call runs at most: its loss buffer (512 KB) is all a fit
+# allocates for losses up front, whatever its epochs.
+_EPOCHS_PER_CALL = 1 << 16
+# Forward multiply-adds a row of one kernel call scoring validation data
+# (two calls: loss and outputs) at most: Ctrl-C is answered between calls.
+_VALIDATION_WORK = 1e7
 
 
 class OptimizerState:
@@ -110,10 +116,82 @@ def _end_message(why, epoch, restored, best, monitored_name):
     return ", ".join(parts) or None
 
 
-def _accuracy(net, P, Y):
+def _hits(net, P, Y):
+    """Rows whose outputs P are classified as the targets Y say."""
     if net.output == "softmax":
-        return float(np.mean(P.argmax(axis=1) == Y.argmax(axis=1)))
-    return float(np.mean(np.all((P > 0.5) == (Y > 0.5), axis=1)))
+        return int(np.count_nonzero(P.argmax(axis=1) == Y.argmax(axis=1)))
+    return int(np.count_nonzero(np.all((P > 0.5) == (Y > 0.5), axis=1)))
+
+
+def _accuracy(net, P, Y):
+    """The fraction of rows classified right (see :func:`_hits`)."""
+    return _hits(net, P, Y) / len(P)
+
+
+def _invscaling(learning_rate, samples_seen, power_t):
+    """``learning_rate / (samples_seen + 1) ** power_t``; 0.0 where the power
+    overflows (the rate is then below the smallest float)."""
+    try:
+        return learning_rate / (samples_seen + 1) ** power_t
+    except OverflowError:
+        return 0.0
+
+
+def _training_rows(net, X, Y, sw, validation, batch_size):
+    """``(X, Y, sw, order, held_out)``: the data the kernels train on, the
+    rows they visit (``order``, shuffled in place) and the validation data
+    ``(X, Y, sw, rows)`` (``rows`` None: all of them; None without validation).
+
+    ``validation`` given as a fraction holds out rows drawn by the network's
+    generator.  Minibatches are then gathered from X by ``order`` one batch
+    at a time, as shuffled ones are; a full batch is the training rows,
+    copied once.
+    """
+    if not isinstance(validation, float):
+        held_out = None if validation is None else (*validation, None)
+        return X, Y, sw, np.arange(X.shape[0], dtype=np.intp), held_out
+    train, val = net._split_rows(X.shape[0], sw, validation)
+    held_out = (X, Y, sw, val)
+    if batch_size is not None and batch_size < len(train):
+        return X, Y, sw, train, held_out
+    rows = (lambda a: np.ascontiguousarray(a[train]))
+    return (rows(X), rows(Y), None if sw is None else rows(sw),
+            np.arange(len(train), dtype=np.intp), held_out)
+
+
+def _validation_scores(net, held_out):
+    """``(val_loss, val_accuracy)`` of ``held_out`` = (X, Y, sw, rows); the
+    accuracy None for an identity output.  Scored in kernel calls of at most
+    ``_VALIDATION_WORK`` multiply-adds each, so Ctrl-C is answered between
+    them; the rows of ``rows`` are gathered one call's worth at a time."""
+    X, Y, sw, rows = held_out
+    n = X.shape[0] if rows is None else len(rows)
+    sizes = net.layer_sizes
+    macs = sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
+    step = max(1, int(_VALIDATION_WORK // macs))
+    total = weight = penalty = 0.0
+    hits = 0
+    for start in range(0, n, step):
+        part = slice(start, start + step) if rows is None else rows[start:start + step]
+        Xc, Yc = X[part], Y[part]
+        data, penalty, m = net._loss_terms(Xc, Yc, None if sw is None else sw[part])
+        total += data
+        weight += m
+        if net.output != "identity":
+            hits += _hits(net, net._forward(Xc), Yc)
+    accuracy = None if net.output == "identity" else hits / n
+    return (total + penalty) / weight, accuracy
+
+
+def _pad_validation(history, net, held_out):
+    """NaN scores for an epoch whose validation was interrupted, so that
+    the history's lists stay the same length."""
+    if held_out is None:
+        return
+    while len(history.val_loss) < history.epochs:
+        history.val_loss.append(float("nan"))
+    while net.output != "identity" and len(history.val_accuracy) < history.epochs:
+        history.val_accuracy.append(float("nan"))
 
 
 class _CtrlC:
@@ -147,137 +225,155 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
         optimizer, schedule, power_t, clip_norm, validation, early_stopping,
         patience, tol, callbacks, verbose, checkpoint=None):
     """Train ``net`` in place; returns the History.  Arguments already checked;
-    ``checkpoint`` is a :class:`Checkpoints` or None."""
-    n = X.shape[0]
+    ``validation`` is None, (X, Y, sw) or the fraction of validation_split;
+    ``checkpoint`` is a :class:`Checkpoints` or None.
+
+    On Ctrl-C or divergence ``net.history`` holds the epochs completed (an
+    empty History when none was), consistent with the weights.
+    """
+    history = History()
+    start = time.perf_counter()
+    with _CtrlC() as ctrl_c:
+        try:
+            X, Y, sw, order, held_out = _training_rows(net, X, Y, sample_weight, validation,
+                                                       batch_size)
+        except KeyboardInterrupt:
+            net.history = history
+            raise
+        bar = _progress(epochs) if verbose else None
+        try:
+            message = _epochs(net, X, Y, sw, order, history, ctrl_c, bar, epochs=epochs,
+                              learning_rate=learning_rate, batch_size=batch_size,
+                              shuffle=shuffle, optimizer=optimizer, schedule=schedule,
+                              power_t=power_t,
+                              clip_norm=clip_norm, held_out=held_out,
+                              early_stopping=early_stopping, patience=patience, tol=tol,
+                              callbacks=callbacks, checkpoint=checkpoint)
+        except (KeyboardInterrupt, DivergenceError):
+            _pad_validation(history, net, held_out)
+            raise
+        finally:
+            history.seconds = time.perf_counter() - start
+            net.history = history
+            if bar is not None:
+                bar.close()
+    if bar is not None and message:
+        print(message, file=bar.file, flush=True)
+    return history
+
+
+def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate, batch_size,
+            shuffle, optimizer, schedule, power_t, clip_norm, held_out, early_stopping,
+            patience, tol, callbacks, checkpoint):
+    """The epochs of :func:`run`, recorded in ``history`` as they complete;
+    returns verbose's end message (or None)."""
+    n = len(order)
     batch_size = n if batch_size is None else min(batch_size, n)
     # the shuffle's seed: integers(0, 2**63)'s value (Lemire's method with a
     # power-of-two range is the top 63 bits of one raw draw), in 0.6 us, not 4.5
     rng_state = np.array([net._rng.bit_generator.random_raw() >> 1], dtype=np.uint64)
-    order = np.arange(n, dtype=np.intp)
     s = net.layer_sizes
     work_per_row = 3.0 * sum(s[i] * s[i + 1] for i in range(len(s) - 1))
     check_every = max(1, int(_WORK_PER_SIGNAL_CHECK / (work_per_row * batch_size)))
     # Python runs between epochs only when something needs it there; a
     # progress bar alone just needs the kernel to come back now and then.
-    per_epoch = (validation is not None or early_stopping or bool(callbacks)
+    per_epoch = (held_out is not None or early_stopping or bool(callbacks)
                  or schedule != "constant" or checkpoint is not None)
     track_best = early_stopping or (checkpoint is not None and checkpoint.every == "best")
-    chunk = 1 if per_epoch else (max(1, epochs // 100) if verbose else epochs)
-    history = History()
+    chunk = 1 if per_epoch else (max(1, epochs // 100) if bar is not None else epochs)
+    chunk = min(chunk, _EPOCHS_PER_CALL)
     counts = np.zeros(len(net._STEPS) + 1, dtype=np.intp) if net._STEPS else None
     history._count_steps(net._STEPS, counts)
-    losses = np.full(epochs, np.nan)
     lr = learning_rate
     best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0
     epoch_start, stop = None, None
-    bar = _progress(epochs) if verbose else None
-    start = time.perf_counter()
     done = 0
-    with _CtrlC() as ctrl_c:
+    while done < epochs:
+        if schedule == "invscaling":
+            lr = _invscaling(learning_rate, net._samples_seen, power_t)
+        k = min(chunk, epochs - done)
+        if track_best and held_out is None:
+            # the training loss of an epoch is measured on the weights it starts from
+            epoch_start = net.params.copy()
+        losses = np.full(k, np.nan)          # per call: memory grows with the epochs run
+        t0 = time.perf_counter()
+        ctrl_c.in_kernel = True
         try:
-            while done < epochs:
-                if schedule == "invscaling":
-                    lr = learning_rate / (net._samples_seen + 1) ** power_t
-                k = min(chunk, epochs - done)
-                if track_best and validation is None:
-                    # the training loss of an epoch is measured on the weights it starts from
-                    epoch_start = net.params.copy()
-                t0 = time.perf_counter()
-                ctrl_c.in_kernel = True
-                try:
-                    completed = net._train_epochs(
-                        X, Y, sample_weight, lr, batch_size, k, order, bool(shuffle),
-                        rng_state, losses[done:done + k], optimizer, clip_norm,
-                        ctrl_c.flag, check_every, counts)
-                except BaseException:
-                    # an exception from a signal handler inside the kernel: the epochs
-                    # it completed have their losses written (the rest are still NaN)
-                    written = losses[done:done + k]
-                    completed = int(np.argmax(~np.isfinite(written))) if not np.isfinite(written).all() else k
-                    history._record(written[:completed], lr,
-                                    (time.perf_counter() - t0) / max(completed, 1))
-                    net._samples_seen += completed * n
-                    raise
-                finally:
-                    ctrl_c.in_kernel = False
-                elapsed = time.perf_counter() - t0
-                net._samples_seen += completed * n
-                history._record(losses[done:done + completed], lr, elapsed / max(completed, 1))
-                done += completed
-                if ctrl_c.flag[0]:
-                    raise KeyboardInterrupt
-                if completed < k:
-                    history.seconds = time.perf_counter() - start
-                    net.history = history
-                    raise DivergenceError(
-                        f"training diverged at epoch {done + 1}: the loss became "
-                        f"{float(losses[done])!r} with learning_rate={lr!r}; try a lower "
-                        "learning_rate or clip_norm (the update that met it was not applied)",
-                        epoch=done + 1, history=history)
-                if not per_epoch:
-                    if bar is not None:
-                        bar.update(done, history.loss[-1], lr)
-                    continue
-                epoch = done                    # numbered from 1 (see fastmlp.history)
-                logs = {"loss": history.loss[-1], "learning_rate": lr, "seconds": elapsed}
-                monitored = history.loss[-1]
-                if validation is not None:
-                    Xv, Yv, swv = validation
-                    logs["val_loss"] = float(net._objective(Xv, Yv, swv))
-                    history.val_loss.append(logs["val_loss"])
-                    monitored = logs["val_loss"]
-                    if net.output != "identity":
-                        logs["val_accuracy"] = _accuracy(net, net._forward(Xv), Yv)
-                        history.val_accuracy.append(logs["val_accuracy"])
-                if bar is not None:
-                    bar.update(done, history.loss[-1], lr,
-                               **{k: logs[k] for k in ("val_loss", "val_accuracy") if k in logs})
-                stop, new_best = None, None
-                if schedule == "plateau":
-                    if history.loss[-1] > min(history.loss[:-1], default=np.inf) - tol:
-                        plateau_wait += 1
-                    else:
-                        plateau_wait = 0
-                    if plateau_wait > patience:
-                        plateau_wait = 0
-                        learning_rate = lr = lr / 5
-                        if lr <= 1e-6:
-                            stop = "plateau"
-                if track_best:
-                    # the best weights are kept on any improvement; tol only decides
-                    # whether an epoch counts as progress for the patience
-                    waited = 0 if monitored < best - tol else waited + 1
-                    if monitored < best:
-                        best, best_epoch = monitored, epoch
-                        best_params = epoch_start if validation is None else net.params.copy()
-                        new_best = best_params
-                    if early_stopping and waited >= patience:
-                        stop = "early_stopping"
-                if checkpoint is not None:
-                    checkpoint.after_epoch(net, epoch, epochs, logs, new_best)
-                if _run_callbacks(callbacks, net, epoch, logs):
-                    stop = stop or "callback"
-                if stop:
-                    history.stopped_early = True
-                    break
-        except KeyboardInterrupt:
-            history.seconds = time.perf_counter() - start
-            net.history = history
+            completed = net._train_epochs(
+                X, Y, sw, lr, batch_size, k, order, bool(shuffle), rng_state, losses,
+                optimizer, clip_norm, ctrl_c.flag, check_every, counts)
+        except BaseException:
+            # an exception from a signal handler inside the kernel: the epochs
+            # it completed have their losses written (the rest are still NaN)
+            finite = np.isfinite(losses)
+            completed = k if finite.all() else int(np.argmax(~finite))
+            history._record(losses[:completed], lr, (time.perf_counter() - t0) / max(completed, 1))
+            net._samples_seen += completed * n
             raise
         finally:
+            ctrl_c.in_kernel = False
+        elapsed = time.perf_counter() - t0
+        net._samples_seen += completed * n
+        history._record(losses[:completed], lr, elapsed / max(completed, 1))
+        done += completed
+        if ctrl_c.flag[0]:
+            raise KeyboardInterrupt
+        if completed < k:
+            raise DivergenceError(
+                f"training diverged at epoch {done + 1}: the loss became "
+                f"{float(losses[completed])!r} with learning_rate={lr!r}; try a lower "
+                "learning_rate or clip_norm (the update that met it was not applied)",
+                epoch=done + 1, history=history)
+        if not per_epoch:
             if bar is not None:
-                bar.close()
+                bar.update(done, history.loss[-1], lr)
+            continue
+        epoch = done                    # numbered from 1 (see fastmlp.history)
+        logs = {"loss": history.loss[-1], "learning_rate": lr, "seconds": elapsed}
+        monitored = history.loss[-1]
+        if held_out is not None:
+            logs["val_loss"], accuracy = _validation_scores(net, held_out)
+            history.val_loss.append(logs["val_loss"])
+            monitored = logs["val_loss"]
+            if accuracy is not None:
+                logs["val_accuracy"] = accuracy
+                history.val_accuracy.append(accuracy)
+        if bar is not None:
+            bar.update(done, history.loss[-1], lr,
+                       **{k: logs[k] for k in ("val_loss", "val_accuracy") if k in logs})
+        stop, new_best = None, None
+        if schedule == "plateau":
+            if history.loss[-1] > min(history.loss[:-1], default=np.inf) - tol:
+                plateau_wait += 1
+            else:
+                plateau_wait = 0
+            if plateau_wait > patience:
+                plateau_wait = 0
+                learning_rate = lr = lr / 5
+                if lr <= 1e-6:
+                    stop = "plateau"
+        if track_best:
+            # the best weights are kept on any improvement; tol only decides
+            # whether an epoch counts as progress for the patience
+            waited = 0 if monitored < best - tol else waited + 1
+            if monitored < best:
+                best, best_epoch = monitored, epoch
+                best_params = epoch_start if held_out is None else net.params.copy()
+                new_best = best_params
+            if early_stopping and waited >= patience:
+                stop = "early_stopping"
+        if checkpoint is not None:
+            checkpoint.after_epoch(net, epoch, epochs, logs, new_best)
+        if _run_callbacks(callbacks, net, epoch, logs):
+            stop = stop or "callback"
+        if stop:
+            history.stopped_early = True
+            break
     if early_stopping and best_params is not None:
         net.params[...] = best_params
         history.best_epoch = best_epoch
-    if bar is not None:
-        message = _end_message(stop or None, done, history.best_epoch, best,
-                               "val_loss" if validation is not None else "loss")
-        if message:
-            print(message, file=bar.file, flush=True)
-    history.seconds = time.perf_counter() - start
-    net.history = history
-    return history
+    return _end_message(stop or None, done, history.best_epoch, best,
+                        "val_loss" if held_out is not None else "loss")
 
 
 def _progress(total):

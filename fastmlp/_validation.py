@@ -18,6 +18,12 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 OPTIMIZERS = {"sgd": 0, "adam": 1}             # the kernels' codes
 FIT_OPTIMIZERS = ("sgd", "adam", "lbfgs")       # lbfgs: scipy, full batch (fastmlp._lbfgs)
 SCHEDULES = ("constant", "invscaling", "plateau")
+# The kernels' products take layer sizes as C ints.
+MAX_LAYER_SIZE = 2**31 - 1
+# Parameters the flat buffer can index (a signed 64-bit count of bytes).
+MAX_PARAMS = 2**60
+# Threads a network may ask for (BLAS libraries cap theirs far lower).
+MAX_THREADS = 1024
 
 
 def is_real(value):
@@ -58,7 +64,16 @@ def check_settings(layer_sizes, activation, output, loss, l2, init, dtype):
                 f"layer_sizes[{i}] must be a positive integer; got {s!r} "
                 f"in layer_sizes={list(layer_sizes)!r}"
             )
+        if s > MAX_LAYER_SIZE:
+            raise ValueError(
+                f"layer_sizes[{i}] must be at most {MAX_LAYER_SIZE} (the kernels' products "
+                f"take C ints); got {s!r} in layer_sizes={list(layer_sizes)!r}"
+            )
         sizes.append(int(s))
+    n_params = sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+    if n_params > MAX_PARAMS:
+        raise ValueError(f"layer_sizes={sizes!r} need {n_params} parameters; at most "
+                         f"{MAX_PARAMS} can be held")
     if len(sizes) < 2:
         raise ValueError(
             "layer_sizes needs at least an input and an output size, e.g. [2, 1]; "
@@ -152,7 +167,8 @@ def check_positive(name, value):
     return value
 
 
-def check_count(name, value, allow_none=False):
+def check_count(name, value, allow_none=False, high=None):
+    """A positive integer (at most ``high`` when given), or None when allowed."""
     if value is None and allow_none:
         return None
     if not is_integer(value):
@@ -160,6 +176,8 @@ def check_count(name, value, allow_none=False):
         raise TypeError(f"{name} must be {expected}; got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}; got {value!r}")
     return int(value)
 
 
@@ -295,7 +313,11 @@ def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
 
 
 def check_sample_weight(sample_weight, n, dtype):
-    """None, or a C-contiguous 1-D array of n finite weights >= 0 with a positive sum."""
+    """None, or a C-contiguous 1-D array of n finite weights >= 0 of ``dtype``
+    whose sum is a finite number of the dtype and whose positive weights are
+    normal numbers (at least the dtype's ``tiny``): so neither the total nor
+    any batch's total with a positive weight overflows or is subnormal (the
+    kernels divide by them)."""
     if sample_weight is None:
         return None
     w = np.asarray(sample_weight)
@@ -303,12 +325,32 @@ def check_sample_weight(sample_weight, n, dtype):
         raise TypeError(f"sample_weight must hold real numbers; got dtype {w.dtype}")
     if w.ndim != 1 or w.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},), one weight per row of X; got shape {w.shape}")
-    w = np.ascontiguousarray(w, dtype=dtype)
+    with np.errstate(over="ignore"):                 # reported below
+        w = np.ascontiguousarray(w, dtype=dtype)
     if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("sample_weight must be finite and >= 0; got negative or non-finite values")
-    if w.sum() <= 0:
+        raise ValueError("sample_weight must be finite and >= 0 (and fit in the network's dtype); "
+                         "got negative or non-finite values")
+    total = float(np.sum(w, dtype=np.float64))
+    if total <= 0:
         raise ValueError("sample_weight must have a positive sum; got all zeros")
+    info = np.finfo(dtype)
+    smallest = float(w[w > 0].min())
+    if smallest < info.tiny or total > info.max:
+        raise ValueError(
+            f"sample_weight's positive weights must be at least {info.tiny:.4g} and their sum at "
+            f"most {info.max:.4g} (normal {np.dtype(dtype).name} numbers: the objective divides "
+            f"by totals of weights); got weights from {smallest!r} summing to {total!r}. Only "
+            "the weights' ratios and the penalties' scale (l2 / sum, l1 / sum) matter: rescale them")
     return w
+
+
+def own(checked, given):
+    """``checked`` (a checked array), copied when it may be ``given``'s memory:
+    what the kernels read during a fit must not change behind the checks
+    (a callback rewriting the caller's array)."""
+    if checked is not given and checked.flags.owndata:
+        return checked
+    return checked.copy()
 
 
 def check_lbfgs_settings(batch_size, momentum, nesterov, schedule, clip_norm):

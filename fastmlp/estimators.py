@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import numbers
 import warnings
 from typing import Sequence, TypeVar
@@ -112,6 +113,17 @@ def _check_sample_weight(sample_weight, n, dtype):
     if (sw < 0).any():
         raise ValueError("sample_weight must be >= 0; negative weights are not supported")
     return sw
+
+
+def _invscaling(learning_rate_init, t, power_t):
+    """scikit-learn's ``learning_rate_init / (t + 1) ** power_t``; where that
+    underflows (or its power overflows) the smallest positive float instead
+    of 0, which ``partial_fit`` refuses: the steps are as nil."""
+    try:
+        lr = float(learning_rate_init) / (t + 1) ** power_t
+    except OverflowError:
+        lr = 0.0
+    return max(lr, math.ulp(0.0))
 
 
 def _repair_views(net):
@@ -305,6 +317,7 @@ class _BaseMLP(BaseEstimator):
                     f"the data and hidden_layer_sizes give layers {layer_units}, but the "
                     f"fitted network has {list(self.network_.layer_sizes)}; refit without "
                     "warm_start to change them")
+            self._follow_settings(output, loss)
             if not incremental:
                 self._lr = float(self.learning_rate_init)
         _repair_views(self.network_)
@@ -405,6 +418,22 @@ class _BaseMLP(BaseEstimator):
     def _fold_class_weight(self, Y, sample_weight, incremental):
         """Sample weights times class weights (the classifier's; none here)."""
         return sample_weight
+
+    def _follow_settings(self, output, loss):
+        """Continue from the fitted weights with the current ``activation``
+        (as scikit-learn does): ``network_`` is rebuilt around its weights
+        when a setting it holds has changed since it was made."""
+        net = self.network_
+        wanted = dict(activation=_ACTIVATIONS[self.activation], output=output, loss=loss)
+        if all(getattr(net, k if k != "loss" else "loss_name") == value
+               for k, value in wanted.items()):
+            return
+        _repair_views(net)
+        settings = dict(wanted, l2=net.l2, init=net.init, dtype=net.dtype.name, seed=net.seed)
+        self.network_ = Network._around(net.params.copy(), list(net.layer_sizes), settings,
+                                        rng_state=net._rng.bit_generator.state)
+        self.network_._origin = getattr(net, "_origin", None)
+        self.out_activation_ = _OUT_NAMES[output]
 
     def _optimizer_kwargs(self):
         if self.solver == "sgd":
@@ -514,7 +543,7 @@ class _BaseMLP(BaseEstimator):
                     break
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    self._lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+                    self._lr = _invscaling(self.learning_rate_init, self.t_, self.power_t)
                 if self._no_improvement_count > self.n_iter_no_change:
                     what = "Validation score" if early_stopping else "Training loss"
                     msg = (f"{what} did not improve more than tol={self.tol:f} for "

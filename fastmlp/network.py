@@ -228,8 +228,23 @@ class Network(BaseNetwork):
 
     def _objective(self, X, Y, sw):
         hidden, output, loss = self._codes
-        return _kernels.objective(self.params, X, Y, sw, self._sizes, hidden, output, loss,
-                                  self.l2, self.l1, threads=self._threads(X.shape[0]))
+        w, l2, l1 = self._weighting(sw)
+        return _kernels.objective(self.params, X, Y, w, self._sizes, hidden, output, loss,
+                                  l2, l1, threads=self._threads(X.shape[0]))
+
+    def _loss_terms(self, X, Y, sw):
+        hidden, output, loss = self._codes
+        w, l2, l1 = self._weighting(sw)
+        return _kernels.objective(self.params, X, Y, w, self._sizes, hidden, output, loss,
+                                  l2, l1, threads=self._threads(X.shape[0]), terms=True)
+
+    def _gradient(self, X, Y, sw):
+        hidden, output, loss = self._codes
+        w, l2, l1 = self._weighting(sw)
+        grads = np.empty(self.n_params, dtype=self.dtype)
+        _kernels.gradient(self.params, X, Y, w, self._sizes, hidden, output, loss, l2, l1,
+                          grads, threads=self._threads(X.shape[0]))
+        return grads
 
     def _full_pass(self, X, Y, sw, keep_z):
         n = X.shape[0]
@@ -239,8 +254,9 @@ class Network(BaseNetwork):
         zs = np.empty(total, dtype=self.dtype) if keep_z else None
         grads = np.empty(self.n_params, dtype=self.dtype)
         hidden, output, loss = self._codes
-        obj = _kernels.full_pass(self.params, X, Y, sw, self._sizes, hidden, output, loss,
-                                 self.l2, self.l1, acts, deltas, grads, zs,
+        w, l2, l1 = self._weighting(sw)
+        obj = _kernels.full_pass(self.params, X, Y, w, self._sizes, hidden, output, loss,
+                                 l2, l1, acts, deltas, grads, zs,
                                  threads=_blas_threads.threads_for(n * self._widest_product,
                                                                    self.n_threads))
         return (obj, self._per_layer(acts, n), None if zs is None else self._per_layer(zs, n),
@@ -273,8 +289,9 @@ class Network(BaseNetwork):
     def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
                       out, optimizer, clip_norm, stop, check_every, counts=None):
         hidden, output, loss = self._codes
+        w, l2, l1 = self._weighting(sw)
         return _kernels.train(
-            self.params, X, Y, sw, self._sizes, hidden, output, loss, lr, self.l2, self.l1,
+            self.params, X, Y, w, self._sizes, hidden, output, loss, lr, l2, l1,
             batch_size, epochs, order, shuffle, rng_state, out,
             optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,

@@ -96,31 +96,40 @@ class Network(BaseNetwork):
     def _forward(self, X):
         return self._forward_all(X)[1][-1]
 
-    def _penalty(self):
+    def _penalty(self, l2, l1):
         """``l2 / 2 * sum(W**2) + l1 * sum(|W|)``: divided by M where used."""
-        if self.l2 == 0 and self.l1 == 0:
+        if l2 == 0 and l1 == 0:
             return 0.0
         Ws = [W.astype(np.float64) for W in self.weights]
-        return 0.5 * self.l2 * sum(np.sum(W ** 2) for W in Ws) + self.l1 * sum(np.sum(np.abs(W)) for W in Ws)
+        return 0.5 * l2 * sum(np.sum(W ** 2) for W in Ws) + l1 * sum(np.sum(np.abs(W)) for W in Ws)
 
     @staticmethod
-    def _total_weight(X, sw):
-        return float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
+    def _total_weight(X, w):
+        return float(X.shape[0]) if w is None else float(np.sum(w, dtype=np.float64))
+
+    def _loss_terms(self, X, Y, sw):
+        w, l2, l1 = self._weighting(sw)
+        zs, acts = self._forward_all(X)
+        rows = row_losses(self.output, self.loss_name, zs[-1], acts[-1], Y)
+        total = rows.sum() if w is None else np.dot(w.astype(np.float64), rows)
+        return float(total), self._penalty(l2, l1), self._total_weight(X, w)
 
     def _objective(self, X, Y, sw):
-        zs, acts = self._forward_all(X)
-        rows = row_losses(self.output, self.loss_name, zs[-1], acts[-1], Y)
-        total = rows.sum() if sw is None else np.dot(sw.astype(np.float64), rows)
-        return (total + self._penalty()) / self._total_weight(X, sw)
+        total, penalty, M = self._loss_terms(X, Y, sw)
+        return (total + penalty) / M
+
+    def _gradient(self, X, Y, sw):
+        return self._full_pass(X, Y, sw, keep_z=False)[-1]
 
     def _full_pass(self, X, Y, sw, keep_z):
-        M = self._total_weight(X, sw)
+        w, l2, l1 = self._weighting(sw)
+        M = self._total_weight(X, w)
         zs, acts = self._forward_all(X)
         rows = row_losses(self.output, self.loss_name, zs[-1], acts[-1], Y)
-        obj = ((rows.sum() if sw is None else np.dot(sw.astype(np.float64), rows))
-               + self._penalty()) / M
+        obj = ((rows.sum() if w is None else np.dot(w.astype(np.float64), rows))
+               + self._penalty(l2, l1)) / M
         _, dact = HIDDEN[self.activation]
-        scale = np.full((X.shape[0], 1), 1 / M) if sw is None else (sw / M)[:, None]
+        scale = np.full((X.shape[0], 1), 1 / M) if w is None else (w / M)[:, None]
         delta = output_delta(self.output, self.loss_name, acts[-1], Y) * scale.astype(self.dtype)
         deltas = [None] * self.n_layers
         grads = np.empty(self.n_params, dtype=self.dtype)
@@ -129,20 +138,44 @@ class Network(BaseNetwork):
             deltas[l] = delta
             a_prev = X if l == 0 else acts[l - 1]
             W = self.weights[l]
-            gW[l][...] = (a_prev.T @ delta + self.dtype.type(self.l2 / M) * W
-                          + self.dtype.type(self.l1 / M) * np.sign(W))
+            gW[l][...] = (a_prev.T @ delta + self.dtype.type(l2 / M) * W
+                          + self.dtype.type(l1 / M) * np.sign(W))
             gb[l][...] = delta.sum(axis=0)
             if l > 0:
                 delta = (delta @ W.T) * dact(a_prev)
         return obj, acts, (zs if keep_z else None), deltas, grads
 
+    @staticmethod
+    def _norm(grads):
+        """The L2 norm, finite whenever it is representable (as _optim.h's)."""
+        g = grads.astype(np.float64)
+        norm = np.sqrt(np.sum(g ** 2))
+        if np.isfinite(norm) or not np.isfinite(g).all():
+            return norm
+        k = np.frexp(np.max(np.abs(g)))[1]
+        return np.ldexp(np.sqrt(np.sum(np.ldexp(g, -k) ** 2)), k)
+
     def _step(self, grads, lr, optimizer, clip_norm):
-        """Clip, then one optimizer step on the flat parameters (sklearn's rules)."""
-        norm = np.sqrt(np.sum(grads.astype(np.float64) ** 2))
+        """Clip, then one optimizer step on the flat parameters (sklearn's
+        rules); False, nothing changed, when a value would not be finite."""
+        with np.errstate(over="ignore"):
+            norm = self._norm(grads)
         if not np.isfinite(norm):
             return False
         if clip_norm > 0 and norm > clip_norm:
             grads = grads * self.dtype.type(clip_norm / norm)
+        kept = [a.copy() for a in (self.params, optimizer.state, optimizer.step) if a is not None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._apply(grads, lr, optimizer)
+        state = [self.params] + ([] if optimizer.state is None else [optimizer.state])
+        if all(np.isfinite(a).all() for a in state):
+            return True
+        for a, b in zip([a for a in (self.params, optimizer.state, optimizer.step)
+                         if a is not None], kept):
+            a[...] = b
+        return False
+
+    def _apply(self, grads, lr, optimizer):
         t = self.dtype.type
         if optimizer.name == "adam":
             optimizer.step[0] += 1
@@ -168,11 +201,12 @@ class Network(BaseNetwork):
     def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
                       out, optimizer, clip_norm, stop, check_every, counts=None):
         # (counts: the compiled steps' tally; the reference has no steps)
-        n = X.shape[0]
-        gather = shuffle and batch_size < n
-        total_weight = self._total_weight(X, sw)
+        n = len(order)
+        shuffling = shuffle and batch_size < n
+        gather = shuffling or n < X.shape[0]
+        total_weight = n if sw is None else self._total_weight(None, sw[order] if gather else sw)
         for e in range(epochs):
-            if gather:
+            if shuffling:
                 _shuffle.shuffle(order, rng_state)
             total = 0.0
             for start in range(0, n, batch_size):

@@ -257,6 +257,30 @@ def test_warm_start_continues():
     assert len(cold.loss_curve_) == 10
 
 
+def test_warm_start_with_a_new_activation_continues_with_it():
+    # as scikit-learn: the fitted weights go on under the activation now set
+    X, y = make_moons(200, noise=0.1, random_state=0)
+    clf = MLPClassifier((8,), max_iter=5, warm_start=True, random_state=0).fit(X, y)
+    clf.set_params(activation="tanh", max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.network_.activation == "tanh" and len(clf.loss_curve_) == 6
+    W0, W1 = clf.coefs_
+    b0, b1 = clf.intercepts_
+    manual = 1 / (1 + np.exp(-(np.tanh(X @ W0 + b0) @ W1 + b1)))
+    np.testing.assert_allclose(clf.predict_proba(X)[:, 1], manual.ravel(), rtol=1e-12)
+
+
+def test_invscaling_rate_that_underflows_keeps_training_going():
+    X, y = make_moons(60, noise=0.1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((4,), solver="sgd", learning_rate="invscaling", power_t=300,
+                            max_iter=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3 and np.isfinite(clf.loss_curve_).all()
+
+
 def test_partial_fit_classifier():
     X, y = make_moons(200, noise=0.1, random_state=0)
     clf = MLPClassifier((16,), learning_rate_init=0.01, random_state=0)

@@ -176,3 +176,92 @@ def test_ctrl_c_inside_one_long_epoch():
     assert 0 < r["steps"] < r["total_steps"], r
     assert r["refit_epochs"] == 2 and r["refit_finite"], r
     assert r["handler_restored"], r
+
+
+# ------------------------------------------------- Ctrl-C outside the kernel loop (issue 24)
+VALIDATING = r"""
+import json, sys, time
+import numpy as np
+import fastmlp
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((64, 64)).astype(np.float32)
+y = (X[:, 0] > 0).astype(np.float32)
+Xv = rng.standard_normal((600_000, 64)).astype(np.float32)
+yv = (Xv[:, 0] > 0).astype(np.float32)
+net = fastmlp.Network([64, 512, 1], dtype="float32", seed=0)
+net.fit(X, y, epochs=1, validation_data=(Xv[:1000], yv[:1000]))
+t0 = time.perf_counter()
+net.fit(X, y, epochs=1, validation_data=(Xv, yv))
+print("READY", time.perf_counter() - t0, flush=True)
+try:
+    net.fit(X, y, epochs=10**6, validation_data=(Xv, yv))
+except KeyboardInterrupt:
+    caught = time.monotonic()
+    h = net.history
+    print("RESULT " + json.dumps(dict(t_caught=caught, loss=len(h.loss),
+          val_loss=len(h.val_loss), val_accuracy=len(h.val_accuracy))), flush=True)
+"""
+
+
+def test_ctrl_c_while_scoring_validation_data_is_prompt_and_history_consistent():
+    proc = subprocess.Popen([sys.executable, "-c", VALIDATING], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_child_env())
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), (line, proc.stderr.read())
+        epoch = float(line.split()[1])          # almost all of it scoring 600k rows
+        time.sleep(max(1.0, 2.5 * epoch))
+        t_sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    result = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    latency = result["t_caught"] - t_sent
+    assert latency < max(0.25, 0.2 * epoch), f"KeyboardInterrupt {latency:.3f} s after SIGINT"
+    assert result["loss"] == result["val_loss"] == result["val_accuracy"] >= 1, result
+
+
+def test_interrupted_validation_leaves_every_list_one_entry_an_epoch(monkeypatch):
+    import numpy as np
+    import fastmlp
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 3))
+    y = (X[:, 0] > 0).astype(float)
+    net = fastmlp.Network([3, 4, 1], seed=0)
+    calls = {"n": 0}
+    forward = net._forward
+
+    def interrupted_on_the_second_epoch(X):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return forward(X)
+
+    monkeypatch.setattr(net, "_forward", interrupted_on_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=5, validation_data=(X, y))
+    h = net.history
+    assert len(h.loss) == len(h.val_loss) == len(h.val_accuracy) == 2
+    assert np.isnan(h.val_accuracy[-1]) and np.isfinite(h.loss).all()
+
+
+def test_ctrl_c_while_splitting_validation_rows_leaves_this_fits_history(monkeypatch):
+    import numpy as np
+    import fastmlp
+    X, y = fastmlp.datasets.xor()
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    net.fit(X, y, epochs=3)
+    before = net.params.copy()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    for name in ("_split_rows", "_split_validation"):      # this code, and the old
+        if hasattr(net, name):
+            monkeypatch.setattr(net, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=3, validation_split=0.25)
+    assert net.history is not None and net.history.loss == []
+    assert np.array_equal(net.params, before)

@@ -136,7 +136,9 @@ def test_save_refuses_non_finite_params_and_non_networks(tmp_path):
 
 def test_save_refuses_a_replaced_params_buffer(tmp_path):
     net, _, _ = trained()
-    net.params = np.zeros(3)
+    with pytest.raises(ValueError, match=r"params must be .* of shape \(\d+,\)"):
+        net.params = np.zeros(3)
+    net._params = np.zeros(3)             # replaced behind the setter's back
     with pytest.raises(ValueError, match=r"net.params must be a \(\d+,\) array"):
         fio.save(net, tmp_path / "m.npz")
 

@@ -855,3 +855,174 @@ def test_first_layer_parts_later_layer_narrower_than_parts():
               seed=5, l2=0.5)
     _same_on_any_thread_count_as_reference(sizes, kw, X, Y, dict(
         epochs=2, learning_rate=0.5, batch_size=100, sample_weight=sw))
+
+
+# ------------------------------------------------------------ issue 24
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+def test_validation_split_trains_on_the_held_in_rows_in_place(cls):
+    # minibatches are gathered from X by the training rows' indices: the same
+    # fit, bit for bit, as on those rows copied out (what the split used to do)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(float)
+    w = rng.random(90) + 0.1
+    kw = dict(epochs=4, learning_rate=0.3, batch_size=16, optimizer="adam")
+    net = cls([4, 6, 1], seed=7)
+    hist = net.fit(X, y, validation_split=0.2, sample_weight=w, **kw)
+    twin = cls([4, 6, 1], seed=7)
+    perm = twin._rng.permutation(90)
+    val, train = np.sort(perm[:18]), np.sort(perm[18:])
+    expected = twin.fit(X[train], y[train], sample_weight=w[train],
+                        validation_data=(X[val], y[val], w[val]), **kw)
+    assert np.array_equal(net.params, twin.params)
+    assert hist.loss == expected.loss and hist.val_loss == expected.val_loss
+    assert hist.val_accuracy == expected.val_accuracy
+
+
+@pytest.mark.parametrize("batch_size", [16, None])
+def test_validation_split_unshuffled_and_full_batch_match_the_reference(batch_size):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(70, 3))
+    y = rng.integers(0, 3, 70)
+    kw = dict(epochs=3, learning_rate=0.2, batch_size=batch_size, shuffle=False,
+              validation_split=0.3)
+    nets = [cls([3, 5, 3], output="softmax", loss="log_loss", seed=1)
+            for cls in (fastmlp.Network, reference.Network)]
+    hists = [net.fit(X, y, **kw) for net in nets]
+    np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(hists[0].val_loss, hists[1].val_loss, rtol=1e-11)
+
+
+def test_validation_scores_are_the_same_in_chunks(monkeypatch):
+    # validation data is scored in kernel calls of bounded work (Ctrl-C is
+    # answered between them); the sums come to the loss of one call
+    from fastmlp import _training
+    rng = np.random.default_rng(5)
+    X, Xv = rng.normal(size=(40, 3)), rng.normal(size=(101, 3))
+    y, yv = rng.integers(0, 2, 40), rng.integers(0, 2, 101)
+    wv = rng.random(101)
+    runs = []
+    for work in (1e7, 7 * 15):                  # one call; calls of 7 rows
+        monkeypatch.setattr(_training, "_VALIDATION_WORK", work)
+        net = fastmlp.Network([3, 5, 1], l2=0.1, seed=2)
+        runs.append(net.fit(X, y, epochs=2, validation_data=(Xv, yv, wv)))
+    np.testing.assert_allclose(runs[0].val_loss, runs[1].val_loss, rtol=1e-13)
+    assert runs[0].val_accuracy == runs[1].val_accuracy
+    assert runs[0].val_loss[-1] == pytest.approx(net.loss(Xv, yv, wv), rel=1e-13)
+
+
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+@pytest.mark.parametrize("weight", [1e-300, 1e306])
+def test_uniform_sample_weights_of_any_normal_size_give_the_unweighted_results(cls, weight):
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(float)
+    w = np.full(20, weight)
+    kw = dict(output="sigmoid", loss="log_loss", seed=3)
+    plain, weighted = cls([3, 4, 1], **kw), cls([3, 4, 1], **kw)
+    assert weighted.loss(X, y, w) == pytest.approx(plain.loss(X, y), rel=1e-13)
+    for (gw, gb), (pw, pb) in zip(weighted.gradients(X, y, w), plain.gradients(X, y)):
+        np.testing.assert_allclose(gw, pw, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(gb, pb, rtol=1e-12, atol=1e-15)
+    h1 = weighted.fit(X, y, epochs=3, batch_size=8, sample_weight=w, optimizer="adam")
+    h0 = plain.fit(X, y, epochs=3, batch_size=8, optimizer="adam")
+    np.testing.assert_allclose(h1.loss, h0.loss, rtol=1e-12)
+    np.testing.assert_allclose(weighted.params, plain.params, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+@pytest.mark.parametrize("dtype,weights", [
+    ("float64", np.full(20, 5e-324)),           # subnormal: 1 / total overflows
+    ("float64", np.full(20, 1.7e308)),          # the total overflows
+    ("float64", np.full(20, 1e307)),
+    ("float32", np.full(20, 1e-40)),
+    ("float32", np.r_[np.full(18, 1.0), 2e38, 2e38]),
+])
+def test_sample_weights_whose_totals_are_not_normal_numbers_are_refused(cls, dtype, weights):
+    # they used to give a loss of 0.0 or NaN, NaN or zero gradients, a history of zeros
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(float)
+    net = cls([3, 4, 1], dtype=dtype, seed=0)
+    before = net.params.copy()
+    for call in (lambda: net.loss(X, y, weights), lambda: net.gradients(X, y, weights),
+                 lambda: net.fit(X, y, epochs=2, sample_weight=weights)):
+        with pytest.raises(ValueError, match=r"sample_weight's positive weights must be at "
+                                             r"least .* and their sum at most .*; got weights"):
+            call()
+    assert np.array_equal(net.params, before)
+
+
+def test_sample_weights_with_penalties_keep_the_objective():
+    # l2 / (2M) and l1 / M use the given weights' total, whatever the scaling
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(12, 3))
+    y = rng.normal(size=12)
+    w = rng.random(12) * 1e-200
+    net = fastmlp.Network([3, 2, 1], output="identity", l2=1e-210, l1=1e-212, seed=0)
+    ref = reference.Network([3, 2, 1], output="identity", l2=1e-210, l1=1e-212, seed=0)
+    M = w.sum()
+    data = np.dot(w, 0.5 * (net.predict(X).ravel() - y) ** 2)
+    Ws = net.weights
+    penalty = 0.5e-210 * sum((W ** 2).sum() for W in Ws) + 1e-212 * sum(abs(W).sum() for W in Ws)
+    assert net.loss(X, y, w) == pytest.approx((data + penalty) / M, rel=1e-12)
+    assert ref.loss(X, y, w) == pytest.approx((data + penalty) / M, rel=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(clip_norm=1.0), dict(momentum=0.9), dict(optimizer="adam", clip_norm=1.0)],
+                         ids=["clip", "momentum", "adam-clip"])
+def test_gradient_norm_beyond_the_square_root_of_the_largest_float_is_finite(kw):
+    # float64 gradients of ~1e199: their squares overflow, their norm does not
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((50, 3)) * 1e200
+    y = (X[:, 0] > 0).astype(float)
+    nets = [cls([3, 1], output="sigmoid", loss="log_loss", seed=0)
+            for cls in (fastmlp.Network, reference.Network)]
+    hists = [net.fit(X, y, epochs=3, batch_size=10, learning_rate=1e-300, **kw) for net in nets]
+    assert np.isfinite(hists[0].loss).all() and np.isfinite(nets[0].params).all()
+    np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=1e-12)
+    np.testing.assert_allclose(hists[0].loss, hists[1].loss, rtol=1e-12)
+
+
+def test_invscaling_rate_below_the_smallest_float_is_zero_not_an_error():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(30, 2))
+    y = (X[:, 0] > 0).astype(float)
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    hist = net.fit(X, y, epochs=3, learning_rate=0.5, schedule="invscaling", power_t=300)
+    assert hist.learning_rate == [0.5, 0.0, 0.0]     # 31**300 overflows a float
+    after_first = fastmlp.Network([2, 3, 1], seed=0)
+    after_first.fit(X, y, epochs=1, learning_rate=0.5)
+    assert np.array_equal(net.params, after_first.params)
+
+
+def test_many_epochs_run_in_kernel_calls_of_bounded_length(monkeypatch):
+    # the losses are allocated per call; the calls continue one another exactly
+    from fastmlp import _training
+    X, y = fastmlp.datasets.xor()
+    whole = fastmlp.Network([2, 3, 1], seed=0)
+    h_whole = whole.fit(X, y, epochs=50, batch_size=2, learning_rate=1.0)
+    monkeypatch.setattr(_training, "_EPOCHS_PER_CALL", 7)
+    parts = fastmlp.Network([2, 3, 1], seed=0)
+    h_parts = parts.fit(X, y, epochs=50, batch_size=2, learning_rate=1.0)
+    assert np.array_equal(whole.params, parts.params) and h_whole.loss == h_parts.loss
+
+
+@pytest.mark.parametrize("what", ["Y", "sample_weight"])
+def test_callback_rewriting_the_callers_arrays_does_not_reach_the_kernels(what):
+    # what the kernels read is checked once: Y and the weights are the fit's own
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(float).reshape(-1, 1)
+    w = rng.random(40)
+    def spoil(net, epoch, logs):
+        (y if what == "Y" else w)[:] = 5.0 if what == "Y" else -1.0
+    runs = []
+    for callbacks in ([], [spoil]):
+        yc, wc = y.copy(), w.copy()
+        y, w = yc, wc
+        net = fastmlp.Network([3, 4, 1], output="sigmoid", loss="log_loss", seed=0)
+        runs.append(net.fit(X, y, epochs=4, batch_size=8, sample_weight=w,
+                            validation_data=(X, y, w), callbacks=callbacks))
+    assert runs[0].loss == runs[1].loss and runs[0].val_loss == runs[1].val_loss
+    assert min(runs[1].loss) > 0

@@ -325,3 +325,47 @@ def test_integer_inputs_equal_their_float_conversion(int_dtype):
     y = np.arange(4).astype(int_dtype)
     assert np.array_equal(net.predict(X), net.predict(X.astype(float)))
     assert net.loss(X, y) == net.loss(X.astype(float), y.astype(float))
+
+
+# ------------------------------------------------------------ issue 24
+@pytest.mark.parametrize("cls", [fastmlp.Network, reference.Network], ids=["compiled", "reference"])
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layer_sizes=[2**63, 1]), r"layer_sizes\[0\] must be at most 2147483647"),
+    (dict(layer_sizes=[2**31 - 1] * 4), r"layer_sizes=.* need \d+ parameters; at most"),
+    (dict(n_threads=2**31), r"n_threads must be at most 1024; got 2147483648"),
+])
+def test_sizes_and_thread_counts_beyond_what_the_kernels_take(cls, kwargs, message):
+    kwargs = dict(kwargs)
+    with pytest.raises(ValueError, match=message):
+        cls(kwargs.pop("layer_sizes", [2, 3, 1]), **kwargs)
+
+
+@pytest.mark.parametrize("value,exc,message", [
+    (None, TypeError, r"params must be a numpy array of 13 float64 values; got NoneType"),
+    ([0.0] * 13, TypeError, r"got list"),
+    (np.zeros(12), ValueError, r"shape \(13,\) and dtype float64; got shape \(12,\)"),
+    (np.zeros(13, np.float32), ValueError, r"got shape \(13,\), dtype float32"),
+    (np.zeros(26)[::2], ValueError, r"not C-contiguous"),
+])
+def test_replacing_params_is_checked(value, exc, message):
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    before = net.params
+    with pytest.raises(exc, match=message):
+        net.params = value
+    assert net.params is before
+
+
+def test_replaced_params_carry_the_weight_views():
+    net = fastmlp.Network([2, 3, 1], seed=0)
+    new = np.arange(13.0)
+    net.params = new
+    assert np.shares_memory(net.weights[0], new) and net.biases[1][0] == 12.0
+    assert net.predict(np.ones((1, 2))).shape == (1, 1)
+
+
+def test_set_params_beyond_float32_is_refused_unchanged():
+    net = fastmlp.Network([2, 3, 1], dtype="float32", seed=0)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match=r"must fit in the network's dtype float32.*1e\+39"):
+        net.set_params(np.full(net.n_params, 1e39))
+    assert np.array_equal(net.params, before)
