@@ -39,7 +39,8 @@ class History:
         iteration, the objective at its end.
     val_loss, val_accuracy : list of float
         Objective and accuracy on the validation data after each epoch (empty
-        without validation data; accuracy only for sigmoid/softmax outputs).
+        without validation data; accuracy only for sigmoid/softmax outputs;
+        NaN for an epoch interrupted by Ctrl-C while its validation was scored).
     learning_rate : list of float
         Step size used in each epoch (NaN for lbfgs, which has none).
     epoch_seconds : list of float
