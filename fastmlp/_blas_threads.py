@@ -60,10 +60,12 @@ BLAS_LIBRARY = _install()
 # Threads (the caller included) of the spinning pool of _pool.h: it splits
 # the products of a forward pass of at most 4 rows (one-sample predict) by
 # columns, the one-pass step's batches of narrow networks by chunks, and the
-# register-blocked minibatch products of _gemm.h by column panels.
+# register-blocked minibatch products of _gemm.h by column panels, and BLAS's
+# products in bands when it runs them on one thread (pool_splits_blas).
 # More than 4 would only add spinning threads for work this small.
-POOL_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                          else (os.cpu_count() or 1)))
+CORES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1))
+POOL_THREADS = min(4, CORES)
 
 
 def pool_threads(n_threads):
@@ -71,8 +73,19 @@ def pool_threads(n_threads):
     return POOL_THREADS if n_threads is None else min(n_threads, 4)
 
 
+def pool_splits_blas(n_threads):
+    """Whether a call's BLAS runs on one thread, its big products split over
+    the pool instead (``gemm_split`` in _products.pxi): when OpenBLAS's count
+    can be set and the pool has every thread the call may use.  The pool
+    notices a slowed or descheduled thread; OpenBLAS's threads wait for it."""
+    wanted = CORES if n_threads is None else n_threads
+    return BLAS_LIBRARY is not None and pool_threads(n_threads) >= wanted
+
+
 def threads_for(largest_product, n_threads):
     """The BLAS thread count to use for a call (0: the library's own setting)."""
+    if pool_splits_blas(n_threads):
+        return 1
     if n_threads is not None:
         return n_threads
     return 1 if largest_product < SINGLE_THREAD_BELOW else 0

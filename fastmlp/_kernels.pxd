@@ -48,6 +48,7 @@ cdef extern from "_pool.h" nogil:
     void fmp_set_slow_windows(int on)
     void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
     void fmp_set_solo_here(int on)
+    int fmp_inside_block()
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -140,6 +141,7 @@ cdef extern from "_threads.h" nogil:
     int fm_threads_pause(int* want)
     void fm_threads_resume(int held, int want)
     int fm_blas_threads_known()
+    int fm_blas_single_here()
 
 cdef extern from "_optim.h" nogil:
     Py_ssize_t FMO_BLOCK

@@ -153,9 +153,9 @@ cdef FitPlan plan_fit(Spec* s, Py_ssize_t n, Py_ssize_t bs, bint is_float, bint 
     p.step_threads = pool_threads
     p.pool_threads = pool_threads
     for l in range(s.L):
-        if bs * s.sizes[l] * s.sizes[l + 1] > BLOCKED_MAX_PRODUCT:
-            # the step has BLAS products: the pool's threads, spinning after
-            # each small product, would take the cores from BLAS's threads
+        if blas_threads != 1 and bs * s.sizes[l] * s.sizes[l + 1] > BLOCKED_MAX_PRODUCT:
+            # the step has products BLAS threads itself: the pool's threads,
+            # spinning after each small product, would take its cores
             p.pool_threads = 1
     p.one_pass = narrow_applies(s, p.allowed)
     p.nv = fm_narrow_nv(bs, elsize)

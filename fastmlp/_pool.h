@@ -108,6 +108,23 @@ static inline int64_t fmp_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Depth of pool blocks the calling thread is running: work inside a block
+ * is never split over the pool again (see fmp_inside_block). */
+static __thread int fmp_in_block;
+
+/* 1 inside a block of fmp_run: a product there stays on this thread. */
+static int fmp_inside_block(void)
+{
+    return fmp_in_block > 0;
+}
+
+static inline void fmp_run_block(fmp_fn fn, void *arg, int block)
+{
+    fmp_in_block++;
+    fn(arg, block);
+    fmp_in_block--;
+}
+
 /* Take one block of generation `gen` from participant `part`'s range (its
  * front or its back) and run it; 0 when none is left there. */
 static int fmp_take_one(uint32_t gen, int part, int from_front)
@@ -120,7 +137,8 @@ static int fmp_take_one(uint32_t gen, int part, int from_front)
                                         __ATOMIC_ACQUIRE)) {
             /* the generation cannot end before this block is done: its
              * task is stable */
-            fmp_pool.fn(fmp_pool.arg, from_front ? FMP_FRONT(c) : FMP_BACK(c) - 1);
+            fmp_run_block(fmp_pool.fn, fmp_pool.arg,
+                          from_front ? FMP_FRONT(c) : FMP_BACK(c) - 1);
             __atomic_add_fetch(&fmp_pool.done, 1, __ATOMIC_RELEASE);
             return 1;
         }
@@ -280,7 +298,7 @@ static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
                                                           __ATOMIC_RELAXED)
             || __atomic_exchange_n(&fmp_pool.busy, 1, __ATOMIC_ACQUIRE)) {
         for (b = 0; b < n_blocks; b++)
-            fn(arg, b);
+            fmp_run_block(fn, arg, b);
         return;
     }
     fmp_start_workers(threads - 1);

@@ -23,7 +23,8 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
     minibatch-sized ones whose B sits in cache through _gemm.h's register
     blocks (BLAS would spend as long packing as multiplying), the rest go to
     BLAS.  ``threads``: the most of fastmlp's pool to use (register blocks
-    of at least BLOCK_SPLIT_PRODUCT multiply-adds).
+    of at least BLOCK_SPLIT_PRODUCT multiply-adds, and BLAS products split
+    by :func:`gemm_split`).
     """
     if loop_product(M, N, K):
         gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
@@ -31,7 +32,7 @@ cdef inline void gemm_rm(char ta, char tb, int M, int N, int K, floating alpha,
         gemm_blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                      threads if <Py_ssize_t>M * N * K >= BLOCK_SPLIT_PRODUCT else 1)
     else:
-        gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        gemm_split(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads)
 
 
 cdef inline bint loop_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
@@ -128,3 +129,81 @@ cdef void gemm_blas(char ta, char tb, int M, int N, int K, floating alpha,
     else:
         dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda,
               &beta, C, &ldc)
+
+
+# --------------------------------------------------------------------------
+# BLAS products split over the pool
+# --------------------------------------------------------------------------
+# A kernel call that runs BLAS on one thread splits each big BLAS product into
+# bands of C on fastmlp's pool, each band one one-thread BLAS call.  The pool
+# claims blocks dynamically and notices a stalled or slowed worker (_pool.h),
+# which BLAS's own threads do not: beside a busy core, a fit whose products
+# BLAS threaded itself ran 1.7-6x slower on two threads than on one.  And the
+# training duel can then run the same blocks on one thread (same results).
+
+cdef struct SplitProduct:
+    bint by_rows            # blocks are bands of C's rows (else of its columns)
+    int step                # rows (columns) a block
+    char ta, tb
+    int M, N, K, lda, ldb, ldc
+    double alpha, beta
+    const void* A
+    const void* B
+    void* C
+
+
+cdef void gemm_split(char ta, char tb, int M, int N, int K, floating alpha,
+                     const floating* A, int lda, const floating* B, int ldb,
+                     floating beta, floating* C, int ldc, int threads) noexcept nogil:
+    """:func:`gemm_blas`, in bands of C of at least SPLIT_BLAS_MACS
+    multiply-adds on up to ``threads`` of the pool when this call holds one
+    BLAS thread and is not itself inside a pool block (else one BLAS call).
+    The bands depend on the shape alone, not on ``threads``: results are the
+    same on any number of threads."""
+    cdef Py_ssize_t macs = <Py_ssize_t>M * N * K, blocks
+    cdef int dim, align = 16 if floating is float else 8
+    cdef SplitProduct t
+    if macs < 2 * SPLIT_BLAS_MACS or not fm_blas_single_here() or fmp_inside_block():
+        gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    t.by_rows = M >= N
+    dim = M if t.by_rows else N
+    blocks = min(SPLIT_BLAS_MAX_BLOCKS, macs // SPLIT_BLAS_MACS, (dim + align - 1) // align)
+    t.step = <int>(((dim + blocks - 1) // blocks + align - 1) // align * align)
+    blocks = (dim + t.step - 1) // t.step
+    if blocks < 2:
+        gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    t.ta, t.tb, t.M, t.N, t.K = ta, tb, M, N, K
+    t.lda, t.ldb, t.ldc = lda, ldb, ldc
+    t.alpha, t.beta = alpha, beta
+    t.A, t.B, t.C = A, B, C
+    fmp_run(split_product_block_f if floating is float else split_product_block_d,
+            &t, <int>blocks, threads)
+
+
+cdef void split_product_block_f(void* arg, int block) noexcept nogil:
+    split_band(<SplitProduct*>arg, block, <float*>NULL)
+
+
+cdef void split_product_block_d(void* arg, int block) noexcept nogil:
+    split_band(<SplitProduct*>arg, block, <double*>NULL)
+
+
+cdef inline void split_band(SplitProduct* t, int block, floating* dtype) noexcept nogil:
+    """Band ``block`` of a :class:`SplitProduct` (``dtype``: its type only)."""
+    cdef const floating* A = <const floating*>t.A
+    cdef const floating* B = <const floating*>t.B
+    cdef floating* C = <floating*>t.C
+    cdef Py_ssize_t lo = <Py_ssize_t>block * t.step
+    cdef int n
+    if t.by_rows:
+        n = <int>min(<Py_ssize_t>t.step, t.M - lo)
+        gemm_blas(t.ta, t.tb, n, t.N, t.K, <floating>t.alpha,
+                  A + (lo * t.lda if t.ta == c'N' else lo), t.lda, B, t.ldb,
+                  <floating>t.beta, C + lo * t.ldc, t.ldc)
+    else:
+        n = <int>min(<Py_ssize_t>t.step, t.N - lo)
+        gemm_blas(t.ta, t.tb, t.M, n, t.K, <floating>t.alpha, A, t.lda,
+                  B + (lo if t.tb == c'N' else lo * t.ldb), t.ldb,
+                  <floating>t.beta, C + lo, t.ldc)

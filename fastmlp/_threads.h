@@ -106,6 +106,14 @@ static void fm_threads_exit(int entered)
     pthread_mutex_unlock(&fm_threads_lock);
 }
 
+/* 1 when the calling thread runs a kernel call under one BLAS thread: its
+ * big products can then be split over fastmlp's pool, each block a
+ * one-thread BLAS call (see gemm_split in _products.pxi). */
+static int fm_blas_single_here(void)
+{
+    return fm_held > 0 && fm_held_want == 1;
+}
+
 /* Release the calling thread's turns (before running Python code inside a
  * kernel call); returns how many, with the count they wanted in *want. */
 static int fm_threads_pause(int *want)
