@@ -66,7 +66,7 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
         if zs != NULL:
             memcpy(zs + y.a + r0 * n_out, A, mr * n_out * sizeof(floating))
             bias_act(zs + y.a + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
-        bias_act(A, b, mr, n_out, act)
+        pooled_bias_act(s, A, b, mr, n_out, act)
         A_prev = A
         next_layer(s, &y)
     return True
@@ -123,7 +123,7 @@ cdef void backward_delta_part(Spec* s, const floating* params, const floating* Y
         part_gemm(s.blas_one, c'N', c'T', <int>mr, <int>y.n_in, <int>y.n_out, <floating>1.0,
                   deltas + y.a + r0 * y.n_out, <int>y.n_out, params + y.w, <int>y.n_out,
                   <floating>0.0, deltas + below, <int>y.n_in, s.pool_threads)
-        times_dact(deltas + below, acts + below, mr * y.n_in, s.hidden)
+        pooled_times_dact(s, deltas + below, acts + below, mr * y.n_in, s.hidden)
         prev_layer(s, &y)
 
 

@@ -11,7 +11,8 @@
 #                  of BLAS: the hidden units split into parts, one hand-off a step;
 #   rows           float32, no product of a part goes to BLAS: the batch in parts
 #                  of its rows on the pool (plain SGD's update in column blocks);
-#   first          float32 plain SGD whose first layer's products go to BLAS: that
+#   first          float32 plain SGD whose first layer's products go to BLAS and
+#                  whose W1 split over the parts fits their cores' caches: that
 #                  layer split by its units, each part calling BLAS on one thread;
 #   layers         otherwise: per-layer products, BLAS for the big ones.
 # The first step (in that order) that the strategy allows and that applies is

@@ -22,6 +22,65 @@ cdef inline void times_dact(floating* D, const floating* A, Py_ssize_t n, int ac
         fm_times_dact_d(D, A, n, act)
 
 
+# The element-wise work of a pass over many values runs in blocks of rows on
+# the pool (each value is computed alone: any split gives the same results).
+cdef struct PointwiseTask:
+    void* D                 # bias_act: A (rows x k); times_dact: D
+    const void* src         # bias_act: b; times_dact: A
+    Py_ssize_t n, k, rows   # values (times_dact) or rows (bias_act), row width, rows a block
+    int act
+    bint is_float
+
+
+cdef void pooled_bias_act(Spec* s, floating* A, const floating* b, Py_ssize_t m,
+                          Py_ssize_t k, int act) noexcept nogil:
+    """:func:`bias_act` on up to ``s.pool_threads`` of the pool, in blocks of
+    rows of at least POINTWISE_SPLIT_VALUES values (not inside a pool block)."""
+    cdef PointwiseTask t
+    cdef Py_ssize_t blocks = min(<Py_ssize_t>64, m * k // POINTWISE_SPLIT_VALUES, m)
+    if s.pool_threads < 2 or blocks < 2 or fmp_inside_block():
+        bias_act(A, b, m, k, act)
+        return
+    t.D, t.src, t.n, t.k, t.act = A, b, m, k, act
+    t.rows = (m + blocks - 1) // blocks
+    t.is_float = floating is float
+    fmp_run(bias_act_block, &t, <int>((m + t.rows - 1) // t.rows), s.pool_threads)
+
+
+cdef void bias_act_block(void* arg, int block) noexcept nogil:
+    cdef PointwiseTask* t = <PointwiseTask*>arg
+    cdef Py_ssize_t r0 = block * t.rows, mr = min(t.rows, t.n - r0)
+    if t.is_float:
+        fm_bias_act_f(<float*>t.D + r0 * t.k, <const float*>t.src, mr, t.k, t.act)
+    else:
+        fm_bias_act_d(<double*>t.D + r0 * t.k, <const double*>t.src, mr, t.k, t.act)
+
+
+cdef void pooled_times_dact(Spec* s, floating* D, const floating* A, Py_ssize_t n,
+                            int act) noexcept nogil:
+    """:func:`times_dact` on the pool, as :func:`pooled_bias_act`."""
+    cdef PointwiseTask t
+    cdef Py_ssize_t blocks = min(<Py_ssize_t>64, n // POINTWISE_SPLIT_VALUES)
+    if act == ACT_IDENTITY:
+        return
+    if s.pool_threads < 2 or blocks < 2 or fmp_inside_block():
+        times_dact(D, A, n, act)
+        return
+    t.D, t.src, t.n, t.act = D, A, n, act
+    t.rows = ((n + blocks - 1) // blocks + 15) // 16 * 16     # whole vectors a block
+    t.is_float = floating is float
+    fmp_run(times_dact_block, &t, <int>((n + t.rows - 1) // t.rows), s.pool_threads)
+
+
+cdef void times_dact_block(void* arg, int block) noexcept nogil:
+    cdef PointwiseTask* t = <PointwiseTask*>arg
+    cdef Py_ssize_t i0 = block * t.rows, n = min(t.rows, t.n - i0)
+    if t.is_float:
+        fm_times_dact_f(<float*>t.D + i0, <const float*>t.src + i0, n, t.act)
+    else:
+        fm_times_dact_d(<double*>t.D + i0, <const double*>t.src + i0, n, t.act)
+
+
 cdef inline void colsum(const floating* D, Py_ssize_t m, Py_ssize_t k, floating* out) noexcept nogil:
     if floating is float:
         fm_colsum_f(D, m, k, out)

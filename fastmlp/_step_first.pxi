@@ -32,9 +32,12 @@ cdef int first_split_parts(Spec* s, Py_ssize_t m, int threads) noexcept nogil:
     the hidden-unit parts nor the row parts (whose products stay out of
     BLAS), the first layer's forward product goes to BLAS, each part gets
     FIRST_PART_MACS of it, UNIT_PANEL units and MIN_PART_ROWS rows at least,
-    and there are no more threads than parts (more threads would sit idle
-    where BLAS's own threads used them all).  On 1 to ``parts`` threads the
-    results are the same."""
+    each part's share of W1 is below CACHED_B_BYTES (the step's gain: that share
+    stays in its core's cache from step to step; without it the "layers"
+    step with its products in bands on the pool was 25-90% faster), and
+    there are no more threads than parts (more threads would sit idle where
+    BLAS's own threads used them all).  On 1 to ``parts`` threads the results
+    are the same."""
     cdef Py_ssize_t n_in, n_h
     cdef int parts = MAX_FIRST_PARTS
     if s.L < 2:
@@ -45,6 +48,7 @@ cdef int first_split_parts(Spec* s, Py_ssize_t m, int threads) noexcept nogil:
                          or n_h < parts * UNIT_PANEL or m < parts * MIN_PART_ROWS):
         parts //= 2
     if (parts == 1 or threads > parts or not blas_product(True, c'N', m, n_h, n_in)
+            or <size_t>(n_in * n_h) * sizeof(float) >= parts * CACHED_B_BYTES
             or unit_parts(s, m) > 1 or row_parts(s, m, True) > 1):
         return 1
     return parts

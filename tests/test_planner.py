@@ -23,6 +23,8 @@ TABLE = [
     ([784, 256, 128, 10], 128, 2048, "float32", {}, 4, "layers", None),
     ([784, 256, 128, 10], 128, 2048, "float32", {"optimizer": "adam"}, 2, "layers", None),
     ([784, 256, 128, 10], 128, 2048, "float64", {}, 2, "layers", None),
+    # W1 split in two would not fit a core's cache: "first" does not pay
+    ([512, 1024, 10], 512, 8192, "float32", {}, 2, "layers", None),
     ([8, 64, 64, 1], 32, 1000, "float32", {"momentum": 0.9}, 2, "layers", "layers"),
 ]
 

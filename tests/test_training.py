@@ -636,7 +636,7 @@ def test_plain_sgd_same_with_or_without_its_backup(dtype, l2, weighted):
 # deltas in BLAS, not the register blocks, see cached_product)
 FIRST_SHAPES = [((512, 256, 64, 10), 128, 2), ((520, 200, 30, 3), 160, 2),
                 ((640, 512, 10), 100, 4), ((600, 224, 48, 24, 5), 128, 2),
-                ((1100, 256, 10), 64, 2), ((400, 384, 704, 10), 128, 2)]
+                ((1000, 256, 10), 64, 2), ((400, 384, 704, 10), 128, 2)]
 
 
 def _first_parts(sizes, m, threads=2):
@@ -692,6 +692,8 @@ def test_first_layer_parts_are_taken_only_where_they_fit():
     assert _first_parts((64, 128, 10), 32) == 1            # digits: hidden-unit parts
     assert _first_parts((64, 96, 24, 10), 37) == 1         # row parts, no BLAS
     assert _first_parts((20, 4000, 10), 400) == 4          # few inputs, many units
+    assert _first_parts((512, 1024, 10), 512) == 1         # W1's parts too big for a cache
+    assert _first_parts((784, 1024, 10), 4096) == 1
 
 
 def _first_split_divergence(X, Y, epochs, lr, **kw):
