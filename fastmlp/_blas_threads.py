@@ -68,6 +68,13 @@ CORES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
 POOL_THREADS = min(4, CORES)
 
 
+# A BLAS product split over the pool has at most one band a pool thread: more
+# bands each pack the shared operand again (bench/NOTES.md, SPLIT_BLAS_MACS).
+# The bands follow the machine, not n_threads: results are the same on any.
+BLAS_BAND_MACS = 2_000_000
+_kernels.set_blas_bands(BLAS_BAND_MACS, POOL_THREADS)
+
+
 def pool_threads(n_threads):
     """Threads of _pool.h for a call (the network's n_threads, at most 4)."""
     return POOL_THREADS if n_threads is None else min(n_threads, 4)

@@ -68,6 +68,19 @@ def set_safe_fraction(double fraction):
     return previous
 
 
+def set_blas_bands(Py_ssize_t macs, Py_ssize_t max_bands):
+    """Set SPLIT_BLAS_MACS and SPLIT_BLAS_MAX_BLOCKS (see gemm_split) and
+    return the previous pair.  Called once at import (_blas_threads: the
+    bands are the machine's pool threads) and for measurements; not
+    thread-safe."""
+    global SPLIT_BLAS_MACS, SPLIT_BLAS_MAX_BLOCKS
+    if macs < 1 or not 1 <= max_bands <= 64:
+        raise ValueError(f"macs must be >= 1 and max_bands in [1, 64]; got {macs}, {max_bands}")
+    previous = (SPLIT_BLAS_MACS, SPLIT_BLAS_MAX_BLOCKS)
+    SPLIT_BLAS_MACS, SPLIT_BLAS_MAX_BLOCKS = macs, max_bands
+    return previous
+
+
 cdef bint toggle_step(int kind, bint enabled):
     """Let the planner take step ``kind`` (or not); returns the previous setting."""
     global HOOK_DISABLED_STEPS
