@@ -5,8 +5,9 @@
 # last (n % bs rows); each of the two sizes gets one step, chosen once:
 #   narrow-epochs  the whole data set is one prepared chunk of the one-pass
 #                  step and the update plain SGD without L2: every epoch in C;
-#   narrow         every layer at most NARROW_MAX_WIDTH wide (or only narrow steps
-#                  allowed): forward, loss and backward in one feature-major pass;
+#   narrow         every layer at most NARROW_MAX_WIDTH wide and batches of at least
+#                  NARROW_MIN_ROWS rows (or only narrow steps allowed): forward,
+#                  loss and backward in one feature-major pass;
 #   units          float32 plain SGD on one hidden layer whose products stay out
 #                  of BLAS: the hidden units split into parts, one hand-off a step;
 #   rows           float32, no product of a part goes to BLAS: the batch in parts
@@ -171,6 +172,11 @@ cdef FitPlan plan_fit(Spec* s, Py_ssize_t n, Py_ssize_t bs, bint is_float, bint 
                      and allows(p.allowed, STEP_NARROW_EPOCHS))
     if p.one_pass and not allows(p.allowed, STEP_NARROW):
         p.one_pass = p.epochs_in_c      # only narrow-epochs allowed
+    if (p.one_pass and not p.epochs_in_c and bs < NARROW_MIN_ROWS
+            and (p.allowed & ~NARROW_STEPS)):
+        # a few rows fill few of the one-pass step's lanes: "layers" is faster
+        p.one_pass = False
+        p.prepared = False
     p.full = choose_step(s, &p, bs, is_float)
     p.last.kind = -1
     p.last.parts = 0

@@ -23,6 +23,7 @@ cdef Py_ssize_t FINITE_SPLIT = 1 << 20          # arrays from this many values a
 # Training steps (see _planner.pxi)
 cdef Py_ssize_t NARROW_MAX_WIDTH = 32           # every layer at most this wide: the one-pass "narrow" step (2-3x on xor, clf)
 NARROW_WIDTH = NARROW_MAX_WIDTH
+cdef Py_ssize_t NARROW_MIN_ROWS = 32            # ... and batches of at least this many rows (fewer: "layers" 1.1-5x faster)
 cdef Py_ssize_t NARROW_PART_MACS = 100000       # "narrow" splits a batch over threads only with this many forward MACs a part
 cdef size_t PREPARED_BYTES = 32 << 20           # largest copy of the data "narrow" prepares once for all epochs
 cdef Py_ssize_t ROW_PART_MACS = 100000          # "rows" / "units": forward MACs a part needs to pay for a hand-off

@@ -210,9 +210,12 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
 }
 
 /* Small row-major products C = alpha * op(A) op(B) + beta * C, as plain loops
- * for the sizes where a BLAS call costs more than the arithmetic. */
+ * for the sizes where a BLAS call costs more than the arithmetic, and rank-1
+ * products (K == 1: a batch-1 step's weight gradient) of any size: cloned
+ * like the rest (inlined into the Cython code, which is built for the
+ * baseline ISA, a 100x128 outer product took ~13 instructions a value). */
 #define FM_DEFINE_SMALL_GEMM(T, SUF)                                            \
-FM_INLINE void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, \
+FM_CLONES static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx K, \
                                 T alpha, const T *restrict A, fm_idx lda,       \
                                 const T *restrict B, fm_idx ldb, T beta,        \
                                 T *restrict C, fm_idx ldc)                      \
@@ -252,8 +255,13 @@ FM_INLINE void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, fm_idx 
             T *restrict c = C + i * ldc;                                        \
             for (j = 0; j < N; j++) {                                           \
                 const T *restrict bcol = B + j * ldb;                           \
-                T t = 0;                                                        \
-                for (p = 0; p < K; p++) t += arow[p] * bcol[p];                 \
+                T t = 0, acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                     \
+                int r;                                                          \
+                /* eight independent sums: vector lanes without reordering */  \
+                for (p = 0; p + 8 <= K; p += 8)                                 \
+                    for (r = 0; r < 8; r++) acc[r] += arow[p + r] * bcol[p + r]; \
+                for (r = 0; r < 8; r++) t += acc[r];                            \
+                for (; p < K; p++) t += arow[p] * bcol[p];                      \
                 c[j] += alpha * t;                                              \
             }                                                                   \
         }                                                                       \

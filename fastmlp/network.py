@@ -16,8 +16,8 @@ from ._base import BaseNetwork
 STEP_REASONS = {
     "narrow-epochs": "plain SGD without L2 on data that fits one chunk of the one-pass step: "
                      "every epoch runs in one C loop",
-    "narrow": "every layer is at most 32 units wide: forward, loss and backward run in one "
-              "feature-major pass over each batch",
+    "narrow": "every layer is at most 32 units wide and batches have at least 32 rows: "
+              "forward, loss and backward run in one feature-major pass over each batch",
     "units": "float32 plain SGD on one hidden layer whose products stay in fastmlp's own "
              "kernels: the hidden units are split into parts, one thread hand-off a step",
     "rows": "float32, and no product of a part goes to BLAS: each batch is split into parts "

@@ -10,7 +10,10 @@ from fastmlp import _kernels
 # momentum, clipping or L1.
 TABLE = [
     ([2, 3, 1], None, 4, "float64", {}, 2, "narrow-epochs", None),
-    ([2, 3, 1], None, 4, "float64", {"momentum": 0.9}, 2, "narrow", None),
+    # fewer than NARROW_MIN_ROWS rows a batch: "layers" (but whole epochs in C)
+    ([2, 3, 1], None, 4, "float64", {"momentum": 0.9}, 2, "layers", None),
+    ([20, 32, 1], 1, 500, "float32", {}, 2, "layers", None),
+    ([20, 32, 1], 32, 500, "float32", {}, 2, "narrow", "narrow"),
     ([20, 8, 3, 1], 32, 4000, "float32", {}, 2, "narrow", None),
     ([20, 8, 3, 1], 32, 4000, "float32", {"optimizer": "adam"}, 2, "narrow", None),
     ([64, 128, 10], 32, 1437, "float32", {}, 2, "units", "units"),

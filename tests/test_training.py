@@ -293,7 +293,8 @@ def test_epochs_in_one_c_loop_equal_epoch_by_epoch_exactly(n, weighted, act, out
     for in_c in (True, False):
         net = fastmlp.Network([3, 4, n_out], activation=act, output=out, loss=loss,
                               dtype=dtype, seed=1)
-        net._epochs_in_c = in_c
+        net._narrow = 1         # the one-pass step either way (batches this small
+        net._epochs_in_c = in_c     # would otherwise take "layers")
         hist = net.fit(X, Y, epochs=300, learning_rate=0.5, shuffle=False, sample_weight=sw)
         runs.append((net.params.copy(), np.asarray(hist.loss)))
     assert np.array_equal(runs[0][0], runs[1][0])
@@ -309,7 +310,8 @@ def test_epochs_in_one_c_loop_stop_where_the_epoch_loop_stops(dtype):
     runs = []
     for in_c in (True, False):
         net = fastmlp.Network([2, 3, 1], output="identity", dtype=dtype, seed=0)
-        net._epochs_in_c = in_c
+        net._narrow = 1         # the one-pass step either way (batches this small
+        net._epochs_in_c = in_c     # would otherwise take "layers")
         with pytest.raises(fastmlp.DivergenceError) as caught:
             net.fit(X, Y, epochs=200, learning_rate=50.0, shuffle=False)
         runs.append((net.params.copy(), caught.value.epoch, np.asarray(caught.value.history.loss)))
