@@ -239,8 +239,10 @@ cdef enum:
     DUEL_REPEAT = 16
     DUEL_MAX = 256
 cdef int64_t DUEL_WINDOW_NS = 1500000
+cdef double DUEL_MARGIN = 1.1
 # A busy core outlasts one fit: a fit starting within DUEL_MEMORY_NS of a duel
-# that chose one thread starts on one thread (then duels as usual).
+# that chose one thread starts on one thread for DUEL_MAX windows (then duels
+# as usual).
 cdef int64_t DUEL_MEMORY_NS = 1000000000
 cdef int64_t last_solo_choice_ns = -DUEL_MEMORY_NS     # (races are benign)
 
@@ -260,9 +262,12 @@ cdef void duel_start(Duel* d, FitPlan* p, Py_ssize_t n_params) noexcept nogil:
     d.repeat = DUEL_REPEAT
     d.t0 = fmp_now_ns()
     if d.active and d.t0 - last_solo_choice_ns < DUEL_MEMORY_NS:
+        # as long as a side that keeps winning runs: each pooled window on a
+        # busy core risks a worker's whole time slice (a 12 ms fit took 16)
         d.phase = DUEL_CHOSEN
         d.solo = True
-        d.left = 16 * DUEL_WINDOW
+        d.repeat = DUEL_MAX
+        d.left = DUEL_MAX * DUEL_WINDOW
         fmp_set_solo_here(1)
 
 
@@ -285,7 +290,10 @@ cdef void duel_step(Duel* d) noexcept nogil:
         d.window = d.done - 1
         d.phase = DUEL_SOLO
     elif d.phase == DUEL_SOLO:
-        solo = (now - d.t0) / (d.done - 1) < d.pooled_ns
+        # the pool must win by DUEL_MARGIN: its own fallback (_pool.h: after
+        # a stall, calls run alone for a while) can make a pooled window as
+        # fast as one thread, and the slow pooled steps then come back
+        solo = (now - d.t0) / (d.done - 1) < d.pooled_ns * DUEL_MARGIN
         d.repeat = min(2 * d.repeat, <int>DUEL_MAX) if solo == d.solo else DUEL_REPEAT
         d.solo = solo
         last_solo_choice_ns = now if solo else -DUEL_MEMORY_NS
