@@ -10,6 +10,11 @@ first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
 :mod:`fastmlp.onnx` (``export``), :mod:`fastmlp.plot`, :mod:`fastmlp.progress`,
 :mod:`fastmlp.distributed` (MPI) and :mod:`fastmlp.dask`.
 """
+try:
+    from . import _kernels  # noqa: F401  (the compiled core: a clear error when it is not built)
+except ImportError as exc:
+    from .errors import missing_core_message
+    raise ImportError(missing_core_message(__file__)) from exc
 from . import datasets, reference
 from .errors import STOP, DivergenceError, ModelFileError, StopTraining
 from .gradcheck import GradientCheck, check_gradients

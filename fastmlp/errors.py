@@ -72,3 +72,15 @@ class ModelFileError(ValueError):
         super().__init__(f"cannot load a fastmlp model from {str(path)!r}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+def missing_core_message(init_file):
+    """The one-line message of the ImportError raised when the compiled core
+    (``fastmlp._kernels``) cannot be imported from the package at ``init_file``."""
+    import os
+    here = os.path.dirname(os.path.abspath(init_file))
+    return (f"fastmlp's compiled core (_kernels) is not built in {here}: if that is a "
+            f"source checkout (running Python from its root imports it instead of the "
+            f"installed package), run Python from another directory or build in place "
+            f"with `python setup.py build_ext --inplace`; else reinstall with "
+            f"`pip install --force-reinstall fastmlp`")
