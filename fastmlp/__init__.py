@@ -10,6 +10,8 @@ first use, so that scikit-learn, matplotlib, tqdm and torch stay optional:
 :mod:`fastmlp.onnx` (``export``), :mod:`fastmlp.plot`, :mod:`fastmlp.progress`,
 :mod:`fastmlp.distributed` (MPI) and :mod:`fastmlp.dask`.
 """
+from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's BLAS)
+
 try:
     from . import _kernels  # noqa: F401  (the compiled core: a clear error when it is not built)
 except ImportError as exc:
