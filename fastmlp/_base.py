@@ -535,8 +535,8 @@ class BaseNetwork:
             batch_size: int | None = None, shuffle: bool = True, *,
             optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
             beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
-            schedule: str = "constant", power_t: float = 0.5, clip_norm: float | None = None,
-            sample_weight: ArrayLike | None = None,
+            schedule: str = "constant", power_t: float = 0.5, warmup_epochs: int = 0,
+            clip_norm: float | None = None, sample_weight: ArrayLike | None = None,
             class_weight: dict[int, float] | Literal["balanced"] | None = None,
             validation_data: tuple | None = None, validation_split: float = 0.0,
             early_stopping: bool = False, patience: int = 10, tol: float = 1e-4,
@@ -577,13 +577,18 @@ class BaseNetwork:
             SGD momentum; ``nesterov=True`` uses Nesterov's form.
         beta1, beta2, epsilon : float
             Adam's settings (scikit-learn's definitions).
-        schedule : {'constant', 'invscaling', 'plateau'}
+        schedule : {'constant', 'invscaling', 'plateau', 'cosine'}
             ``invscaling``: ``learning_rate / (t + 1) ** power_t`` with ``t``
             the samples seen; ``plateau``: divide the rate by 5 when the
             training loss has not improved by ``tol`` for more than
-            ``patience`` epochs, stopping once it falls below 1e-6.
+            ``patience`` epochs, stopping once it falls below 1e-6;
+            ``cosine``: epoch ``e`` (from 0) of the first ``warmup_epochs``
+            uses ``learning_rate * (e + 1) / warmup_epochs``, epoch ``e`` of the
+            ``E`` after them ``learning_rate * (1 + cos(pi * e / E)) / 2``.
         power_t : float
             Exponent of ``invscaling``.
+        warmup_epochs : int
+            Epochs of linear warm-up of the ``cosine`` schedule (0: none).
         clip_norm : float or None
             Rescale each batch gradient to at most this global L2 norm.
         sample_weight : array-like of shape (n_samples,), optional
@@ -662,7 +667,7 @@ class BaseNetwork:
                          clip_norm, sample_weight, validation_data, validation_split,
                          early_stopping, patience, tol, callbacks, verbose, fresh=True,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                         class_weight=class_weight)
+                         class_weight=class_weight, warmup_epochs=warmup_epochs)
 
     def partial_fit(self, X: ArrayLike, Y: ArrayLike, learning_rate: float = 0.1,
                     batch_size: int | None = None, shuffle: bool = True, *,
@@ -692,7 +697,8 @@ class BaseNetwork:
     def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
              nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
              validation_data, validation_split, early_stopping, patience, tol, callbacks,
-             verbose, fresh, checkpoint=None, checkpoint_every="best", class_weight=None):
+             verbose, fresh, checkpoint=None, checkpoint_every="best", class_weight=None,
+             warmup_epochs=0):
         # the kernels read the caller's X in place (no copy); Y and the sample
         # weights are copied when they are the caller's (a callback rewriting
         # them must not bypass the checks)
@@ -713,6 +719,7 @@ class BaseNetwork:
         settings = v.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
         v.check_choice("schedule", schedule, v.SCHEDULES)
         power_t = v.check_nonnegative("power_t", power_t)
+        warmup_epochs = v.check_warmup(warmup_epochs, schedule)
         clip_norm = v.check_optional_positive("clip_norm", clip_norm) or 0.0
         patience = v.check_count("patience", patience)
         tol = v.check_nonnegative("tol", tol)
@@ -729,7 +736,8 @@ class BaseNetwork:
             return _training.run(
                 self, X, Y, sw, epochs=epochs, learning_rate=lr, batch_size=batch_size,
                 shuffle=shuffle, optimizer=self._optimizer, schedule=schedule,
-                power_t=power_t, clip_norm=clip_norm, validation=validation,
+                power_t=power_t, warmup_epochs=warmup_epochs, clip_norm=clip_norm,
+                validation=validation,
                 early_stopping=bool(early_stopping), patience=patience, tol=tol,
                 callbacks=callbacks, verbose=bool(verbose), checkpoint=checkpoint)
         finally:

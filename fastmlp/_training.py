@@ -6,6 +6,7 @@ calls the network's ``_train_epochs`` (the kernels, or NumPy) for the math.
 Without per-epoch work (no validation, callbacks, progress or schedule) all
 epochs run in one kernel call.
 """
+import math
 import os
 import signal
 import threading
@@ -137,6 +138,16 @@ def _invscaling(learning_rate, samples_seen, power_t):
         return 0.0
 
 
+def cosine_rate(learning_rate, epoch, epochs, warmup_epochs):
+    """The ``cosine`` schedule's rate for ``epoch`` (from 0) of ``epochs``: a
+    linear warm-up over the first ``warmup_epochs`` up to ``learning_rate``,
+    then half a cosine period from ``learning_rate`` towards 0."""
+    if epoch < warmup_epochs:
+        return learning_rate * (epoch + 1) / warmup_epochs
+    span = epochs - warmup_epochs
+    return learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+
+
 def _training_rows(net, X, Y, sw, validation, batch_size):
     """``(X, Y, sw, order, held_out)``: the data the kernels train on, the
     rows they visit (``order``, shuffled in place) and the validation data
@@ -223,7 +234,7 @@ class _CtrlC:
 
 def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
         optimizer, schedule, power_t, clip_norm, validation, early_stopping,
-        patience, tol, callbacks, verbose, checkpoint=None):
+        patience, tol, callbacks, verbose, checkpoint=None, warmup_epochs=0):
     """Train ``net`` in place; returns the History.  Arguments already checked;
     ``validation`` is None, (X, Y, sw) or the fraction of validation_split;
     ``checkpoint`` is a :class:`Checkpoints` or None.
@@ -245,7 +256,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
             message = _epochs(net, X, Y, sw, order, history, ctrl_c, bar, epochs=epochs,
                               learning_rate=learning_rate, batch_size=batch_size,
                               shuffle=shuffle, optimizer=optimizer, schedule=schedule,
-                              power_t=power_t,
+                              power_t=power_t, warmup_epochs=warmup_epochs,
                               clip_norm=clip_norm, held_out=held_out,
                               early_stopping=early_stopping, patience=patience, tol=tol,
                               callbacks=callbacks, checkpoint=checkpoint)
@@ -264,7 +275,7 @@ def run(net, X, Y, sample_weight, *, epochs, learning_rate, batch_size, shuffle,
 
 def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate, batch_size,
             shuffle, optimizer, schedule, power_t, clip_norm, held_out, early_stopping,
-            patience, tol, callbacks, checkpoint):
+            patience, tol, callbacks, checkpoint, warmup_epochs=0):
     """The epochs of :func:`run`, recorded in ``history`` as they complete;
     returns verbose's end message (or None)."""
     n = len(order)
@@ -291,6 +302,8 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
     while done < epochs:
         if schedule == "invscaling":
             lr = _invscaling(learning_rate, net._samples_seen, power_t)
+        elif schedule == "cosine":
+            lr = cosine_rate(learning_rate, done, epochs, warmup_epochs)
         k = min(chunk, epochs - done)
         if track_best and held_out is None:
             # the training loss of an epoch is measured on the weights it starts from

@@ -17,7 +17,8 @@ INITS = ("plain", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OPTIMIZERS = {"sgd": 0, "adam": 1}             # the kernels' codes
 FIT_OPTIMIZERS = ("sgd", "adam", "lbfgs")       # lbfgs: scipy, full batch (fastmlp._lbfgs)
-SCHEDULES = ("constant", "invscaling", "plateau")
+SCHEDULES = ("constant", "invscaling", "plateau", "cosine")
+DISTRIBUTED_SCHEDULES = ("constant", "invscaling", "plateau")
 # The kernels' products take layer sizes as C ints.
 MAX_LAYER_SIZE = 2**31 - 1
 # Parameters the flat buffer can index (a signed 64-bit count of bytes).
@@ -450,3 +451,14 @@ def fold_class_weight(class_weight, Y, output, sample_weight, dtype):
     if rows.sum() <= 0:
         raise ValueError(f"class_weight={class_weight!r} leaves every row of Y with weight 0")
     return np.ascontiguousarray(rows)
+
+
+def check_warmup(warmup_epochs, schedule):
+    """``warmup_epochs``: a non-negative int, and 0 unless ``schedule`` is 'cosine'."""
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) \
+            or warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be a non-negative integer; got {warmup_epochs!r}")
+    if warmup_epochs and schedule != "cosine":
+        raise ValueError(f"warmup_epochs applies to schedule='cosine' only; got "
+                         f"warmup_epochs={warmup_epochs} with schedule={schedule!r}")
+    return int(warmup_epochs)

@@ -219,7 +219,7 @@ def _check(net, X, Y, sample_weight, validation_data, validation_split, callback
     s["batch_size"] = v.check_count("batch_size", args["batch_size"], allow_none=True)
     s["optimizer"] = v.check_optimizer(args["optimizer"], args["momentum"], args["nesterov"],
                                        args["beta1"], args["beta2"], args["epsilon"])
-    v.check_choice("schedule", args["schedule"], v.SCHEDULES)
+    v.check_choice("schedule", args["schedule"], v.DISTRIBUTED_SCHEDULES)
     s["power_t"] = v.check_nonnegative("power_t", args["power_t"])
     s["clip_norm"] = v.check_optional_positive("clip_norm", args["clip_norm"]) or 0.0
     s["patience"] = v.check_count("patience", args["patience"])

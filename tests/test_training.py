@@ -180,7 +180,7 @@ def test_schedules():
     np.testing.assert_allclose(hist.learning_rate, [1e-4] * 5 + [2e-5] * 4 + [4e-6] * 4)
     assert hist.stopped_early
     with pytest.raises(ValueError, match="schedule must be one of"):
-        net.fit(X, y, schedule="cosine")
+        net.fit(X, y, schedule="cosine-annealing")
 
 
 def test_partial_fit_keeps_the_optimizer_state():
