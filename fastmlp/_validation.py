@@ -455,8 +455,7 @@ def fold_class_weight(class_weight, Y, output, sample_weight, dtype):
 
 def check_warmup(warmup_epochs, schedule):
     """``warmup_epochs``: a non-negative int, and 0 unless ``schedule`` is 'cosine'."""
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) \
-            or warmup_epochs < 0:
+    if not is_integer(warmup_epochs) or warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be a non-negative integer; got {warmup_epochs!r}")
     if warmup_epochs and schedule != "cosine":
         raise ValueError(f"warmup_epochs applies to schedule='cosine' only; got "
