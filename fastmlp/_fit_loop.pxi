@@ -230,7 +230,11 @@ cdef void batch_rows(Fit* f, floating* params, Py_ssize_t start, Py_ssize_t m,
 # keeps the faster.  Each side gets a window of at least DUEL_WINDOW steps
 # and DUEL_WINDOW_NS (shorter windows measured the host's noise); the winner
 # then runs DUEL_REPEAT times as many steps, twice that (up to DUEL_MAX
-# times) while the same side keeps winning.
+# times) while the same side keeps winning.  A pooled window in which the
+# caller waited for the workers less than DUEL_QUIET_WAIT of its own time on
+# the blocks wins without a one-thread window: the workers kept up, so one
+# thread would have had their blocks to do as well (the one-thread window
+# was a quarter of a one-epoch fit of a 1024-wide net, bench/NOTES.md).
 cdef enum:
     DUEL_POOLED = 0
     DUEL_SOLO = 1
@@ -240,6 +244,7 @@ cdef enum:
     DUEL_MAX = 256
 cdef int64_t DUEL_WINDOW_NS = 1500000
 cdef double DUEL_MARGIN = 1.1
+cdef double DUEL_QUIET_WAIT = 0.1
 # A busy core outlasts one fit: a fit starting within DUEL_MEMORY_NS of a duel
 # that chose one thread starts on one thread for DUEL_MAX windows (then duels
 # as usual).
@@ -261,6 +266,7 @@ cdef void duel_start(Duel* d, FitPlan* p, Py_ssize_t n_params) noexcept nogil:
     d.phase = DUEL_POOLED
     d.repeat = DUEL_REPEAT
     d.t0 = fmp_now_ns()
+    fmp_caller_totals(&d.own0, &d.wait0)
     if d.active and d.t0 - last_solo_choice_ns < DUEL_MEMORY_NS:
         # as long as a side that keeps winning runs: each pooled window on a
         # busy core risks a worker's whole time slice (a 12 ms fit took 16)
@@ -274,7 +280,6 @@ cdef void duel_start(Duel* d, FitPlan* p, Py_ssize_t n_params) noexcept nogil:
 cdef void duel_step(Duel* d) noexcept nogil:
     """Before a full step: end the phase whose time is up, set the mode."""
     cdef int64_t now
-    cdef bint solo
     d.done += 1
     if d.phase == DUEL_CHOSEN and d.done <= d.left:
         if d.solo:
@@ -288,24 +293,45 @@ cdef void duel_step(Duel* d) noexcept nogil:
     if d.phase == DUEL_POOLED:
         d.pooled_ns = (now - d.t0) / (d.done - 1)
         d.window = d.done - 1
-        d.phase = DUEL_SOLO
+        if pool_kept_up(d):
+            duel_choose(d, False, now, 0)
+        else:
+            d.phase = DUEL_SOLO
     elif d.phase == DUEL_SOLO:
         # the pool must win by DUEL_MARGIN: its own fallback (_pool.h: after
         # a stall, calls run alone for a while) can make a pooled window as
         # fast as one thread, and the slow pooled steps then come back
-        solo = (now - d.t0) / (d.done - 1) < d.pooled_ns * DUEL_MARGIN
-        d.repeat = min(2 * d.repeat, <int>DUEL_MAX) if solo == d.solo else DUEL_REPEAT
-        d.solo = solo
-        last_solo_choice_ns = now if solo else -DUEL_MEMORY_NS
-        d.phase = DUEL_CHOSEN
-        d.left = d.repeat * (d.window + d.done - 1)
+        duel_choose(d, (now - d.t0) / (d.done - 1) < d.pooled_ns * DUEL_MARGIN, now,
+                    d.done - 1)
     else:
         d.phase = DUEL_POOLED
+        fmp_caller_totals(&d.own0, &d.wait0)
     d.done = 1
     d.t0 = now
     fmp_set_solo_here(d.phase == DUEL_SOLO or (d.phase == DUEL_CHOSEN and d.solo))
     if d.phase == DUEL_SOLO or (d.phase == DUEL_CHOSEN and d.solo):
         d.solo_steps += 1
+
+
+cdef bint pool_kept_up(Duel* d) noexcept nogil:
+    """Whether the pooled window's caller waited for the workers less than
+    DUEL_QUIET_WAIT of its own time on the blocks (see the duel's comment)."""
+    cdef int64_t own, wait
+    fmp_caller_totals(&own, &wait)
+    own -= d.own0
+    wait -= d.wait0
+    return own > 0 and wait < DUEL_QUIET_WAIT * own
+
+
+cdef void duel_choose(Duel* d, bint solo, int64_t now, Py_ssize_t solo_window) noexcept nogil:
+    """Hold the choice for ``d.repeat`` windows (doubled while the same side
+    wins); ``solo_window``: the steps of the one-thread window (0 when none ran)."""
+    global last_solo_choice_ns
+    d.repeat = min(2 * d.repeat, <int>DUEL_MAX) if solo == d.solo else DUEL_REPEAT
+    d.solo = solo
+    last_solo_choice_ns = now if solo else -DUEL_MEMORY_NS
+    d.phase = DUEL_CHOSEN
+    d.left = d.repeat * (d.window + solo_window)
 
 
 cdef double take_step(Fit* f, floating* params, Batch* b) noexcept nogil:

@@ -84,6 +84,7 @@ cdef struct Duel:
     bint solo               # the choice
     int64_t t0              # the phase's start
     double pooled_ns        # the pooled window's time a step
+    int64_t own0, wait0     # the pool caller's totals when the pooled window began
     Py_ssize_t solo_steps   # steps run on one thread (History.solo_steps)
 
 

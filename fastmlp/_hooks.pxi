@@ -129,3 +129,23 @@ def set_duel_window(double seconds):
         raise ValueError(f"seconds must be in [0, 60]; got {seconds}")
     previous, DUEL_WINDOW_NS = DUEL_WINDOW_NS / 1e9, <int64_t>(seconds * 1e9)
     return previous
+
+
+def remember_solo_choice():
+    """Act as if a duel had just chosen one thread (the next fit within
+    DUEL_MEMORY_NS starts on one thread).  For tests."""
+    global last_solo_choice_ns
+    last_solo_choice_ns = fmp_now_ns()
+
+
+def set_duel_quiet_wait(double fraction):
+    """Set DUEL_QUIET_WAIT (see duel_step: a pooled window whose caller waited
+    less than this fraction of its own time wins without a one-thread window;
+    0 always measures one) and return the previous value.  Forgets the last
+    duel's choice.  For tests and measurements, not thread-safe."""
+    global DUEL_QUIET_WAIT, last_solo_choice_ns
+    last_solo_choice_ns = -DUEL_MEMORY_NS
+    if not 0 <= fraction <= 1e9:
+        raise ValueError(f"fraction must be in [0, 1e9]; got {fraction}")
+    previous, DUEL_QUIET_WAIT = DUEL_QUIET_WAIT, fraction
+    return previous

@@ -47,6 +47,7 @@ cdef extern from "_pool.h" nogil:
     void fmp_forget_stalls()
     void fmp_set_slow_windows(int on)
     void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
+    void fmp_caller_totals(int64_t* own, int64_t* wait)
     void fmp_set_solo_here(int on)
     int fmp_inside_block()
 

@@ -84,6 +84,8 @@ static struct {
     int stall_level;            /* the solo time of the last stall: FMP_SOLO_NS << level */
     int64_t own_ns;             /* this window's time of the caller on its blocks */
     int64_t wait_ns;            /* ... and waiting for the workers' (see the top) */
+    int64_t own_total;          /* the caller's time on its blocks, all calls so far */
+    int64_t wait_total;         /* ... and waiting for the workers' (fmp_caller_totals) */
     int slow_off;               /* 1: the windows are not kept (for measurements) */
     uint32_t gen;               /* generation of the latest task (atomic) */
     int done;                   /* blocks finished in this generation (atomic) */
@@ -245,6 +247,8 @@ static int64_t fmp_solo_left_ns(void)
  * FMP_SOLO_NS.  By the pool's caller only. */
 static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
 {
+    fmp_pool.own_total += own;
+    fmp_pool.wait_total += wait;
     if (fmp_pool.slow_off)
         return;
     fmp_pool.own_ns += own;
@@ -256,6 +260,15 @@ static void fmp_add_to_window(int64_t own, int64_t wait, int64_t now)
         __atomic_store_n(&fmp_pool.solo_until, now + FMP_SOLO_NS, __ATOMIC_RELAXED);
     fmp_pool.own_ns = 0;
     fmp_pool.wait_ns = 0;
+}
+
+/* The pool's caller's time on its own blocks and waiting for the workers',
+ * added up over every call that used the workers (a fit's duel reads them
+ * around its pooled window).  By the pool's caller only. */
+static void fmp_caller_totals(int64_t *own, int64_t *wait)
+{
+    *own = fmp_pool.own_total;
+    *wait = fmp_pool.wait_total;
 }
 
 /* Keep (1) or drop (0) the slow-worker windows (for measurements). */

@@ -7,17 +7,20 @@ import fastmlp
 from fastmlp import _kernels
 
 
-def _fit(sizes, batch_size, opt, threads, window):
+def _fit(sizes, batch_size, opt, threads, window, quiet_wait=0.0):
+    # quiet_wait 0: every pooled window is followed by a one-thread window
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1500, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], 1500)
     previous = _kernels.set_duel_window(window)
+    previous_wait = _kernels.set_duel_quiet_wait(quiet_wait)
     try:
         net = fastmlp.Network(sizes, dtype="float32", seed=1, n_threads=threads,
                               output="softmax", loss="log_loss")
         hist = net.fit(X, y, epochs=2, learning_rate=0.01, batch_size=batch_size, **opt)
     finally:
         _kernels.set_duel_window(previous)
+        _kernels.set_duel_quiet_wait(previous_wait)
     return net.params.copy(), hist
 
 
@@ -41,6 +44,40 @@ def test_duel_changes_no_result(sizes, batch_size, step, opt):
     assert alone_hist.solo_steps == 0
 
 
-def test_duel_window_hook_checks_its_argument():
+def test_pool_that_kept_up_wins_without_a_one_thread_window():
+    # any wait counts as "kept up" at this fraction: no step runs on one thread
+    # (the pooled window used the workers, so the caller's own time is > 0)
+    sizes, batch_size, opt = [64, 128, 64, 10], 64, {"momentum": 0.9}
+    kept_up, kept_up_hist = _fit(sizes, batch_size, opt, 2, 0.0, quiet_wait=1e9)
+    measured, measured_hist = _fit(sizes, batch_size, opt, 2, 0.0, quiet_wait=0.0)
+    assert kept_up_hist.solo_steps == 0
+    assert measured_hist.solo_steps >= 8
+    np.testing.assert_array_equal(kept_up, measured)
+
+
+def test_a_one_thread_choice_is_remembered_by_the_next_fit():
+    # a duel that chose one thread makes the next fit (within a second) start
+    # on one thread: its steps count as solo from the first
+    sizes, batch_size = [64, 128, 64, 10], 64
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], 1500)
+    previous = _kernels.set_duel_window(0.0)
+    previous_wait = _kernels.set_duel_quiet_wait(0.0)
+    try:
+        _kernels.remember_solo_choice()
+        net = fastmlp.Network(sizes, dtype="float32", seed=1, n_threads=2,
+                              output="softmax", loss="log_loss")
+        hist = net.fit(X, y, epochs=1, learning_rate=0.01, batch_size=batch_size)
+    finally:
+        _kernels.set_duel_window(previous)
+        _kernels.set_duel_quiet_wait(previous_wait)
+    full_steps = 1500 // batch_size
+    assert hist.solo_steps == full_steps
+
+
+def test_duel_hooks_check_their_arguments():
     with pytest.raises(ValueError, match="seconds must be in"):
         _kernels.set_duel_window(-1.0)
+    with pytest.raises(ValueError, match="fraction must be in"):
+        _kernels.set_duel_quiet_wait(-0.5)
