@@ -87,8 +87,11 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         return False
     if p.fused and not p.one_pass:
         w.bounds = <double*>malloc(2 * s.L * sizeof(double))
+        if w.bounds == NULL:
+            return False
+    if not p.one_pass:      # (the general update's: fused_optimizer_step)
         w.part_sums = <double*>calloc((MAX_ROW_PARTS + 1) * 2 * s.L, sizeof(double))
-        if w.bounds == NULL or w.part_sums == NULL:
+        if w.part_sums == NULL:
             return False
         w.batch_sums = w.part_sums + MAX_ROW_PARTS * 2 * s.L
     if not p.fused or p.one_pass:
@@ -165,6 +168,8 @@ cdef Py_ssize_t run_epochs(Fit* f, floating* params, uint64_t* rng, double* epoc
             shuffle_index(d.order, d.n, rng)
         if f.work.bounds != NULL and e > 0:
             exact_bounds(f.s, params, f.work.bounds)    # tight again (see sgd_safe)
+        if f.fused_updates > 0 and e > 0:
+            exact_step_bounds(f)        # (gradient_bound's proofs loosen them)
         f.pending = False
         total = 0
         start = 0

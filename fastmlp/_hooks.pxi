@@ -149,3 +149,12 @@ def set_duel_quiet_wait(double fraction):
         raise ValueError(f"fraction must be in [0, 1e9]; got {fraction}")
     previous, DUEL_QUIET_WAIT = DUEL_QUIET_WAIT, fraction
     return previous
+
+
+def set_fused_update(bint on):
+    """Let step "layers" fuse the optimizer's update into the gradient
+    products (see fused_optimizer_step), or not; returns the previous
+    setting.  For tests and measurements, not thread-safe."""
+    global FUSED_UPDATE_ON
+    previous, FUSED_UPDATE_ON = FUSED_UPDATE_ON, on
+    return previous

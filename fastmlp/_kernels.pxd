@@ -162,3 +162,4 @@ cdef extern from "_optim.h" nogil:
         double scale
     double fmo_norm(fmo_task* t, int threads)
     int fmo_step(fmo_task* t, int threads)
+    int fmo_step_range(fmo_task* t, Py_ssize_t lo, Py_ssize_t hi)

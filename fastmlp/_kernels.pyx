@@ -45,6 +45,7 @@ include "_step_first.pxi"
 include "_step_narrow.pxi"
 include "_planner.pxi"
 include "_fit_state.pxi"
+include "_fused_update.pxi"
 include "_step_layers.pxi"
 include "_fit_loop.pxi"
 include "_hooks.pxi"
@@ -408,9 +409,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     the planner (_planner.pxi, :func:`plan`) picks each batch's step among
     them.  Results depend on the step and on ``pool_threads`` for the
     "narrow" step only, never on timing.  ``threads`` > 0 sets the BLAS
-    thread count for the call.  OUT: ``counts`` (N_STEPS + 1 values, added
-    to) the batches each step ran (for "narrow-epochs": epochs), then the
-    steps the duel ran on one thread (see duel_step).
+    thread count for the call.  OUT: ``counts`` (N_STEPS + 1 or + 2 values,
+    added to) the batches each step ran (for "narrow-epochs": epochs), the
+    steps the duel ran on one thread (see duel_step), then (if there) the
+    steps whose optimizer update ran fused (see fused_optimizer_step).
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -473,6 +475,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             for k in range(N_STEPS):
                 counts[k] += f.counts[k]
             counts[N_STEPS] += f.duel.solo_steps
+            if counts.shape[0] > N_STEPS + 1:
+                counts[N_STEPS + 1] += f.fused_updates
     return done
 
 

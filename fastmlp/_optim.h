@@ -96,22 +96,28 @@ FM_CLONES static double fmo_sq_sum_##SUF(const T *restrict g, fm_idx n, double c
 FMO_DEFINE(double, d)
 FMO_DEFINE(float, f)
 
+/* The step on values lo .. hi-1 of the task's buffers; nonzero when a value
+ * written is not finite.  (Also the fused update's, _fused_update.pxi.) */
+static int fmo_step_range(fmo_task *t, fm_idx lo, fm_idx hi)
+{
+    if (t->is_float)
+        return fmo_step_f(t->kind, (float *)t->p + lo, (const float *)t->g + lo,
+                          t->s1 ? (float *)t->s1 + lo : NULL,
+                          t->s2 ? (float *)t->s2 + lo : NULL, hi - lo, (float)t->lr,
+                          (float)t->mu, (float)t->b1, (float)t->b2, (float)t->eps,
+                          (float)t->scale);
+    return fmo_step_d(t->kind, (double *)t->p + lo, (const double *)t->g + lo,
+                      t->s1 ? (double *)t->s1 + lo : NULL,
+                      t->s2 ? (double *)t->s2 + lo : NULL, hi - lo, t->lr, t->mu,
+                      t->b1, t->b2, t->eps, t->scale);
+}
+
 static void fmo_step_block(void *arg, int b)
 {
     fmo_task *t = (fmo_task *)arg;
     fm_idx lo = (fm_idx)b * t->block;
     fm_idx hi = lo + t->block < t->n ? lo + t->block : t->n;
-    if (t->is_float)
-        t->bad[b] = fmo_step_f(t->kind, (float *)t->p + lo, (const float *)t->g + lo,
-                               t->s1 ? (float *)t->s1 + lo : NULL,
-                               t->s2 ? (float *)t->s2 + lo : NULL, hi - lo, (float)t->lr,
-                               (float)t->mu, (float)t->b1, (float)t->b2, (float)t->eps,
-                               (float)t->scale);
-    else
-        t->bad[b] = fmo_step_d(t->kind, (double *)t->p + lo, (const double *)t->g + lo,
-                               t->s1 ? (double *)t->s1 + lo : NULL,
-                               t->s2 ? (double *)t->s2 + lo : NULL, hi - lo, t->lr, t->mu,
-                               t->b1, t->b2, t->eps, t->scale);
+    t->bad[b] = fmo_step_range(t, lo, hi);
 }
 
 static void fmo_sq_block(void *arg, int b)

@@ -52,6 +52,19 @@ cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
     if o.clip_norm > 0 and norm > o.clip_norm:
         scale = o.clip_norm / norm
         norm = o.clip_norm
+    set_step_rate(f, params, scale)
+    if guarded_step(f, params, norm):
+        return True
+    unset_step_rate(f)
+    return False
+
+
+cdef void set_step_rate(Fit* f, floating* params, double scale) noexcept nogil:
+    """The step's gradient factor ``scale`` (clipping) and learning rate;
+    Adam's step count advances and its rate takes the bias corrections.
+    (``params``: the dtype only.)"""
+    cdef Settings* o = &f.opt
+    cdef fmo_task* t = &f.opt_task
     # scaled as grads[i] * <floating>scale was before the step
     t.scale = <floating>scale
     t.lr = <floating>o.lr
@@ -59,11 +72,12 @@ cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
         o.t[0] += 1
         t.lr = <floating>(o.lr * sqrt(1 - pow(o.beta2, <double>o.t[0]))
                           / (1 - pow(o.beta1, <double>o.t[0])))
-    if guarded_step(f, params, norm):
-        return True
-    if o.optimizer == OPT_ADAM:
-        o.t[0] -= 1
-    return False
+
+
+cdef void unset_step_rate(Fit* f) noexcept nogil:
+    """Undo :func:`set_step_rate`'s step count (a step that did not run)."""
+    if f.opt.optimizer == OPT_ADAM:
+        f.opt.t[0] -= 1
 
 
 cdef void init_optimizer_task(Fit* f, bint is_float) noexcept nogil:

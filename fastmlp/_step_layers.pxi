@@ -21,6 +21,9 @@ cdef double step_layers(Fit* f, floating* params, Batch* b) noexcept nogil:
         backward_deltas(s, params, Y, w, m, b.M, acts, deltas)
         safe_sums(s, X, m, 0, m, acts, deltas, f.work.batch_sums)
         return obj if plain_sgd_update(f, params, b, STEP_LAYERS) else INFINITY
+    backward_deltas(s, params, Y, w, m, b.M, acts, deltas)
+    if fused_optimizer_step(f, params, b):
+        return obj
     backward_batch(s, params, X, Y, w, m, b.M, acts, deltas, <floating*>f.work.grads,
-                   f.opt.l2, False)
+                   f.opt.l2, True)
     return obj if optimizer_update(f, params, b) else INFINITY

@@ -293,7 +293,7 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
     track_best = early_stopping or (checkpoint is not None and checkpoint.every == "best")
     chunk = 1 if per_epoch else (max(1, epochs // 100) if bar is not None else epochs)
     chunk = min(chunk, _EPOCHS_PER_CALL)
-    counts = np.zeros(len(net._STEPS) + 1, dtype=np.intp) if net._STEPS else None
+    counts = np.zeros(len(net._STEPS) + 2, dtype=np.intp) if net._STEPS else None
     history._count_steps(net._STEPS, counts)
     lr = learning_rate
     best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0

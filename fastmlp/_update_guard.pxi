@@ -156,25 +156,23 @@ cdef void exact_step_bounds(Fit* f) noexcept nogil:
     f.step_bounds.s2 = abs_max(t.s2, t.n, t.is_float)
 
 
-cdef bint guarded_step(Fit* f, floating* params, double g_max) noexcept nogil:
-    """The optimizer's step (``f.opt_task``, gradient norm ``g_max``),
-    guarded as plain SGD's is: when bounds on the parameters and state (kept
-    in ``f.step_bounds``) prove every value stays finite the step runs as it
-    is; otherwise the parameters and state are copied first and put back if
-    a value came out non-finite (False).
+cdef bint step_proven(Fit* f, double g_max, StepBounds* nb) noexcept nogil:
+    """Whether the bounds on the parameters and state (kept in
+    ``f.step_bounds``) prove that the optimizer's step (``f.opt_task``, every
+    |gradient value| at most ``g_max``) leaves every value finite; ``nb``:
+    the bounds after it.
 
-    |g_i| <= g_max, so a step moves a parameter by at most lr * g_max (SGD),
+    A step moves a parameter by at most lr * g_max (SGD),
     |v| <= mu * bound(v) + lr * g_max (momentum; Nesterov adds mu |v| +
     lr * g_max), or for Adam lr_t * |m| / sqrt(v), which with b1 < sqrt(b2)
     and the moments grown from zero is at most (1 - b1) / sqrt(1 - b2) /
     (1 - b1 / sqrt(b2)) (taken twice, for rounding), else |m| / eps."""
     cdef fmo_task* t = &f.opt_task
     cdef StepBounds* B = &f.step_bounds
-    cdef StepBounds nb = B[0]
-    cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if floating is float
+    cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if t.is_float
                                          else 1.7976931348623157e308)
     cdef double delta, ratio
-    cdef Py_ssize_t n_state = 0 if t.s1 == NULL else (2 * t.n if t.s2 != NULL else t.n)
+    nb[0] = B[0]
     if t.kind == STEP_SGD:
         delta = t.lr * g_max
     elif t.kind == STEP_ADAM:
@@ -188,10 +186,21 @@ cdef bint guarded_step(Fit* f, floating* params, double g_max) noexcept nogil:
         nb.s1 = t.mu * B.s1 + t.lr * g_max
         delta = nb.s1 if t.kind == STEP_MOMENTUM else t.mu * nb.s1 + t.lr * g_max
     nb.p = B.p + delta
+    return nb.p < limit and nb.s1 < limit and nb.s2 < limit and delta < limit
+
+
+cdef bint guarded_step(Fit* f, floating* params, double g_max) noexcept nogil:
+    """The optimizer's step (``f.opt_task``, gradient norm ``g_max``),
+    guarded as plain SGD's is: when :func:`step_proven` proves every value
+    stays finite the step runs as it is; otherwise the parameters and state
+    are copied first and put back if a value came out non-finite (False)."""
+    cdef fmo_task* t = &f.opt_task
+    cdef StepBounds nb
+    cdef Py_ssize_t n_state = 0 if t.s1 == NULL else (2 * t.n if t.s2 != NULL else t.n)
     t.p = params
-    if nb.p < limit and nb.s1 < limit and nb.s2 < limit and delta < limit:
+    if step_proven(f, g_max, &nb):
         fmo_step(t, f.plan.step_threads)
-        B[0] = nb
+        f.step_bounds = nb
         return True
     memcpy(f.work.backup, params, t.n * sizeof(floating))
     if n_state:

@@ -61,6 +61,13 @@ class History:
         Of those, the steps run on one thread because one thread was measured
         faster than the thread pool during the fit (a core busy with another
         process); the results are the same either way.
+    fused_updates : int
+        Of those, the steps whose optimizer update (momentum, Nesterov, Adam)
+        ran inside the weight-gradient products, each layer's gradient
+        updated in bands while in cache; the others (clipping, an L1 term,
+        steps other than "layers", or a step the update guard's bounds could
+        not prove finite in advance) read the whole gradient in a separate
+        pass.
     optimizer_result : scipy.optimize.OptimizeResult or None
         For ``optimizer='lbfgs'``: scipy's result without its arrays
         (``success``, ``status``, ``message``, ``nit``, ``nfev``, ``fun``);
@@ -102,6 +109,12 @@ class History:
         if self._step_counts is None:
             return 0
         return int(self._step_counts[len(self._step_names)])
+
+    @property
+    def fused_updates(self):
+        if self._step_counts is None or len(self._step_counts) < len(self._step_names) + 2:
+            return 0
+        return int(self._step_counts[len(self._step_names) + 1])
 
     def _record(self, losses, learning_rate, seconds_each):
         """Epochs run by one kernel call: ``losses`` (a 1-D array) is kept as
