@@ -8,9 +8,18 @@
  * C samples goes forward, through the loss and back in one pass while it
  * sits in L1 cache, each product a register-blocked sum of broadcast weights
  * times whole vectors.  See _narrow_impl.h for the layout.
+ *
+ * Its instances (two element types x three chunk sizes x the ISA clones)
+ * were three quarters of the module's compile time, so they are compiled in
+ * units of their own, _narrow_d.c and _narrow_f.c (FMN_IMPLEMENT 'd' / 'f'),
+ * beside the Cython module's; the module sees their declarations.
  */
 #ifndef FASTMLP_NARROW_H
 #define FASTMLP_NARROW_H
+
+#ifndef FMN_IMPLEMENT
+#define FMN_IMPLEMENT 0     /* the Cython module: declarations */
+#endif
 
 #include <stdint.h>
 #include "_vmath.h"
@@ -79,6 +88,7 @@ FM_INLINE int fmn_sgd_step_##SUF(T *restrict p, const T *restrict g,            
 FMN_DEFINE_SGD_STEP(double, d)
 FMN_DEFINE_SGD_STEP(float, f)
 
+#if FMN_IMPLEMENT == 'd'
 #define FMN_T double
 #define FMN_SUF d
 #define FMN_HSUM fmn_hsum_d
@@ -96,7 +106,9 @@ FMN_DEFINE_SGD_STEP(float, f)
 #undef FMN_SUF
 #undef FMN_HSUM
 #undef FMN_EXP
+#endif
 
+#if FMN_IMPLEMENT == 'f'
 #define FMN_T float
 #define FMN_SUF f
 #define FMN_HSUM fmn_hsum_f
@@ -114,6 +126,7 @@ FMN_DEFINE_SGD_STEP(float, f)
 #undef FMN_SUF
 #undef FMN_HSUM
 #undef FMN_EXP
+#endif
 
 /* Bytes of workspace the one-pass step needs for these layer sizes (any
  * element type and chunk size: counted in 32-byte vectors, 8 per chunk row
@@ -188,9 +201,23 @@ static inline size_t fm_narrow_prep_bytes(fm_idx n_x, fm_idx n_y, fm_idx m, int 
 
 /* fm_narrow_batch_d / _f, fm_narrow_sgd_epochs_d / _f and
  * fm_narrow_prepare_d / _f with nv (1, 4 or 8) vectors per chunk row; see
- * _narrow_impl.h. */
+ * _narrow_impl.h.  Defined in the element type's unit, declared elsewhere. */
+#define FMN_DECLARE(T, SUF)                                                      \
+FMP_API double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
+                                     const T *params, const T *X, const T *Y,    \
+                                     const T *w, const void *prep, fm_idx m,     \
+                                     double inv_M, T *grads, int parts);         \
+FMP_API fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int loss, \
+                                          T *params, const void *prep, fm_idx m, \
+                                          T lr, fm_idx epochs, double W_total,   \
+                                          double *epoch_loss, T *grads, T *backup); \
+FMP_API void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
+                                     const T *Y, const T *w, fm_idx m, void *out);
+FMN_DECLARE(double, d)
+FMN_DECLARE(float, f)
+
 #define FMN_DISPATCH(T, SUF)                                                     \
-static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
+FMP_API double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
                                     const T *params, const T *X, const T *Y,     \
                                     const T *w, const void *prep, fm_idx m,      \
                                     double inv_M, T *grads, int parts)           \
@@ -204,7 +231,7 @@ static double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss
     return fm_narrow_batch_##SUF##8(work, hidden, output, loss, params, X, Y, w, \
                                     prep, m, inv_M, grads, parts);               \
 }                                                                                \
-static fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int loss, \
+FMP_API fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int loss, \
                                          T *params, const void *prep, fm_idx m,  \
                                          T lr, fm_idx epochs, double W_total,    \
                                          double *epoch_loss, T *grads, T *backup) \
@@ -221,7 +248,7 @@ static fm_idx fm_narrow_sgd_epochs_##SUF(void *work, int hidden, int output, int
                                          lr, epochs, W_total, epoch_loss, grads, \
                                          backup);                                \
 }                                                                                \
-static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
+FMP_API void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, \
                                     const T *Y, const T *w, fm_idx m, void *out) \
 {                                                                                \
     if (nv == 1)                                                                 \
@@ -230,14 +257,21 @@ static void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X, 
         fm_narrow_prepare_##SUF##4(n_x, n_y, X, Y, w, m, out);                   \
     else                                                                         \
         fm_narrow_prepare_##SUF##8(n_x, n_y, X, Y, w, m, out);                   \
-}                                                                                \
-/* p -= lr * g, checked: see fmn_sgd_step_d */                                   \
+}
+#if FMN_IMPLEMENT == 'd'
+FMN_DISPATCH(double, d)
+#elif FMN_IMPLEMENT == 'f'
+FMN_DISPATCH(float, f)
+#else
+/* p -= lr * g, checked: see fmn_sgd_step_d (the module's plain SGD step) */
+#define FMN_DEFINE_CHECKED_STEP(T, SUF)                                          \
 FM_CLONES static int fm_sgd_step_##SUF(T *restrict p, const T *restrict g,      \
                                        T *restrict backup, T lr, fm_idx n)       \
 {                                                                                \
     return fmn_sgd_step_##SUF(p, g, backup, lr, n);                              \
 }
-FMN_DISPATCH(double, d)
-FMN_DISPATCH(float, f)
+FMN_DEFINE_CHECKED_STEP(double, d)
+FMN_DEFINE_CHECKED_STEP(float, f)
+#endif
 
 #endif

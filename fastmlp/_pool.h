@@ -45,6 +45,19 @@
 #include <stdint.h>
 #include <time.h>
 
+typedef void (*fmp_fn)(void *arg, int block);
+
+/* The pool is one per process: its state and fmp_run are defined in the
+ * Cython module's unit; the other C units of the extension (_narrow_*.c,
+ * built in parallel) see only fmp_run's declaration. */
+#if defined(__GNUC__)
+#define FMP_API __attribute__((visibility("hidden")))
+#else
+#define FMP_API
+#endif
+FMP_API void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads);
+
+#ifndef FMP_DECLARATIONS_ONLY
 #define FMP_MAX_WORKERS 3       /* threads besides the caller */
 #define FMP_SPIN_NS 300000      /* idle spin before a worker sleeps */
 #define FMP_STALL_NS 1000000    /* a wait for a worker this long: it was descheduled */
@@ -52,7 +65,6 @@
 #define FMP_SOLO_MAX_LEVEL 5    /* ... at most 2^5 times as long after stalls in a row */
 #define FMP_SLOW_WINDOW_NS 2000000  /* the caller's own work and waits, added up this long */
 
-typedef void (*fmp_fn)(void *arg, int block);
 
 /* Each participant (0 the caller, 1.. the workers) owns a range of the
  * blocks, kept in a claim word: generation (32 bits) | front (16) | back
@@ -300,7 +312,7 @@ static void fmp_set_solo_here(int on)
 
 /* Run fn(arg, b) for b in 0..n_blocks-1 on up to `threads` threads (the
  * caller included); returns when every block is done. */
-static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
+FMP_API void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
 {
     int b, parts, i;
     uint32_t gen;
@@ -349,4 +361,5 @@ static void fmp_run(fmp_fn fn, void *arg, int n_blocks, int threads)
     __atomic_store_n(&fmp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
+#endif /* FMP_DECLARATIONS_ONLY */
 #endif
