@@ -49,19 +49,29 @@ typedef struct {
 
 #define FMN_MAX_PARTS 4     /* parts a batch is split into, at most */
 
-/* sum of a vector's lanes, by halving */
+/* sum of a vector's lanes, by halving (gcc's and clang's shuffle builtins
+ * spell the same permutations differently) */
+#if defined(__clang__)
+#define FMN_SHUFFLE_D(x, a, b, c, d) __builtin_shufflevector(x, x, a, b, c, d)
+#define FMN_SHUFFLE_F(x, a, b, c, d, e, f, g, h) __builtin_shufflevector(x, x, a, b, c, d, e, f, g, h)
+#else
+#define FMN_SHUFFLE_D(x, a, b, c, d) __builtin_shuffle(x, (fmn_mask_d){a, b, c, d})
+#define FMN_SHUFFLE_F(x, a, b, c, d, e, f, g, h) \
+    __builtin_shuffle(x, (fmn_mask_f){a, b, c, d, e, f, g, h})
+#endif
+
 FM_INLINE double fmn_hsum_d(fmn_vec_d x)
 {
-    x += __builtin_shuffle(x, (fmn_mask_d){2, 3, 0, 1});
-    x += __builtin_shuffle(x, (fmn_mask_d){1, 0, 3, 2});
+    x += FMN_SHUFFLE_D(x, 2, 3, 0, 1);
+    x += FMN_SHUFFLE_D(x, 1, 0, 3, 2);
     return x[0];
 }
 
 FM_INLINE float fmn_hsum_f(fmn_vec_f x)
 {
-    x += __builtin_shuffle(x, (fmn_mask_f){4, 5, 6, 7, 0, 1, 2, 3});
-    x += __builtin_shuffle(x, (fmn_mask_f){2, 3, 0, 1, 6, 7, 4, 5});
-    x += __builtin_shuffle(x, (fmn_mask_f){1, 0, 3, 2, 5, 4, 7, 6});
+    x += FMN_SHUFFLE_F(x, 4, 5, 6, 7, 0, 1, 2, 3);
+    x += FMN_SHUFFLE_F(x, 2, 3, 0, 1, 6, 7, 4, 5);
+    x += FMN_SHUFFLE_F(x, 1, 0, 3, 2, 5, 4, 7, 6);
     return x[0];
 }
 
