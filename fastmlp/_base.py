@@ -565,10 +565,11 @@ class BaseNetwork:
         optimizer : {'sgd', 'adam', 'rmsprop', 'adamw', 'lbfgs'}
             A fresh optimizer state is made on every call (``partial_fit``
             keeps it). ``'rmsprop'`` and ``'adamw'`` follow PyTorch's
-            ``torch.optim.RMSprop`` (no momentum) and ``torch.optim.AdamW``. ``'lbfgs'`` runs scipy's L-BFGS-B on the full batch,
-            each objective and gradient one compiled pass over all rows (it
-            keeps every layer's activations and deltas for all rows, as
-            scikit-learn's does); ``momentum``, ``nesterov``, ``schedule``
+            ``torch.optim.RMSprop`` (no momentum) and ``torch.optim.AdamW``
+            (distributed fits refuse them). ``'lbfgs'`` runs scipy's L-BFGS-B
+            on the full batch, each objective and gradient one compiled pass
+            over all rows (it keeps every layer's activations and deltas for
+            all rows, as scikit-learn's does); ``momentum``, ``nesterov``, ``schedule``
             and ``clip_norm`` must keep their defaults, and the Adam settings,
             ``learning_rate``, ``power_t`` and ``shuffle`` are not used. It
             stops after ``epochs`` iterations, ``max_fun`` evaluations, or
@@ -578,18 +579,22 @@ class BaseNetwork:
         momentum : float in [0, 1)
             SGD momentum; ``nesterov=True`` uses Nesterov's form.
         beta1, beta2, epsilon : float
-            Adam's settings (scikit-learn's definitions), and AdamW's;
-            ``epsilon`` is also RMSprop's.
+            Adam's settings (scikit-learn's definitions), and AdamW's
+            (PyTorch's: ``epsilon`` is added to ``sqrt(v_hat)``, the
+            bias-corrected second moment's root, where Adam adds it to
+            ``sqrt(v)``); ``epsilon`` is also RMSprop's.
         rho : float in [0, 1)
-            RMSprop's decay of the mean square: ``v = rho * v + (1 - rho) * g**2``,
-            ``w -= learning_rate * g / (sqrt(v) + epsilon)``.
+            RMSprop's decay of the mean square (PyTorch's ``alpha``):
+            ``v = rho * v + (1 - rho) * g**2``,
+            ``w -= learning_rate * g / (sqrt(v) + epsilon)``. Other
+            optimizers ignore it.
         weight_decay : float >= 0
             AdamW's decoupled decay: every step first multiplies every
             parameter (biases included) by ``1 - learning_rate * weight_decay``,
             then takes Adam's step on the gradient. Unlike the network's
             ``l2``, which adds ``l2 / M * W`` to the gradient (so Adam divides
             it by ``sqrt(v)`` with the rest), this decay is not rescaled by
-            the moments.
+            the moments; the two can be combined. Other optimizers ignore it.
         schedule : {'constant', 'invscaling', 'plateau', 'cosine'}
             ``invscaling``: ``learning_rate / (t + 1) ** power_t`` with ``t``
             the samples seen; ``plateau``: divide the rate by 5 when the
@@ -694,8 +699,8 @@ class BaseNetwork:
         """One epoch over (X, Y), keeping the optimizer state between calls.
 
         Same parameters as :meth:`fit`. The optimizer's state (momentum,
-        RMSprop's mean square, Adam's and AdamW's moments and step) and the samples seen (for ``invscaling``)
-        carry over from the previous ``partial_fit`` with the same optimizer
+        RMSprop's mean square, Adam's and AdamW's moments and step) and the
+        samples seen (for ``invscaling``) carry over from the previous ``partial_fit`` with the same optimizer
         settings; ``fit`` starts them afresh, and so does ``partial_fit``
         with ``reset_optimizer=True``.
 

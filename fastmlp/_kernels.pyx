@@ -386,7 +386,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
-          double rho=0.9, double weight_decay=0.0, int[::1] stop=None, Py_ssize_t check_every=0, int threads=0,
+          double rho=0.9, double weight_decay=0.0, int[::1] stop=None,
+          Py_ssize_t check_every=0, int threads=0,
           object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 

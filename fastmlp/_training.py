@@ -41,6 +41,8 @@ class OptimizerState:
     AdamW's moments (``state``, params layout, the first moments then the
     second) and their step count (``step``)."""
 
+    rho, weight_decay = 0.9, 0.01       # (the defaults: states pickled before they existed)
+
     def __init__(self, name, momentum, nesterov, beta1, beta2, epsilon, rho, weight_decay,
                  n_params, dtype):
         self.name = name

@@ -301,3 +301,41 @@ def test_partial_fit_continues_the_state(opt):
     # other settings: a fresh state
     twin.partial_fit(X, Y, shuffle=False, **dict(OPTIMIZERS[opt], epsilon=1e-4))
     assert twin._optimizer.epsilon == 1e-4
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_load_then_fit_equals_fitting_on(opt, dtype, tmp_path):
+    # the file keeps the weights and the shuffle's generator; fit starts a
+    # fresh optimizer state either way
+    net, _, X, Y = _pair([6, 16, 3], dtype)
+    twin = fastmlp.Network.load(net.save(tmp_path / "start.npz"))
+    fit = dict(OPTIMIZERS[opt], epochs=2, batch_size=16)
+    net.fit(X, Y, **fit)
+    net.fit(X, Y, **fit)
+    twin.fit(X, Y, **fit)
+    resumed = fastmlp.Network.load(twin.save(tmp_path / "middle.npz"))
+    resumed.fit(X, Y, **fit)
+    np.testing.assert_array_equal(resumed.params, net.params)
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_a_pickled_network_continues_its_optimizer_state(opt):
+    import pickle
+    net, _, X, Y = _pair([6, 16, 3], "float64")
+    twin = pickle.loads(pickle.dumps(net))
+    fit = dict(OPTIMIZERS[opt], batch_size=16)
+    for _ in range(4):
+        net.partial_fit(X, Y, **fit)
+    twin.partial_fit(X, Y, **fit)
+    twin.partial_fit(X, Y, **fit)
+    resumed = pickle.loads(pickle.dumps(twin))
+    assert resumed._optimizer.name == opt and resumed._optimizer.state.any()
+    resumed.partial_fit(X, Y, **fit)
+    resumed.partial_fit(X, Y, **fit)
+    np.testing.assert_array_equal(resumed.params, net.params)
+    # a fresh state (the file's) takes other steps
+    fresh = pickle.loads(pickle.dumps(twin))
+    fresh.partial_fit(X, Y, reset_optimizer=True, **fit)
+    fresh.partial_fit(X, Y, **fit)
+    assert not np.array_equal(fresh.params, net.params)
