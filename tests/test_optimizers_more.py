@@ -339,3 +339,33 @@ def test_a_pickled_network_continues_its_optimizer_state(opt):
     fresh.partial_fit(X, Y, reset_optimizer=True, **fit)
     fresh.partial_fit(X, Y, **fit)
     assert not np.array_equal(fresh.params, net.params)
+
+
+# ------------------------------------------------------------ command line
+def _csv(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 2))
+    path = tmp_path / "d.csv"
+    rows = "\n".join(f"{a:.17g},{b:.17g},{a - 2 * b:.17g}" for a, b in X)
+    path.write_text("p,q,y\n" + rows + "\n")
+    return path
+
+
+@pytest.mark.parametrize("opt", ["rmsprop", "adamw"])
+def test_the_command_line_trains_with_them(opt, tmp_path, capsys):
+    from fastmlp import cli
+    code = cli.main(["train", str(_csv(tmp_path)), "--target", "y", "--hidden", "8",
+                     "--epochs", "40", "--optimizer", opt, "--quiet",
+                     "--out", str(tmp_path / "m.npz")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{opt} lr 0.001" in out                  # sgd's 0.01 is sgd's only
+
+
+def test_the_command_line_refuses_them_with_mpi(tmp_path, capsys):
+    pytest.importorskip("mpi4py")
+    from fastmlp import cli
+    code = cli.main(["train", str(_csv(tmp_path)), "--target", "y", "--optimizer", "adamw",
+                     "--mpi", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--optimizer adamw runs in one process: --mpi trains with adam or sgd" in err
