@@ -3,6 +3,7 @@ AdamW): the compiled loop against the reference twin on every step kind the
 planner takes, the fused update of step "layers", single steps computed by
 hand from the formulas, the argument checks, and continued fits."""
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -321,7 +322,6 @@ def test_save_load_then_fit_equals_fitting_on(opt, dtype, tmp_path):
 
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
 def test_a_pickled_network_continues_its_optimizer_state(opt):
-    import pickle
     net, _, X, Y = _pair([6, 16, 3], "float64")
     twin = pickle.loads(pickle.dumps(net))
     fit = dict(OPTIMIZERS[opt], batch_size=16)
@@ -369,3 +369,18 @@ def test_the_command_line_refuses_them_with_mpi(tmp_path, capsys):
                      "--mpi", "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "--optimizer adamw runs in one process: --mpi trains with adam or sgd" in err
+
+
+def test_a_state_pickled_before_rho_and_weight_decay_continues():
+    # an OptimizerState from an earlier version has neither attribute: the
+    # class's defaults (fit's) stand in, so partial_fit keeps its moments
+    rng = np.random.default_rng(2)
+    X, Y = rng.normal(size=(40, 4)), rng.random((40, 1))
+    net = fastmlp.Network([4, 5, 1], seed=0)
+    net.partial_fit(X, Y, learning_rate=1e-3, optimizer="adam")
+    del net._optimizer.__dict__["rho"], net._optimizer.__dict__["weight_decay"]
+    old = pickle.loads(pickle.dumps(net))
+    net.partial_fit(X, Y, learning_rate=1e-3, optimizer="adam")
+    old.partial_fit(X, Y, learning_rate=1e-3, optimizer="adam")
+    assert int(old._optimizer.step[0]) == int(net._optimizer.step[0]) > 1
+    np.testing.assert_array_equal(old.params, net.params)
