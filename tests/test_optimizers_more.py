@@ -225,6 +225,26 @@ def test_several_steps_follow_the_formulas(cls):
                                rtol=1e-13)
 
 
+@pytest.mark.parametrize("opt", ["rmsprop", "adamw"])
+@pytest.mark.parametrize("act,out,loss", COMBOS)
+def test_a_first_step_follows_the_central_difference_gradient(opt, act, out, loss):
+    # the compiled loop's first full-batch step from the objective's
+    # numerical gradient g: a large epsilon keeps the step's size g's
+    # (v = (1 - rho) g^2, and AdamW's v_hat = g^2 at its first step)
+    from fastmlp.gradcheck import check_gradients
+    net, _, X, Y = _pair([3, 5, 2], "float64", n=30, l2=0.4, act=act, out=out, loss=loss)
+    before = net.params.copy()
+    g = check_gradients(net, X, Y).numeric
+    lr, eps = 0.1, 0.5
+    if opt == "rmsprop":
+        want = before - lr * g / (np.sqrt(0.2) * np.abs(g) + eps)
+        net.fit(X, Y, epochs=1, learning_rate=lr, optimizer=opt, rho=0.8, epsilon=eps)
+    else:
+        want = before * (1 - lr * 0.3) - lr * g / (np.abs(g) + eps)
+        net.fit(X, Y, epochs=1, learning_rate=lr, optimizer=opt, weight_decay=0.3, epsilon=eps)
+    np.testing.assert_allclose(net.params, want, rtol=1e-7, atol=1e-9)
+
+
 def test_adamw_without_decay_is_adam_up_to_epsilon():
     # with weight_decay 0 and a negligible epsilon AdamW takes Adam's steps;
     # weight decay pulls every parameter toward 0 beside them
