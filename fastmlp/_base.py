@@ -535,6 +535,7 @@ class BaseNetwork:
             batch_size: int | None = None, shuffle: bool = True, *,
             optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
             beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+            rho: float = 0.9, weight_decay: float = 0.01,
             schedule: str = "constant", power_t: float = 0.5, warmup_epochs: int = 0,
             clip_norm: float | None = None, sample_weight: ArrayLike | None = None,
             class_weight: dict[int, float] | Literal["balanced"] | None = None,
@@ -561,12 +562,14 @@ class BaseNetwork:
         shuffle : bool
             Visit rows in a new random order each epoch, drawn in C from the
             network's seeded generator (no effect on full batches).
-        optimizer : {'sgd', 'adam', 'lbfgs'}
+        optimizer : {'sgd', 'adam', 'rmsprop', 'adamw', 'lbfgs'}
             A fresh optimizer state is made on every call (``partial_fit``
-            keeps it). ``'lbfgs'`` runs scipy's L-BFGS-B on the full batch,
-            each objective and gradient one compiled pass over all rows (it
-            keeps every layer's activations and deltas for all rows, as
-            scikit-learn's does); ``momentum``, ``nesterov``, ``schedule``
+            keeps it). ``'rmsprop'`` and ``'adamw'`` follow PyTorch's
+            ``torch.optim.RMSprop`` (no momentum) and ``torch.optim.AdamW``
+            (distributed fits refuse them). ``'lbfgs'`` runs scipy's L-BFGS-B
+            on the full batch, each objective and gradient one compiled pass
+            over all rows (it keeps every layer's activations and deltas for
+            all rows, as scikit-learn's does); ``momentum``, ``nesterov``, ``schedule``
             and ``clip_norm`` must keep their defaults, and the Adam settings,
             ``learning_rate``, ``power_t`` and ``shuffle`` are not used. It
             stops after ``epochs`` iterations, ``max_fun`` evaluations, or
@@ -576,7 +579,22 @@ class BaseNetwork:
         momentum : float in [0, 1)
             SGD momentum; ``nesterov=True`` uses Nesterov's form.
         beta1, beta2, epsilon : float
-            Adam's settings (scikit-learn's definitions).
+            Adam's settings (scikit-learn's definitions), and AdamW's
+            (PyTorch's: ``epsilon`` is added to ``sqrt(v_hat)``, the
+            bias-corrected second moment's root, where Adam adds it to
+            ``sqrt(v)``); ``epsilon`` is also RMSprop's.
+        rho : float in [0, 1)
+            RMSprop's decay of the mean square (PyTorch's ``alpha``):
+            ``v = rho * v + (1 - rho) * g**2``,
+            ``w -= learning_rate * g / (sqrt(v) + epsilon)``. Other
+            optimizers ignore it.
+        weight_decay : float >= 0
+            AdamW's decoupled decay: every step first multiplies every
+            parameter (biases included) by ``1 - learning_rate * weight_decay``,
+            then takes Adam's step on the gradient. Unlike the network's
+            ``l2``, which adds ``l2 / M * W`` to the gradient (so Adam divides
+            it by ``sqrt(v)`` with the rest), this decay is not rescaled by
+            the moments; the two can be combined. Other optimizers ignore it.
         schedule : {'constant', 'invscaling', 'plateau', 'cosine'}
             ``invscaling``: ``learning_rate / (t + 1) ** power_t`` with ``t``
             the samples seen; ``plateau``: divide the rate by 5 when the
@@ -662,8 +680,9 @@ class BaseNetwork:
                                    clip_norm, sample_weight, validation_data, validation_split,
                                    early_stopping, patience, tol, callbacks, verbose, max_fun,
                                    class_weight, checkpoint, checkpoint_every)
-        return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle, optimizer,
-                         momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
+        return self._fit(X, Y, epochs, learning_rate, batch_size, shuffle,
+                         (optimizer, momentum, nesterov, beta1, beta2, epsilon, rho,
+                          weight_decay), schedule, power_t,
                          clip_norm, sample_weight, validation_data, validation_split,
                          early_stopping, patience, tol, callbacks, verbose, fresh=True,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -673,14 +692,15 @@ class BaseNetwork:
                     batch_size: int | None = None, shuffle: bool = True, *,
                     optimizer: str = "sgd", momentum: float = 0.0, nesterov: bool = False,
                     beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+                    rho: float = 0.9, weight_decay: float = 0.01,
                     schedule: str = "constant", power_t: float = 0.5,
                     clip_norm: float | None = None, sample_weight: ArrayLike | None = None,
                     reset_optimizer: bool = False) -> History:
         """One epoch over (X, Y), keeping the optimizer state between calls.
 
         Same parameters as :meth:`fit`. The optimizer's state (momentum,
-        Adam moments and step) and the samples seen (for ``invscaling``)
-        carry over from the previous ``partial_fit`` with the same optimizer
+        RMSprop's mean square, Adam's and AdamW's moments and step) and the
+        samples seen (for ``invscaling``) carry over from the previous ``partial_fit`` with the same optimizer
         settings; ``fit`` starts them afresh, and so does ``partial_fit``
         with ``reset_optimizer=True``.
 
@@ -689,13 +709,14 @@ class BaseNetwork:
         History
             One epoch.
         """
-        return self._fit(X, Y, 1, learning_rate, batch_size, shuffle, optimizer,
-                         momentum, nesterov, beta1, beta2, epsilon, schedule, power_t,
+        return self._fit(X, Y, 1, learning_rate, batch_size, shuffle,
+                         (optimizer, momentum, nesterov, beta1, beta2, epsilon, rho,
+                          weight_decay), schedule, power_t,
                          clip_norm, sample_weight, None, 0.0, False, 10, 1e-4, (),
                          False, fresh=bool(reset_optimizer))
 
-    def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer, momentum,
-             nesterov, beta1, beta2, epsilon, schedule, power_t, clip_norm, sample_weight,
+    def _fit(self, X, Y, epochs, learning_rate, batch_size, shuffle, optimizer_args,
+             schedule, power_t, clip_norm, sample_weight,
              validation_data, validation_split, early_stopping, patience, tol, callbacks,
              verbose, fresh, checkpoint=None, checkpoint_every="best", class_weight=None,
              warmup_epochs=0):
@@ -713,10 +734,11 @@ class BaseNetwork:
                              f"({np.dtype(self.dtype).name}: at most {np.finfo(self.dtype).max:.4g}); "
                              f"got {learning_rate!r}")
         batch_size = v.check_count("batch_size", batch_size, allow_none=True)
-        if not fresh and optimizer == "lbfgs":
+        if not fresh and optimizer_args[0] == "lbfgs":
             raise ValueError("partial_fit runs one epoch of a stochastic optimizer: optimizer "
-                             "must be 'sgd' or 'adam'; got 'lbfgs' (use fit(optimizer='lbfgs'))")
-        settings = v.check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
+                             "must be 'sgd', 'adam', 'rmsprop' or 'adamw'; got 'lbfgs' "
+                             "(use fit(optimizer='lbfgs'))")
+        settings = v.check_optimizer(*optimizer_args)
         v.check_choice("schedule", schedule, v.SCHEDULES)
         power_t = v.check_nonnegative("power_t", power_t)
         warmup_epochs = v.check_warmup(warmup_epochs, schedule)

@@ -63,7 +63,7 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
     cdef bint first = p.full.kind == STEP_FIRST or p.last.kind == STEP_FIRST
     cdef bint weighted = f.data.w != NULL
     cdef Py_ssize_t n_state = (0 if f.opt.state == NULL else
-                               2 * P if f.opt.optimizer == OPT_ADAM else P)
+                               2 * P if counts_steps(f.opt.optimizer) else P)
     memset(w, 0, sizeof(Work))
     if p.one_pass:
         w.nwork = malloc(p.narrow_parts * fm_narrow_work_bytes(s.sizes, s.L))

@@ -2,7 +2,7 @@
 # Included by _kernels.pyx (before the steps, which all take a Fit*).
 
 cdef struct Settings:
-    int optimizer           # OPT_SGD or OPT_ADAM
+    int optimizer           # OPT_SGD, OPT_ADAM, OPT_RMSPROP or OPT_ADAMW
     double lr
     double l2
     double l1
@@ -11,9 +11,11 @@ cdef struct Settings:
     double beta1
     double beta2
     double epsilon
+    double rho              # RMSprop's mean-square decay
+    double weight_decay     # AdamW's decoupled decay
     double clip_norm        # <= 0: no clipping
     void* state             # the optimizer's state (params layout), or NULL
-    Py_ssize_t* t           # Adam's step count, or NULL
+    Py_ssize_t* t           # Adam's (AdamW's) step count, or NULL
 
 
 cdef struct Data:
@@ -69,7 +71,7 @@ cdef struct Work:
 cdef struct StepBounds:
     # bounds of the general update's guard (see guarded_step)
     double p                # >= every |parameter|
-    double s1               # >= every |velocity| or |first moment|
+    double s1               # >= every |velocity|, |first moment| or RMSprop's mean square
     double s2               # >= every second moment
 
 

@@ -120,6 +120,8 @@ cdef enum:
 cdef enum:
     OPT_SGD = 0
     OPT_ADAM = 1
+    OPT_RMSPROP = 2
+    OPT_ADAMW = 3
 
 
 cdef struct Spec:
@@ -160,6 +162,7 @@ cdef extern from "_optim.h" nogil:
         double b2
         double eps
         double scale
+        double keep
     double fmo_norm(fmo_task* t, int threads)
     int fmo_step(fmo_task* t, int threads)
     int fmo_step_range(fmo_task* t, Py_ssize_t lo, Py_ssize_t hi)

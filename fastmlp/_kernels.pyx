@@ -10,7 +10,7 @@ Conventions shared with :mod:`fastmlp.reference` (the spec):
 * Batches are row-major: ``Z = A @ W + b``.
 * Codes: hidden activation 0 identity, 1 sigmoid, 2 tanh, 3 relu; output 0
   identity, 1 sigmoid, 2 softmax; loss 0 squared error, 1 log loss;
-  optimizer 0 SGD (optional momentum / Nesterov), 1 Adam.
+  optimizer 0 SGD (optional momentum / Nesterov), 1 Adam, 2 RMSprop, 3 AdamW.
 * With sample weights ``w`` (all ones when absent) and ``M = sum(w)`` over a
   batch, the batch objective is
   ``sum_i w_i * loss_i / M + l2 / (2 M) * sum(W**2) + l1 / M * sum(|W|)``.
@@ -386,7 +386,8 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int optimizer=OPT_SGD, double momentum=0.0, bint nesterov=False,
           double beta1=0.9, double beta2=0.999, double epsilon=1e-8,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
-          int[::1] stop=None, Py_ssize_t check_every=0, int threads=0,
+          double rho=0.9, double weight_decay=0.0, int[::1] stop=None,
+          Py_ssize_t check_every=0, int threads=0,
           object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
@@ -398,8 +399,10 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     backward, then the update.  Plain SGD (no momentum, clipping or L1) is
     fused into the backward pass; otherwise the gradient goes to a buffer,
     is clipped to global norm ``clip_norm`` if that is > 0, and the optimizer
-    step is taken with ``opt_state`` (n_params values for SGD with momentum,
-    2 * n_params for Adam) and ``step[0]`` (Adam's step count, advanced).
+    step is taken with ``opt_state`` (n_params values for SGD with momentum
+    and RMSprop, 2 * n_params for Adam and AdamW) and ``step[0]`` (Adam's
+    and AdamW's step count, advanced); ``rho``: RMSprop's, ``weight_decay``:
+    AdamW's (see optimizer_update).
 
     ``epoch_loss[e]`` gets the epoch's objective: the sum over its batches of
     ``M_B * objective_B`` divided by the total weight, each measured before
@@ -440,7 +443,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     if opt_state is not None:
         state_view = opt_state
     f.opt = settings_of(&s, optimizer, learning_rate, l2, l1, momentum, nesterov, beta1,
-                        beta2, epsilon, clip_norm,
+                        beta2, epsilon, rho, weight_decay, clip_norm,
                         NULL if opt_state is None else &state_view[0],
                         -1 if opt_state is None else state_view.shape[0], step, fused)
     f.data.X = &X[0, 0]
@@ -504,7 +507,8 @@ cdef check_train_args(Spec* s, Py_ssize_t n, Py_ssize_t batch_size, Py_ssize_t e
 
 cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l1,
                           double momentum, bint nesterov, double beta1, double beta2,
-                          double epsilon, double clip_norm, void* state,
+                          double epsilon, double rho, double weight_decay,
+                          double clip_norm, void* state,
                           Py_ssize_t n_state, Py_ssize_t[::1] step, bint fused) except *:
     """The optimizer's settings, its state checked against the network."""
     cdef Settings o
@@ -517,10 +521,14 @@ cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l
     o.beta1 = beta1
     o.beta2 = beta2
     o.epsilon = epsilon
+    o.rho = rho
+    o.weight_decay = weight_decay
     o.clip_norm = clip_norm
     o.state = state
     o.t = NULL
-    if state != NULL and n_state < (2 * s.n_params if optimizer == OPT_ADAM else s.n_params):
+    if optimizer < OPT_SGD or optimizer > OPT_ADAMW:
+        raise ValueError(f"optimizer must be a code 0 to 3; got {optimizer}")
+    if state != NULL and n_state < (2 * s.n_params if counts_steps(optimizer) else s.n_params):
         raise ValueError("opt_state is too short for this optimizer")
     if step is not None:
         if step.shape[0] < 1:
@@ -528,8 +536,10 @@ cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l
         o.t = &step[0]
     if not fused and momentum != 0 and o.state == NULL:
         raise ValueError("opt_state is required for momentum")
-    if optimizer == OPT_ADAM and (o.state == NULL or o.t == NULL):
-        raise ValueError("opt_state and step are required for Adam")
+    if counts_steps(optimizer) and (o.state == NULL or o.t == NULL):
+        raise ValueError("opt_state and step are required for Adam and AdamW")
+    if optimizer == OPT_RMSPROP and o.state == NULL:
+        raise ValueError("opt_state is required for RMSprop")
     return o
 
 

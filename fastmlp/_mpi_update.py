@@ -10,6 +10,8 @@ dtype, done in place on preallocated buffers.
 """
 import numpy as np
 
+from . import _validation as v
+
 
 class GlobalUpdate:
     """Penalties, clipping and the optimizer step for one network.
@@ -25,6 +27,10 @@ class GlobalUpdate:
     """
 
     def __init__(self, net, optimizer, clip_norm):
+        if optimizer.name not in v.DISTRIBUTED_OPTIMIZERS:
+            raise ValueError(f"a distributed fit's optimizer must be one of "
+                             f"{', '.join(map(repr, v.DISTRIBUTED_OPTIMIZERS))}; got "
+                             f"{optimizer.name!r}")
         self.net = net
         self.opt = optimizer
         self.clip_norm = clip_norm

@@ -5,7 +5,9 @@
  * fixed order, so results do not depend on the thread count.
  *
  * Kinds: 0 SGD, 1 momentum, 2 Nesterov momentum, 3 Adam (scikit-learn's
- * definitions, see _optimizers.pxi).  The gradient is multiplied by `scale`
+ * definitions, see _optimizers.pxi; AdamW is kind 3 with `keep` = 1 - lr *
+ * weight_decay, Adam's `keep` is 1), 4 RMSprop (PyTorch's: b2 is its rho,
+ * s1 the mean square).  The gradient is multiplied by `scale`
  * (clipping) as it is read.  Each step reports whether every value it wrote
  * (parameters and state) is finite.  The gradient's norm is finite whenever
  * it is representable (see fmo_norm). */
@@ -24,6 +26,7 @@ typedef struct {
     const void *g;
     fm_idx n, block;
     double lr, mu, b1, b2, eps, scale;
+    double keep;                /* Adam: parameters multiplied by it first (AdamW's decay) */
     double sq_scale;            /* fmo_norm: g is summed as g * sq_scale */
     int bad[FMO_MAX_BLOCKS];
     double sq[FMO_MAX_BLOCKS];
@@ -32,7 +35,8 @@ typedef struct {
 #define FMO_DEFINE(T, SUF)                                                      \
 FM_CLONES static int fmo_step_##SUF(int kind, T *restrict p, const T *restrict g, \
                                     T *restrict s1, T *restrict s2, fm_idx n,     \
-                                    T lr, T mu, T b1, T b2, T eps, T scale)       \
+                                    T lr, T mu, T b1, T b2, T eps, T scale,       \
+                                    T keep)                                       \
 {                                                                               \
     fm_idx i;                                                                   \
     int bad = 0;                                                                \
@@ -59,12 +63,19 @@ FM_CLONES static int fmo_step_##SUF(int kind, T *restrict p, const T *restrict g
             p[i] += mu * v - lr * gi;                                           \
             bad |= !(p[i] - p[i] == 0) | !(v - v == 0);                         \
         }                                                                       \
+    } else if (kind == 4) {                                                     \
+        for (i = 0; i < n; i++) {                                               \
+            gi = g[i] * scale;                                                  \
+            s1[i] = b2 * s1[i] + c2 * gi * gi;                                  \
+            p[i] -= lr * gi / (sqrt##SUF##_(s1[i]) + eps);                      \
+            bad |= !(p[i] - p[i] == 0) | !(s1[i] - s1[i] == 0);                 \
+        }                                                                       \
     } else {                                                                    \
         for (i = 0; i < n; i++) {                                               \
             gi = g[i] * scale;                                                  \
             s1[i] = b1 * s1[i] + c1 * gi;                                       \
             s2[i] = b2 * s2[i] + c2 * gi * gi;                                  \
-            p[i] -= lr * s1[i] / (sqrt##SUF##_(s2[i]) + eps);                   \
+            p[i] = p[i] * keep - lr * s1[i] / (sqrt##SUF##_(s2[i]) + eps);      \
             bad |= !(p[i] - p[i] == 0) | !(s1[i] - s1[i] == 0)                  \
                    | !(s2[i] - s2[i] == 0);                                     \
         }                                                                       \
@@ -105,11 +116,11 @@ static int fmo_step_range(fmo_task *t, fm_idx lo, fm_idx hi)
                           t->s1 ? (float *)t->s1 + lo : NULL,
                           t->s2 ? (float *)t->s2 + lo : NULL, hi - lo, (float)t->lr,
                           (float)t->mu, (float)t->b1, (float)t->b2, (float)t->eps,
-                          (float)t->scale);
+                          (float)t->scale, (float)t->keep);
     return fmo_step_d(t->kind, (double *)t->p + lo, (const double *)t->g + lo,
                       t->s1 ? (double *)t->s1 + lo : NULL,
                       t->s2 ? (double *)t->s2 + lo : NULL, hi - lo, t->lr, t->mu,
-                      t->b1, t->b2, t->eps, t->scale);
+                      t->b1, t->b2, t->eps, t->scale, t->keep);
 }
 
 static void fmo_step_block(void *arg, int b)

@@ -25,7 +25,8 @@ cdef enum:
     STEP_SGD = 0            # fmo_task kinds (_optim.h)
     STEP_MOMENTUM = 1
     STEP_NESTEROV = 2
-    STEP_ADAM = 3
+    STEP_ADAM = 3           # (and AdamW: see set_step_rate)
+    STEP_RMSPROP = 4
 
 
 cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
@@ -37,6 +38,9 @@ cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
     Nesterov, else ``p += v`` (``p -= lr * g`` when momentum is 0).
     Adam (step ``t`` >= 1): ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
     ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+    AdamW (PyTorch's): ``p *= 1 - lr * weight_decay``, then Adam's moments and
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+    RMSprop (PyTorch's): ``v = rho v + (1 - rho) g^2``, ``p -= lr * g / (sqrt(v) + eps)``.
 
     False, nothing changed, when the gradient is not finite or the step
     would leave a parameter or state value non-finite (see guarded_step)."""
@@ -59,24 +63,35 @@ cdef bint optimizer_update(Fit* f, floating* params, Batch* b) noexcept nogil:
     return False
 
 
+cdef inline bint counts_steps(int optimizer) noexcept nogil:
+    """Whether the optimizer keeps a step count (its bias corrections)."""
+    return optimizer == OPT_ADAM or optimizer == OPT_ADAMW
+
+
 cdef void set_step_rate(Fit* f, floating* params, double scale) noexcept nogil:
     """The step's gradient factor ``scale`` (clipping) and learning rate;
     Adam's step count advances and its rate takes the bias corrections.
-    (``params``: the dtype only.)"""
+    AdamW's epsilon takes PyTorch's place, ``sqrt(v) / sqrt(1 - b2^t) + eps``
+    = ``(sqrt(v) + eps * sqrt(1 - b2^t)) / sqrt(1 - b2^t)``, and its
+    parameters the decay factor.  (``params``: the dtype only.)"""
     cdef Settings* o = &f.opt
     cdef fmo_task* t = &f.opt_task
+    cdef double c2
     # scaled as grads[i] * <floating>scale was before the step
     t.scale = <floating>scale
     t.lr = <floating>o.lr
-    if o.optimizer == OPT_ADAM:
+    if counts_steps(o.optimizer):
         o.t[0] += 1
-        t.lr = <floating>(o.lr * sqrt(1 - pow(o.beta2, <double>o.t[0]))
-                          / (1 - pow(o.beta1, <double>o.t[0])))
+        c2 = sqrt(1 - pow(o.beta2, <double>o.t[0]))
+        t.lr = <floating>(o.lr * c2 / (1 - pow(o.beta1, <double>o.t[0])))
+        if o.optimizer == OPT_ADAMW:
+            t.eps = o.epsilon * c2
+            t.keep = <floating>(1 - o.lr * o.weight_decay)
 
 
 cdef void unset_step_rate(Fit* f) noexcept nogil:
     """Undo :func:`set_step_rate`'s step count (a step that did not run)."""
-    if f.opt.optimizer == OPT_ADAM:
+    if counts_steps(f.opt.optimizer):
         f.opt.t[0] -= 1
 
 
@@ -90,11 +105,15 @@ cdef void init_optimizer_task(Fit* f, bint is_float) noexcept nogil:
     t.b1 = o.beta1
     t.b2 = o.beta2
     t.eps = o.epsilon
+    t.keep = 1
     t.s1 = o.state
     t.s2 = NULL
-    if o.optimizer == OPT_ADAM:
+    if counts_steps(o.optimizer):
         t.kind = STEP_ADAM
         t.s2 = <char*>o.state + f.s.n_params * (sizeof(float) if is_float else sizeof(double))
+    elif o.optimizer == OPT_RMSPROP:
+        t.kind = STEP_RMSPROP
+        t.b2 = o.rho
     elif o.momentum == 0:
         t.kind = STEP_SGD
     else:

@@ -36,20 +36,29 @@ _VALIDATION_WORK = 1e7
 
 
 class OptimizerState:
-    """Optimizer settings plus their state buffers (kept between partial_fit calls)."""
+    """Optimizer settings plus their state buffers (kept between partial_fit
+    calls): SGD's velocity (with momentum), RMSprop's mean square, Adam's and
+    AdamW's moments (``state``, params layout, the first moments then the
+    second) and their step count (``step``)."""
 
-    def __init__(self, name, momentum, nesterov, beta1, beta2, epsilon, n_params, dtype):
+    rho, weight_decay = 0.9, 0.01       # (the defaults: states pickled before they existed)
+
+    def __init__(self, name, momentum, nesterov, beta1, beta2, epsilon, rho, weight_decay,
+                 n_params, dtype):
         self.name = name
         self.code = v.OPTIMIZERS[name]
         self.momentum = momentum
         self.nesterov = nesterov
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        n_state = 2 * n_params if name == "adam" else (n_params if momentum > 0 else 0)
-        self.state = np.zeros(max(n_state, 1), dtype=dtype) if n_state else None
+        self.rho, self.weight_decay = rho, weight_decay
+        n_state = (2 * n_params if name in ("adam", "adamw") else
+                   n_params if name == "rmsprop" or momentum > 0 else 0)
+        self.state = np.zeros(n_state, dtype=dtype) if n_state else None
         self.step = np.zeros(1, dtype=np.intp)
 
     def settings(self):
-        return (self.name, self.momentum, self.nesterov, self.beta1, self.beta2, self.epsilon)
+        return (self.name, self.momentum, self.nesterov, self.beta1, self.beta2, self.epsilon,
+                self.rho, self.weight_decay)
 
 
 class Checkpoints:

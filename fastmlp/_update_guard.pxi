@@ -156,6 +156,11 @@ cdef void exact_step_bounds(Fit* f) noexcept nogil:
     f.step_bounds.s2 = abs_max(t.s2, t.n, t.is_float)
 
 
+cdef inline double as_stored(double x, bint is_float) noexcept nogil:
+    """x as the step's dtype holds it (the kernels' factors are cast so)."""
+    return <double><float>x if is_float else x
+
+
 cdef bint step_proven(Fit* f, double g_max, StepBounds* nb) noexcept nogil:
     """Whether the bounds on the parameters and state (kept in
     ``f.step_bounds``) prove that the optimizer's step (``f.opt_task``, every
@@ -166,26 +171,37 @@ cdef bint step_proven(Fit* f, double g_max, StepBounds* nb) noexcept nogil:
     |v| <= mu * bound(v) + lr * g_max (momentum; Nesterov adds mu |v| +
     lr * g_max), or for Adam lr_t * |m| / sqrt(v), which with b1 < sqrt(b2)
     and the moments grown from zero is at most (1 - b1) / sqrt(1 - b2) /
-    (1 - b1 / sqrt(b2)) (taken twice, for rounding), else |m| / eps."""
+    (1 - b1 / sqrt(b2)) (taken twice, for rounding), else |m| / eps; AdamW
+    first scales the parameters by |keep|.  RMSprop's |g| / sqrt(v) is at
+    most 1 / sqrt(1 - rho), its v having just taken (1 - rho) g^2 (twice
+    that, for rounding), else |g| / eps.  The factors (1 - b2, 1 - rho) are
+    those of the step's dtype: in float32 a rho near 1 rounds to 1."""
     cdef fmo_task* t = &f.opt_task
     cdef StepBounds* B = &f.step_bounds
     cdef double limit = SAFE_FRACTION * (3.4028234663852886e38 if t.is_float
                                          else 1.7976931348623157e308)
     cdef double delta, ratio
+    cdef double b1 = as_stored(t.b1, t.is_float), b2 = as_stored(t.b2, t.is_float)
     nb[0] = B[0]
     if t.kind == STEP_SGD:
         delta = t.lr * g_max
     elif t.kind == STEP_ADAM:
-        nb.s1 = t.b1 * B.s1 + (1 - t.b1) * g_max
-        nb.s2 = t.b2 * B.s2 + (1 - t.b2) * g_max * g_max
+        nb.s1 = b1 * B.s1 + (1 - b1) * g_max
+        nb.s2 = b2 * B.s2 + (1 - b2) * g_max * g_max
         ratio = nb.s1 / t.eps
-        if t.b1 < sqrt(t.b2):
-            ratio = min(ratio, 2 * (1 - t.b1) / sqrt(1 - t.b2) / (1 - t.b1 / sqrt(t.b2)))
+        if b1 < sqrt(b2) and b2 < 1:
+            ratio = min(ratio, 2 * (1 - b1) / sqrt(1 - b2) / (1 - b1 / sqrt(b2)))
+        delta = t.lr * ratio
+    elif t.kind == STEP_RMSPROP:
+        nb.s1 = b2 * B.s1 + (1 - b2) * g_max * g_max
+        ratio = g_max / t.eps
+        if b2 < 1:
+            ratio = min(ratio, 2 / sqrt(1 - b2))
         delta = t.lr * ratio
     else:
         nb.s1 = t.mu * B.s1 + t.lr * g_max
         delta = nb.s1 if t.kind == STEP_MOMENTUM else t.mu * nb.s1 + t.lr * g_max
-    nb.p = B.p + delta
+    nb.p = (fabs(t.keep) * B.p if t.kind == STEP_ADAM else B.p) + delta
     return nb.p < limit and nb.s1 < limit and nb.s2 < limit and delta < limit
 
 

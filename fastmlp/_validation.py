@@ -15,8 +15,10 @@ OUTPUTS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 LOSSES = {"squared_error": 0, "log_loss": 1}
 INITS = ("plain", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
-OPTIMIZERS = {"sgd": 0, "adam": 1}             # the kernels' codes
-FIT_OPTIMIZERS = ("sgd", "adam", "lbfgs")       # lbfgs: scipy, full batch (fastmlp._lbfgs)
+OPTIMIZERS = {"sgd": 0, "adam": 1, "rmsprop": 2, "adamw": 3}     # the kernels' codes
+FIT_OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw", "lbfgs")   # lbfgs: scipy, full batch
+# the optimizers whose step a distributed fit's ranks take (fastmlp._mpi_update)
+DISTRIBUTED_OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "plateau", "cosine")
 DISTRIBUTED_SCHEDULES = ("constant", "invscaling", "plateau")
 # The kernels' products take layer sizes as C ints.
@@ -301,8 +303,10 @@ def check_Y(Y, n, n_out, output, loss, dtype):
 
 
 # ------------------------------------------------------------ fit settings
-def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
-    """The optimizer's settings, normalised: (name, momentum, nesterov, beta1, beta2, epsilon)."""
+def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon, rho=0.9,
+                    weight_decay=0.01):
+    """The optimizer's settings, normalised: (name, momentum, nesterov, beta1,
+    beta2, epsilon, rho, weight_decay)."""
     check_choice("optimizer", optimizer, FIT_OPTIMIZERS)
     momentum = check_fraction("momentum", momentum)
     if not isinstance(nesterov, (bool, np.bool_)):
@@ -310,7 +314,13 @@ def check_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon):
     beta1 = check_fraction("beta1", beta1)
     beta2 = check_fraction("beta2", beta2)
     epsilon = check_positive("epsilon", epsilon)
-    return (optimizer, momentum, bool(nesterov), beta1, beta2, epsilon)
+    rho = check_fraction("rho", rho)
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
+    if optimizer in ("rmsprop", "adamw") and (momentum or nesterov):
+        raise ValueError(f"momentum and nesterov apply to optimizer='sgd'; got "
+                         f"momentum={momentum!r}, nesterov={bool(nesterov)!r} with "
+                         f"optimizer={optimizer!r}")
+    return (optimizer, momentum, bool(nesterov), beta1, beta2, epsilon, rho, weight_decay)
 
 
 def check_sample_weight(sample_weight, n, dtype):

@@ -100,10 +100,10 @@ def build_parser():
                        default="relu", help="hidden activation (default relu)")
     train.add_argument("--epochs", type=int, default=100, help="passes over the data (default 100)")
     train.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None,
-                       help="learning rate (default 0.001 for adam, 0.01 for sgd)")
+                       help="learning rate (default 0.01 for sgd, else 0.001)")
     train.add_argument("--batch-size", type=int, default=32, help="rows per update (default 32)")
-    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
-                       help="default adam")
+    train.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop", "adamw"],
+                       default="adam", help="default adam (rmsprop and adamw: not with --mpi)")
     train.add_argument("--momentum", type=float, default=0.9,
                        help="sgd momentum (default 0.9; 0 for plain sgd)")
     train.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the weights (default 0)")
@@ -378,8 +378,8 @@ def _check_memory(sizes, dtype, batch_rows, args):
     if limit is None:
         return
     n_params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    copies = (1 + (2 if args.optimizer == "adam" else 1 if args.momentum else 0)
-              + bool(args.early_stopping))
+    state = {"adam": 2, "adamw": 2, "rmsprop": 1}.get(args.optimizer, 1 if args.momentum else 0)
+    copies = 1 + state + bool(args.early_stopping)
     network = (copies * n_params + batch_rows * sum(sizes[1:])) * np.dtype(dtype).itemsize
     history = 56 * args.epochs
     if network + history > limit[0]:
@@ -421,6 +421,9 @@ def _target_column(args, header, data):
 def _check_train_args(args):
     """Range checks of train's numbers; returns the hidden layer sizes."""
     hidden = _parse_hidden(args.hidden)
+    if getattr(args, "mpi", False) and args.optimizer not in ("adam", "sgd"):
+        raise CLIError(f"--optimizer {args.optimizer} runs in one process: --mpi trains with "
+                       "adam or sgd")
     for name, value, ok in (("--epochs", args.epochs, args.epochs >= 1),
                             ("--batch-size", args.batch_size, args.batch_size >= 1),
                             ("--test-size", args.test_size, 0 <= args.test_size < 1)):
@@ -479,7 +482,7 @@ def cmd_train(args, out=None, err=None):
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
                   init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
-    lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
+    lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 0.001)
     fit_kwargs = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size,
                       shuffle=True, optimizer=args.optimizer, verbose=not args.quiet)
     if args.optimizer == "sgd" and args.momentum:
@@ -570,7 +573,7 @@ def _train_ranks(args, comm, out):
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
                   init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
-    lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
+    lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 0.001)
     kw = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, shuffle=True,
               optimizer=args.optimizer, verbose=not args.quiet)
     if args.optimizer == "sgd" and args.momentum:

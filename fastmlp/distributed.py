@@ -217,6 +217,10 @@ def _check(net, X, Y, sample_weight, validation_data, validation_split, callback
     s["epochs"] = v.check_count("epochs", args["epochs"])
     s["learning_rate"] = v.check_positive("learning_rate", args["learning_rate"])
     s["batch_size"] = v.check_count("batch_size", args["batch_size"], allow_none=True)
+    if args["optimizer"] in v.FIT_OPTIMIZERS and args["optimizer"] not in v.DISTRIBUTED_OPTIMIZERS:
+        raise ValueError(f"a distributed fit's optimizer must be one of "
+                         f"{', '.join(map(repr, v.DISTRIBUTED_OPTIMIZERS))}; got "
+                         f"{args['optimizer']!r} (Network.fit runs it in one process)")
     s["optimizer"] = v.check_optimizer(args["optimizer"], args["momentum"], args["nesterov"],
                                        args["beta1"], args["beta2"], args["epsilon"])
     v.check_choice("schedule", args["schedule"], v.DISTRIBUTED_SCHEDULES)

@@ -39,7 +39,9 @@ Guarantees
   straight into the buffer the network keeps (no initialisation, no copy).
 * A loaded network predicts bit-identically to the saved one, and continues
   training with the same random stream (shuffling) the saved one would have
-  used. Optimizer state (momentum, Adam moments) is not part of the file.
+  used. Optimizer state (momentum, RMSprop's mean square, Adam's and AdamW's
+  moments) is not part of the file: a pickled network keeps it, for
+  ``partial_fit`` to continue.
 """
 import os  # noqa: F401  (fio.os / fio.np: what _format writes with, for those who patch them)
 

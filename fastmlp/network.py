@@ -295,7 +295,7 @@ class Network(BaseNetwork):
             batch_size, epochs, order, shuffle, rng_state, out,
             optimizer.code, optimizer.momentum, optimizer.nesterov, optimizer.beta1,
             optimizer.beta2, optimizer.epsilon, clip_norm, optimizer.state, optimizer.step,
-            stop, check_every, threads=_blas_threads.threads_for(
-                batch_size * self._widest_product, self.n_threads),
+            optimizer.rho, optimizer.weight_decay, stop, check_every,
+            threads=_blas_threads.threads_for(batch_size * self._widest_product, self.n_threads),
             strategy=self._strategy(), pool_threads=_blas_threads.pool_threads(self.n_threads),
             counts=counts)

@@ -11,7 +11,8 @@ identity with squared error; the output-activation Jacobian times ``p - y``
 otherwise), scaled by ``w_i / M``; then ``delta_prev = (delta @ W.T) * f'(a_prev)``,
 ``dW = a_prev.T @ delta + (l2 / M) W + (l1 / M) sign(W)``, ``db = delta.sum(0)``,
 where ``w`` are the sample weights (ones by default) and ``M = sum(w)``.
-Updates follow scikit-learn's SGD (with momentum / Nesterov) and Adam.
+Updates follow scikit-learn's SGD (with momentum / Nesterov) and Adam, and
+PyTorch's RMSprop and AdamW (see ``Network._apply``).
 """
 import numpy as np
 
@@ -176,16 +177,39 @@ class Network(BaseNetwork):
         return False
 
     def _apply(self, grads, lr, optimizer):
+        """One step of ``optimizer`` on the flat parameters:
+
+        * ``sgd``: ``v = mu v - lr g``, ``p += mu v - lr g`` (Nesterov) or
+          ``p += v``; ``p -= lr g`` without momentum (scikit-learn's);
+        * ``adam``: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+          ``p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)`` (scikit-learn's);
+        * ``adamw``: ``p *= 1 - lr weight_decay`` (every parameter, biases
+          too), then Adam's moments and
+          ``p -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)`` (PyTorch's);
+        * ``rmsprop``: ``v = rho v + (1 - rho) g^2``, ``p -= lr g / (sqrt(v) + eps)``
+          (PyTorch's, without momentum).
+        """
         t = self.dtype.type
-        if optimizer.name == "adam":
+        if optimizer.name in ("adam", "adamw"):
             optimizer.step[0] += 1
             k = int(optimizer.step[0])
             b1, b2 = t(optimizer.beta1), t(optimizer.beta2)
             m1, m2 = optimizer.state[:self.n_params], optimizer.state[self.n_params:]
             m1[...] = b1 * m1 + (1 - b1) * grads
             m2[...] = b2 * m2 + (1 - b2) * grads * grads
-            lr_t = t(lr * np.sqrt(1 - optimizer.beta2 ** k) / (1 - optimizer.beta1 ** k))
-            self.params[...] -= lr_t * m1 / (np.sqrt(m2) + t(optimizer.epsilon))
+            c2 = np.sqrt(1 - optimizer.beta2 ** k)
+            lr_t = t(lr * c2 / (1 - optimizer.beta1 ** k))
+            eps = optimizer.epsilon
+            if optimizer.name == "adamw":
+                # PyTorch's sqrt(v) / c2 + eps, as (sqrt(v) + eps c2) / c2
+                eps *= c2
+                self.params[...] *= t(1 - lr * optimizer.weight_decay)
+            self.params[...] -= lr_t * m1 / (np.sqrt(m2) + t(eps))
+        elif optimizer.name == "rmsprop":
+            rho = t(optimizer.rho)
+            square = optimizer.state
+            square[...] = rho * square + (1 - rho) * grads * grads
+            self.params[...] -= t(lr) * grads / (np.sqrt(square) + t(optimizer.epsilon))
         elif optimizer.momentum > 0:
             mu = t(optimizer.momentum)
             velocity = optimizer.state

@@ -153,5 +153,6 @@ def test_bad_lbfgs_settings_are_refused_before_training(kwargs, message):
 
 def test_partial_fit_has_no_lbfgs():
     fast, _, X, Y, _ = pair("float64")
-    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'; got 'lbfgs'"):
+    with pytest.raises(ValueError, match="optimizer must be 'sgd', 'adam', 'rmsprop' or 'adamw'; "
+                                         "got 'lbfgs'"):
         fast.partial_fit(X, Y, optimizer="lbfgs")

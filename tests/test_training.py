@@ -248,8 +248,8 @@ def test_verbose_reports_progress(capsys):
 
 
 BAD_FIT = [
-    (dict(optimizer="rmsprop"), ValueError,
-     "optimizer must be one of 'sgd', 'adam', 'lbfgs'; got 'rmsprop'"),
+    (dict(optimizer="adagrad"), ValueError,
+     "optimizer must be one of 'sgd', 'adam', 'rmsprop', 'adamw', 'lbfgs'; got 'adagrad'"),
     (dict(momentum=1.0), ValueError, r"momentum must be in \[0, 1\)"),
     (dict(nesterov="yes"), TypeError, "nesterov must be True or False"),
     (dict(beta2=1.5), ValueError, "beta2"),
