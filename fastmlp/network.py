@@ -66,6 +66,13 @@ class Network(BaseNetwork):
         task: it splits one-sample predicts of wide layers, big training
         batches of narrow networks (all layers <= 32 wide) and float32
         minibatch products of at least 100k multiply-adds.
+    flat_output : bool
+        With one output, :meth:`predict` returns shape ``(n_samples,)``
+        instead of ``(n_samples, 1)``, as scikit-learn's single-output
+        regressors do (:func:`fastmlp.interop.from_sklearn` sets it for them).
+        Only ``predict``'s shape changes (and the ONNX export's); ``fit``,
+        ``loss``, ``score`` and the rest are as without it. Saved and loaded
+        with the network.
 
     Attributes
     ----------
@@ -204,7 +211,9 @@ class Network(BaseNetwork):
                                *_blas_threads.forward_threads(self._widest_product,
                                                               self.n_threads))
         out = _kernels.predict_ready(r[0], X, r[2], r[3], r[4], r[5], r[6], r[7], r[8])
-        return self._forward(self._check_X(X)) if out is None else out
+        if out is None:
+            out = self._forward(self._check_X(X))
+        return out[:, 0] if self.flat_output else out
 
     predict.__doc__ = BaseNetwork.predict.__doc__
 

@@ -64,8 +64,12 @@ def test_from_sklearn_regressor_predicts_the_same(sk, n_targets):
                        X, y / 100)
     net = interop.from_sklearn(mlp)
     assert (net.output, net.loss_name) == ("identity", "squared_error")
-    np.testing.assert_allclose(net.predict(X), mlp.predict(X).reshape(len(X), -1),
-                               rtol=1e-12, atol=1e-12)
+    # the shape of scikit-learn's predict: (n,) for one target, (n, k) for k
+    assert net.predict(X).shape == mlp.predict(X).shape
+    assert net.flat_output == (n_targets == 1)
+    np.testing.assert_allclose(net.predict(X), mlp.predict(X), rtol=1e-12, atol=1e-12)
+    # alpha is the same penalty as l2: alpha / (2 n) sum(W**2)
+    assert net.l2 == mlp.alpha == 1e-4
 
 
 def test_from_sklearn_float32_and_reference_twin(sk):
@@ -151,7 +155,7 @@ def test_a_converted_network_trains_on_as_one_built_and_overwritten(sk):
     mlp = _fit_quietly(nn.MLPClassifier((5, 4), max_iter=5, random_state=0), X, y)
     net = interop.from_sklearn(mlp)
     fresh = fastmlp.Network([2, 5, 4, 1], activation=net.activation, output=net.output,
-                            loss=net.loss_name, seed=0)
+                            loss=net.loss_name, l2=mlp.alpha, seed=0)
     assert net._rng.bit_generator.state == fresh._rng.bit_generator.state
     fresh.params[...] = net.params
     h1 = net.fit(X, y, epochs=3, learning_rate=0.1, batch_size=8)
