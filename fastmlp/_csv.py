@@ -32,6 +32,12 @@ def _header(path, reader):
     header = [h.strip() for h in header]
     if not any(header):
         raise CLIError(f"{path}: the first row must name the columns")
+    if len(header) == 1:
+        other = next((d for d in ",;\t|" if d in header[0] and d != reader.dialect.delimiter),
+                     None)
+        if other is not None:
+            raise CLIError(f"{path}: the header is one column named {header[0]!r}; are the "
+                           f"values separated by {other!r}? (see --delimiter)")
     first = {}
     for i, name in enumerate(header):
         if name in first:
@@ -48,7 +54,7 @@ def number(path, line, name, cell):
     except ValueError:
         what = "a missing value" if not cell.strip() else f"{cell.strip()!r}"
         raise CLIError(f"{path}, line {line}, column {name!r}: {what} is not a number "
-                       "(this column must be numeric)") from None
+                       "(this column must be numeric; train's --ignore leaves a column out)") from None
     if not math.isfinite(value):
         raise CLIError(f"{path}, line {line}, column {name!r}: {cell.strip()!r} is not a finite "
                        "number (NaN and infinite values cannot be used)")

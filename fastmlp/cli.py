@@ -144,6 +144,8 @@ def build_parser():
     train.add_argument("--out", metavar="MODEL.npz", default="model.npz",
                        help="where to save the network (default model.npz), with the column "
                             "names and class labels in the same file")
+    train.add_argument("--ignore", action="append", default=[], metavar="COLUMN[,COLUMN...]",
+                       help="columns that are not inputs (e.g. --ignore id); repeatable")
     _add_delimiter(train)
     train.add_argument("--mpi", action="store_true",
                        help="data-parallel training under mpiexec (pip install 'fastmlp[mpi]'): "
@@ -372,28 +374,34 @@ def _is_number(text):
     return True
 
 
-def _train_columns(args):
-    """``read_csv``'s pick for train: every column but the target is a numeric
-    input; the target is read as text (its labels may be words)."""
-    def pick(header):
-        if args.target not in header:
-            raise CLIError(f"--target {args.target!r} is not a column of {args.data}; its "
+def _train_inputs(args, header):
+    """train's input columns: every column but the target and --ignore's."""
+    ignore = _column_names(args.ignore, "--ignore")
+    for name, option in [(args.target, "--target")] + [(i, "--ignore") for i in ignore]:
+        if name not in header:
+            raise CLIError(f"{option} {name!r} is not a column of {args.data}; its "
                            f"columns are {', '.join(header)}")
-        features = [h for h in header if h != args.target]
-        if not features:
-            raise CLIError(f"{args.data} has no input column besides the target")
-        return features, [args.target]
-    return pick
+    if args.target in ignore:
+        raise CLIError(f"--ignore {args.target!r} is the --target")
+    features = [h for h in header if h != args.target and h not in ignore]
+    if not features:
+        raise CLIError(f"{args.data} has no input column besides the target")
+    return features
 
 
 def _read_train(args, shard=None):
     """``(features, X, y, cells)`` of train's CSV file: input names and columns,
-    the target as numbers (None when it holds words) and as text."""
-    header, X, text, lines = read_csv(args.data, shard=shard, delimiter=args.delimiter,
-                                      pick=_train_columns(args))
+    the target as numbers (None when it holds words) and as text (read as
+    text: its labels may be words)."""
+    inputs = []
+
+    def pick(header):
+        inputs.extend(_train_inputs(args, header))
+        return inputs, [args.target]
+
+    _, X, text, lines = read_csv(args.data, shard=shard, delimiter=args.delimiter, pick=pick)
     cells = text[args.target]
-    y = target_numbers(args.data, args.target, cells, lines)
-    return [h for h in header if h != args.target], X, y, cells
+    return inputs, X, target_numbers(args.data, args.target, cells, lines), cells
 
 
 def _check_train_args(args):
@@ -493,7 +501,7 @@ def cmd_train(args, out=None, err=None):
                   init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
     lr, fit_kwargs = _fit_kwargs(args)
-    print(f"{args.data}: {n} rows, {len(features)} inputs, target {args.target!r}: {task}"
+    print(f"{args.data}: {n} rows, {_plural(len(features), 'input')}, target {args.target!r}: {task}"
           + (f" with {len(classes)} classes" if classes is not None else ""), file=out)
     print(_describe(args, sizes, output, loss, lr)
           + f", {len(train)} training / {len(test)} held-out rows", file=out)
@@ -572,8 +580,8 @@ def _train_ranks(args, comm, out):
                   init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
     lr, kw = _fit_kwargs(args)
-    print(f"{args.data}: {comm.allreduce(len(cells))} rows on {comm.size} ranks, {len(features)} "
-          f"inputs, target {args.target!r}: {task}"
+    print(f"{args.data}: {comm.allreduce(len(cells))} rows on {comm.size} ranks, "
+          f"{_plural(len(features), 'input')}, target {args.target!r}: {task}"
           + (f" with {len(classes)} classes" if classes is not None else ""), file=out)
     print(_describe(args, sizes, output, loss, lr, per_rank=" per rank")
           + f", {comm.allreduce(len(train))} training / {comm.allreduce(len(test))} "
@@ -594,7 +602,7 @@ def _train_ranks(args, comm, out):
 def _label(c):
     """A class label as JSON keeps it: the word, or the number (whole ones as int)."""
     if isinstance(c, str):
-        return c
+        return str(c)                    # np.str_ too
     c = float(c)
     return int(c) if c.is_integer() else c
 
@@ -710,14 +718,14 @@ def _r2_rmse(y, p):
 
 
 # ================================================================ predict
-def _keep_names(keep):
-    """--keep's column names (repeatable, comma separated), each once."""
+def _column_names(items, option="--keep"):
+    """The column names of a repeatable, comma-separated option, each once."""
     names = []
-    for item in keep:
+    for item in items:
         for name in item.split(","):
             name = name.strip()
             if not name:
-                raise CLIError(f"--keep needs column names; got {item!r}")
+                raise CLIError(f"{option} needs column names; got {item!r}")
             if name not in names:
                 names.append(name)
     return names
@@ -778,7 +786,7 @@ def cmd_predict(args, out=None, err=None):
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     delimiter = delimiter_of(args.delimiter)
-    keep = _keep_names(args.keep)
+    keep = _column_names(args.keep)
     net, meta, where = _load_model(args.model)
     if args.proba and net.output == "identity":
         raise CLIError(f"--proba needs a classifier; {args.model} is a regressor (a linear "
