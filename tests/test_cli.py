@@ -358,12 +358,7 @@ def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
      ["lists 3 classes but the model tells 2 apart"]),
 ])
 def test_a_malformed_sidecar_is_one_clear_line(tmp_path, capsys, sidecar, words):
-    data = tmp_path / "d.csv"
-    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
-    model = tmp_path / "m.npz"
-    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
-                     "--out", str(model)]) == 0
-    capsys.readouterr()
+    data, model = _small_model(tmp_path, capsys)
     _strip_metadata(model)                      # an older model: names in the sidecar
     (tmp_path / "m.npz.json").write_text(sidecar)
     _one_line_error(capsys, ["predict", str(model), str(data)], "m.npz.json", *words)
@@ -505,13 +500,19 @@ def test_a_non_finite_cell_names_its_line_and_column(tmp_path, capsys, cell):
                     f"line 3, column 'y': '{cell}' is not a finite number")
 
 
-def test_predict_reads_only_the_model_columns(tmp_path, capsys):
+def _small_model(tmp_path, capsys):
+    """(data, model): a 20-row binary CSV d.csv and m.npz trained 2 epochs on it."""
     data = tmp_path / "d.csv"
     _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
     model = tmp_path / "m.npz"
     assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
                      "--out", str(model)]) == 0
     capsys.readouterr()
+    return data, model
+
+
+def test_predict_reads_only_the_model_columns(tmp_path, capsys):
+    data, model = _small_model(tmp_path, capsys)
     rows = tmp_path / "rows.csv"
     rows.write_text("note,q,id,p\nhello,1,a,2\n,0,b,3\n")       # other order, text columns
     assert cli.main(["predict", str(model), str(rows), "--keep", "id"]) == 0
@@ -531,12 +532,7 @@ def test_predict_reads_only_the_model_columns(tmp_path, capsys):
 
 
 def test_old_sidecar_models_still_predict_with_their_labels(tmp_path, capsys):
-    data = tmp_path / "d.csv"
-    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
-    model = tmp_path / "m.npz"
-    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
-                     "--out", str(model)]) == 0
-    capsys.readouterr()
+    data, model = _small_model(tmp_path, capsys)
     _strip_metadata(model)
     (tmp_path / "m.npz.json").write_text(json.dumps(
         {"fastmlp_cli": 1, "task": "classification", "target": "label", "features": ["q", "p"],
