@@ -211,9 +211,7 @@ class Network(BaseNetwork):
                                *_blas_threads.forward_threads(self._widest_product,
                                                               self.n_threads))
         out = _kernels.predict_ready(r[0], X, r[2], r[3], r[4], r[5], r[6], r[7], r[8])
-        if out is None:
-            out = self._forward(self._check_X(X))
-        return out[:, 0] if self.flat_output else out
+        return self._forward(self._check_X(X)) if out is None else out
 
     predict.__doc__ = BaseNetwork.predict.__doc__
 
