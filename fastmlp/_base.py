@@ -63,14 +63,24 @@ class BaseNetwork:
 
     # names of the compiled training steps whose batches fit counts (History.steps)
     _STEPS = ()
+    # predict returns shape (n,) instead of (n, 1) (see the constructor); a class
+    # default, so that networks pickled before the flag existed read as False
+    flat_output = False
 
     def __init__(self, layer_sizes: Sequence[int], activation: str = "sigmoid",
                  output: str = "sigmoid", loss: str = "squared_error", l2: float = 0.0,
                  init: str = "xavier", dtype: str | np.dtype = "float64",
                  seed: int | np.random.Generator | None = None, l1: float = 0.0,
-                 n_threads: int | None = None) -> None:
+                 n_threads: int | None = None, flat_output: bool = False) -> None:
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
+        if not isinstance(flat_output, (bool, np.bool_)):
+            raise TypeError(f"flat_output must be True or False; got {flat_output!r}")
+        if flat_output and sizes[-1] != 1:
+            raise ValueError(f"flat_output=True needs one output (predictions of shape "
+                             f"(n_samples,)); layer_sizes end with {sizes[-1]}")
+        if flat_output:
+            self._set_flat_output()
         self.l1 = v.check_nonnegative("l1", l1)
         seed = v.check_seed(seed)
         self.n_threads = v.check_count("n_threads", n_threads, allow_none=True,
@@ -278,7 +288,9 @@ class BaseNetwork:
         # seed 0: a fixed generator for later shuffling; the weights are the source's
         return cls._around(spec.params, list(spec.layer_sizes),
                            dict(activation=spec.activation, output=spec.output, loss=spec.loss,
-                                dtype=spec.dtype, seed=0), origin=f"converted from {source}")
+                                l2=spec.l2, dtype=spec.dtype, seed=0,
+                                flat_output=spec.flat_output),
+                           origin=f"converted from {source}")
 
     def get_params(self) -> np.ndarray:
         """Return a copy of the flat parameter vector."""
@@ -312,10 +324,11 @@ class BaseNetwork:
         """The constructor call of these settings (init and seed only when they made the weights)."""
         drawn = (f", init={self.init!r}", f", seed={self.seed!r}") if self.origin is None else ("", "")
         l1 = f", l1={self.l1!r}" if self.l1 else ""
+        flat = ", flat_output=True" if self.flat_output else ""
         return (f"{type(self).__module__}.{type(self).__name__}({list(self.layer_sizes)}, "
                 f"activation={self.activation!r}, output={self.output!r}, "
                 f"loss={self.loss_name!r}, l2={self.l2!r}{l1}{drawn[0]}, "
-                f"dtype={self.dtype.name!r}{drawn[1]})")
+                f"dtype={self.dtype.name!r}{drawn[1]}{flat})")
 
     def summary(self) -> str:
         """A table of the layers: shapes, activations and parameter counts.
@@ -352,7 +365,7 @@ class BaseNetwork:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("weights", "biases", "_fit_lock", "_ready"):
+        for name in ("weights", "biases", "_fit_lock", "_ready", "predict"):
             state.pop(name, None)
         state["params"] = state.pop("_params")          # the format of earlier versions
         return state
@@ -368,6 +381,8 @@ class BaseNetwork:
         self._params = params
         self.weights, self.biases = self._split(params)
         self._fit_lock = threading.Lock()
+        if self.flat_output:
+            self._set_flat_output()
 
     # ------------------------------------------------------------- arguments
     def _check_X(self, X):
@@ -393,8 +408,20 @@ class BaseNetwork:
         Returns
         -------
         ndarray of shape (n_samples, n_out), the network's dtype
+            Of shape (n_samples,) for a network made with ``flat_output=True``
+            (as scikit-learn's single-output regressors predict).
         """
         return self._forward(self._check_X(X))
+
+    def _flat_predict(self, X):
+        """predict of a ``flat_output`` network: its one column, shape (n,)."""
+        return type(self).predict(self, X)[:, 0]
+
+    def _set_flat_output(self):
+        # the instance's own predict: a network without the flag keeps the
+        # class's predict untouched (no check in its 0.4 us one-row path)
+        self.flat_output = True
+        self.__dict__["predict"] = self._flat_predict
 
     def predict_classes(self, X: ArrayLike, labels: Sequence | None = None,
                         threshold: float = 0.5) -> np.ndarray:
@@ -422,7 +449,7 @@ class BaseNetwork:
             raise ValueError("predict_classes needs a classifier (output='sigmoid' or "
                              "'softmax'); got output='identity' (use predict)")
         threshold = v.check_fraction("threshold", threshold, low_open=True)
-        P = self.predict(X)
+        P = self._forward(self._check_X(X))
         if self.output == "softmax":
             index = P.argmax(axis=1)
         else:

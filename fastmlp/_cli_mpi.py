@@ -41,8 +41,20 @@ def first(comm, value):
     return next((v for v in comm.allgather(value) if v is not None), None)
 
 
-def task_and_labels(comm, task, y, target, max_classes):
-    """(task, classes, this rank's labels) decided over every rank's targets."""
+def task_and_labels(comm, task, y, cells, target, max_classes):
+    """(task, classes, this rank's labels) decided over every rank's targets:
+    ``y`` the rank's target numbers, or None when its ``cells`` hold words
+    (class labels on every rank then, compared as text)."""
+    if any(comm.allgather(y is None)):
+        if task == "regression":
+            raise ValueError(f"--task regression needs a numeric target; {target!r} holds "
+                             "words (class labels?)")
+        classes = np.unique(np.concatenate([np.asarray(c, dtype=str)
+                                            for c in comm.allgather(list(set(cells)))]))
+        if len(classes) < 2:
+            raise ValueError(f"the target {target!r} has a single class ({classes[0]!r}); "
+                             "nothing to learn")
+        return "classification", classes, np.searchsorted(classes, np.asarray(cells, dtype=str))
     integral = bool(np.all(y == np.round(y)))
     values = np.unique(y)
     gathered = comm.allgather((integral, values if len(values) <= max_classes else None))
@@ -55,7 +67,8 @@ def task_and_labels(comm, task, y, target, max_classes):
     if task != "classification":
         return task, None, None
     if not every_integral:
-        raise ValueError(f"--task classification needs whole-number class labels in {target!r}")
+        raise ValueError(f"--task classification needs whole-number or word class labels in "
+                         f"{target!r}")
     if classes is None:
         classes = np.unique(np.concatenate(comm.allgather(values)))
     if len(classes) < 2:

@@ -17,10 +17,14 @@ _SK_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax
 
 
 ModelSpec = namedtuple("ModelSpec", ["layer_sizes", "activation", "output", "loss",
-                                     "dtype", "params"])
+                                     "dtype", "params", "l2", "flat_output"],
+                       defaults=(0.0, False))
 ModelSpec.__doc__ = """A model read from another library: the settings of a fastmlp network
-(``layer_sizes``, ``activation``, ``output``, ``loss``, ``dtype`` name) and its
-flat parameters (an aligned array of that dtype, in fastmlp's layout)."""
+(``layer_sizes``, ``activation``, ``output``, ``loss``, ``dtype`` name), its
+flat parameters (an aligned array of that dtype, in fastmlp's layout), the L2
+penalty ``l2`` (scikit-learn's ``alpha``, the same ``alpha / (2 n) sum(W**2)``)
+and ``flat_output`` (predict gives shape (n,), as a single-output
+scikit-learn regressor)."""
 
 
 def _spec(Ws, bs, activation, output, loss, dtype, names=("coefs_", "intercepts_")):
@@ -69,14 +73,15 @@ def _pick_dtype(dtype, arrays):
 def from_sklearn(model, dtype=None):
     """The :class:`ModelSpec` of a fitted scikit-learn MLP (or of fastmlp's own
     fitted estimators); see :func:`fastmlp.interop.from_sklearn`."""
+    name = type(model).__name__
     net = getattr(model, "network_", None)
     if net is not None and hasattr(net, "layer_sizes"):       # fastmlp's own estimators
         W = [np.array(w) for w in net.weights]
         b = [np.array(x) for x in net.biases]
-        return _spec(W, b, net.activation, net.output, net.loss_name,
+        spec = _spec(W, b, net.activation, net.output, net.loss_name,
                      _pick_dtype(dtype, W + b) if dtype is not None else net.dtype.name,
                      names=("network_.weights", "network_.biases"))
-    name = type(model).__name__
+        return spec._replace(l2=float(net.l2), flat_output=_flat(name, spec))
     if name not in ("MLPClassifier", "MLPRegressor") or not hasattr(model, "get_params"):
         raise TypeError(
             "from_sklearn needs a fitted sklearn.neural_network.MLPClassifier or "
@@ -98,8 +103,18 @@ def from_sklearn(model, dtype=None):
     loss = "log_loss" if name == "MLPClassifier" else "squared_error"
     Ws = [np.asarray(W) for W in coefs]
     bs = [np.asarray(b) for b in intercepts]
-    return _spec(Ws, bs, _SK_HIDDEN[activation], _SK_OUTPUT[out], loss,
+    spec = _spec(Ws, bs, _SK_HIDDEN[activation], _SK_OUTPUT[out], loss,
                  _pick_dtype(dtype, Ws + bs))
+    alpha = getattr(model, "alpha", 0.0)
+    if not (isinstance(alpha, (int, float, np.number)) and np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"the model's alpha must be a finite number >= 0; got {alpha!r}")
+    return spec._replace(l2=float(alpha), flat_output=_flat(name, spec))
+
+
+def _flat(name, spec):
+    """A regressor with one output predicts shape (n,) in scikit-learn (and in
+    fastmlp's estimators): so does the network made from it."""
+    return name == "MLPRegressor" and spec.layer_sizes[-1] == 1
 
 
 def _flatten_torch(module, nn):

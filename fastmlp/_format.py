@@ -26,7 +26,7 @@ _HEADER_KEYS = frozenset({
     "format", "format_version", "fastmlp_version", "layer_sizes", "activation",
     "output", "loss", "init", "dtype", "l2", "l1", "seed", "n_params", "rng_state",
 })
-_OPTIONAL_KEYS = frozenset({"metadata"})
+_OPTIONAL_KEYS = frozenset({"metadata", "flat_output"})   # flat_output: written when True
 _MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes (plus any metadata)
 _MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy header
 MAX_METADATA_DEPTH = 100             # levels of nesting in metadata (json recurses on them)
@@ -71,7 +71,7 @@ def _header_for(net):
         "seed": seed,
         "n_params": int(net.n_params),
         "rng_state": rng_state,
-    }
+    } | ({"flat_output": True} if getattr(net, "flat_output", False) else {})
 
 
 def _check_savable(net):
@@ -419,6 +419,12 @@ def _check_header(path, header):
     need("seed", lambda x: x is None or (_is_int(x) and x >= 0), "null or a non-negative integer")
     need("n_params", _is_int, "an integer")
     need("rng_state", lambda x: x is None or _valid_rng_state(x), "null or a PCG64 state")
+    if "flat_output" in header:
+        need("flat_output", lambda x: isinstance(x, bool), "true or false")
+        if header["flat_output"] and isinstance(header["layer_sizes"], list) \
+                and header["layer_sizes"][-1] != 1:
+            raise ModelFileError(path, "header flat_output is true but the network has "
+                                       f"{header['layer_sizes'][-1]} outputs (it needs one)")
     if "metadata" in header:
         need("metadata", lambda x: isinstance(x, dict), "a JSON object")
         if nesting_depth(header["metadata"], MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
@@ -466,4 +472,6 @@ def settings(header):
                   l2=header["l2"], init=header["init"], dtype=header["dtype"], seed=header["seed"])
     if header["l1"] != 0:
         kwargs["l1"] = header["l1"]
+    if header.get("flat_output"):
+        kwargs["flat_output"] = True
     return list(header["layer_sizes"]), kwargs

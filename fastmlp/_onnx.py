@@ -66,10 +66,17 @@ def build(net, opset=MIN_OPSET, name="fastmlp"):
             nodes.append(helper.make_node(op, [z], [a], name=f"{op.lower()}{i}", **attrs))
             current = a
     sizes = list(net.layer_sizes)
+    out_shape = ["N", sizes[-1]]
+    if getattr(net, "flat_output", False):        # predict's (N,): squeeze the one column
+        nodes[-1].output[0] = "Y_column"
+        inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "squeeze_axes"))
+        nodes.append(helper.make_node("Squeeze", ["Y_column", "squeeze_axes"], ["Y"],
+                                      name="flat_output"))
+        out_shape = ["N"]
     graph = helper.make_graph(
         nodes, name,
         [helper.make_tensor_value_info("X", elem, ["N", sizes[0]])],
-        [helper.make_tensor_value_info("Y", elem, ["N", sizes[-1]])], inits)
+        [helper.make_tensor_value_info("Y", elem, out_shape)], inits)
     model = helper.make_model(graph, producer_name="fastmlp", producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, _ir_version(onnx, opset))

@@ -12,7 +12,6 @@ Every error is reported as one line on stderr with a non-zero exit status
 environment shows the traceback instead).
 """
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -21,14 +20,12 @@ import sys
 
 import numpy as np
 
+from ._csv import CLIError, delimiter_of, read_csv, target_numbers, write_csv
+from ._csv import cell as _cell
 from ._version import __version__
 from .demo import DEMOS, run_demo
 
 _MAX_CLASSES = 20        # --task auto: integer targets with at most this many values
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +36,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class _DemoChoices(argparse.Action):
+    """``demo``'s tasks: any number of the demos' names (none: all of them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values:
+            if value not in DEMOS:
+                choices = ", ".join(repr(d) for d in sorted(DEMOS))
+                parser.error(f"argument TASK: invalid choice: {value!r} (choose from {choices})")
+        setattr(namespace, self.dest, values)
+
+
+def _plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _add_delimiter(parser):
+    parser.add_argument("--delimiter", default=",", metavar="CHAR",
+                        help="the character between the values (default ','; 'tab' for a tab)")
 
 
 def build_parser():
@@ -64,7 +81,7 @@ def build_parser():
                     "  xor   2-3-1 sigmoid network, squared error, lr 1, 5000 full-batch epochs\n"
                     "  disk  2-16-16-1 tanh network, log loss, minibatches of 32, 300 epochs\n\n"
                     "Exit status 0 when every demo reaches its expected accuracy.")
-    demo.add_argument("tasks", nargs="*", choices=sorted(DEMOS) + [[]], metavar="TASK",
+    demo.add_argument("tasks", nargs="*", action=_DemoChoices, metavar="TASK",
                       help=f"which demos to run: {', '.join(sorted(DEMOS))} (default: all)")
     demo.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                       help="precision of the networks (default float64)")
@@ -79,7 +96,9 @@ def build_parser():
         "train", help="train a network on a CSV file and save it",
         formatter_class=_FORMATTER,
         description="Train a network on a CSV file with a header row and numeric columns.\n"
-                    "Every column but the target is an input. The inputs are standardised\n"
+                    "Every column but the target is an input. The target may hold class\n"
+                    "labels that are words (species: setosa, versicolor...): they are\n"
+                    "classes, and 'predict' prints them. The inputs are standardised\n"
                     "(and, for regression, the target) with the training rows' mean and\n"
                     "standard deviation; the scaling is folded into the first (and last)\n"
                     "layer, so the saved network takes raw rows. A held-out part of the rows\n"
@@ -88,12 +107,13 @@ def build_parser():
                     "loss; regression: a linear output, squared error.",
         epilog="example:\n  fastmlp train iris.csv --target species --hidden 16 --epochs 200 "
                "--out iris.npz")
-    train.add_argument("data", metavar="DATA.csv", help="training data: header row, numeric columns")
+    train.add_argument("data", metavar="DATA.csv",
+                       help="training data: header row, numeric input columns")
     train.add_argument("--target", required=True, metavar="COLUMN",
                        help="name of the column to predict")
     train.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
                        help="auto (default): classification when the target holds at most "
-                            f"{_MAX_CLASSES} distinct integers, else regression")
+                            f"{_MAX_CLASSES} distinct integers or any word, else regression")
     train.add_argument("--hidden", default="32", metavar="N,N,...",
                        help="hidden layer sizes, comma separated; '' for none (default 32)")
     train.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity"],
@@ -122,8 +142,11 @@ def build_parser():
                        help="train on the raw columns")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--out", metavar="MODEL.npz", default="model.npz",
-                       help="where to save the network (default model.npz); the column names "
-                            "and class labels go beside it in MODEL.npz.json")
+                       help="where to save the network (default model.npz), with the column "
+                            "names and class labels in the same file")
+    train.add_argument("--ignore", action="append", default=[], metavar="COLUMN[,COLUMN...]",
+                       help="columns that are not inputs (e.g. --ignore id); repeatable")
+    _add_delimiter(train)
     train.add_argument("--mpi", action="store_true",
                        help="data-parallel training under mpiexec (pip install 'fastmlp[mpi]'): "
                             "rank r reads the data rows r, r+P, r+2P, ...; --batch-size is per "
@@ -136,17 +159,23 @@ def build_parser():
         "predict", help="run a saved network on a CSV file",
         formatter_class=_FORMATTER,
         description="Predict with a network saved by 'fastmlp train' (or fastmlp.io.save) for\n"
-                    "the rows of a CSV file. With the MODEL.npz.json written by 'train', the\n"
-                    "input columns are picked by name (others, e.g. the target, are ignored)\n"
-                    "and classes get their original labels; without it, every column is an\n"
-                    "input, in order.",
-        epilog="example:\n  fastmlp predict iris.npz new.csv --out predictions.csv --proba")
+                    "the rows of a CSV file. With the column names 'train' stores in the\n"
+                    "model (or, from older versions, in MODEL.npz.json beside it), the input\n"
+                    "columns are picked by name (any other column, e.g. the target or an id,\n"
+                    "is ignored and need not be numeric) and classes get their original\n"
+                    "labels; without them, every column but the --keep ones is an input, in\n"
+                    "order. Values are written in the model's precision.",
+        epilog="example:\n  fastmlp predict iris.npz new.csv --out predictions.csv --proba --keep id")
     predict.add_argument("model", metavar="MODEL.npz")
-    predict.add_argument("data", metavar="DATA.csv", help="header row, numeric columns")
+    predict.add_argument("data", metavar="DATA.csv", help="header row, numeric input columns")
     predict.add_argument("--out", metavar="PREDS.csv",
                          help="write the predictions here (default: standard output)")
     predict.add_argument("--proba", action="store_true",
                          help="also write the class probabilities (classification)")
+    predict.add_argument("--keep", action="append", default=[], metavar="COLUMN[,COLUMN...]",
+                         help="copy these columns of DATA.csv to the output, before the "
+                              "predictions (e.g. --keep id); repeatable")
+    _add_delimiter(predict)
 
     # ----------------------------------------------------------------- bench
     bench = sub.add_parser(
@@ -169,124 +198,33 @@ def build_parser():
     return parser
 
 
-# ====================================================================== CSV
-def read_csv(path, shard=None):
-    """Header names and a float64 matrix from a CSV file of numbers.
-
-    ``shard=(rank, size)`` keeps only the data rows ``i`` with ``i % size == rank``
-    (the others are skipped unparsed): each MPI rank reads its own rows.
-    """
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")
-    except OSError as err:
-        raise CLIError(f"cannot read {path}: {err.strerror or err}") from None
-    with fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise CLIError(f"{path} is empty: expected a header row and data rows") from None
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise CLIError(f"{path}: not a readable CSV file ({err})") from None
-        header = [h.strip() for h in header]
-        if not any(header):
-            raise CLIError(f"{path}: the first row must name the columns")
-        first = {}
-        for i, name in enumerate(header):
-            if name in first:
-                raise CLIError(f"{path}: columns {first[name] + 1} and {i + 1} are both named "
-                               f"{name!r}; every column needs a name of its own")
-            first[name] = i
-        rows, index = [], -1
-        try:
-            for row in reader:
-                if not row or all(not c.strip() for c in row):
-                    continue
-                index += 1
-                if shard is not None and index % shard[1] != shard[0]:
-                    continue
-                line = reader.line_num
-                if len(row) != len(header):
-                    raise CLIError(f"{path}, line {line}: {len(row)} values but the header "
-                                   f"names {len(header)} columns")
-                values = []
-                for name, cell in zip(header, row):
-                    try:
-                        values.append(float(cell))
-                    except ValueError:
-                        what = "a missing value" if not cell.strip() else f"{cell.strip()!r}"
-                        raise CLIError(f"{path}, line {line}, column {name!r}: {what} is not a "
-                                       "number (every column must be numeric)") from None
-                rows.append(values)
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise CLIError(f"{path}: not a readable CSV file ({err})") from None
-    if not rows:
-        if shard is not None and index >= 0:
-            raise CLIError(f"{path} has {index + 1} data rows, fewer than the {shard[1]} ranks")
-        raise CLIError(f"{path} has a header but no data rows")
-    data = np.array(rows, dtype=np.float64)
-    if not np.isfinite(data).all():
-        raise CLIError(f"{path} contains NaN or infinite values")
-    return header, data
-
-
-def write_csv(fh, header, columns):
-    w = csv.writer(fh, lineterminator="\n")
-    w.writerow(header)
-    for row in zip(*columns):
-        w.writerow([_cell(v) for v in row])
-
-
-def _cell(v):
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v)) if not float(v).is_integer() or abs(v) >= 1e16 else str(int(v))
-    if isinstance(v, (np.integer,)):
-        return str(int(v))
-    return str(v)
-
-
 # ================================================================= models
 def _save_model(net, path, meta):
-    try:
-        from . import io as fio
-    except ImportError:
-        fio = None
-    if fio is not None:
-        fio.save(net, path)
-    else:                                 # fastmlp without io: a minimal npz of the same idea
-        header = json.dumps({"format": "fastmlp.cli", "layer_sizes": list(net.layer_sizes),
-                             "activation": net.activation, "output": net.output,
-                             "loss": net.loss_name, "dtype": net.dtype.name})
-        np.savez(path, header=np.frombuffer(header.encode(), dtype=np.uint8), params=net.params)
-    with open(_meta_path(path), "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1)
+    """The network and ``meta`` (column names, classes) in one file, atomically."""
+    from . import io as fio
+    fio.save(net, path, metadata=meta)
 
 
 def _load_model(path):
+    """``(net, meta, where)``: the network, its column names and classes (from
+    the file's metadata, or the MODEL.npz.json sidecar of models saved before
+    they were stored inside; None without either) and where ``meta`` came from."""
+    from . import io as fio
     if not os.path.exists(path):
         raise CLIError(f"model file {path} does not exist")
-    try:
-        from . import io as fio
-    except ImportError:
-        fio = None
-    if fio is not None:
-        net = fio.load(path)
-    else:
-        from .network import Network
-        with np.load(path, allow_pickle=False) as z:
-            head = json.loads(bytes(z["header"]).decode())
-            net = Network(head["layer_sizes"], activation=head["activation"],
-                          output=head["output"], loss=head["loss"], dtype=head["dtype"])
-            net.set_params(z["params"])
-    meta = None
-    if os.path.exists(_meta_path(path)):
+    net = fio.load(path)
+    meta = fio.read_header(path).get("metadata")
+    where = f"{path}'s metadata"
+    if meta is None and os.path.exists(_meta_path(path)):
+        where = _meta_path(path)
         try:
-            with open(_meta_path(path), encoding="utf-8") as fh:
+            with open(where, encoding="utf-8") as fh:
                 meta = json.load(fh)
         except (OSError, ValueError) as err:
-            raise CLIError(f"{_meta_path(path)} is not valid JSON: {err}") from None
-        _check_meta(meta, _meta_path(path))
-    return net, meta
+            raise CLIError(f"{where} is not valid JSON: {err}") from None
+    if meta is not None:
+        _check_meta(meta, where)
+    return net, meta, where
 
 
 def _meta_path(path):
@@ -399,37 +337,130 @@ def _bytes(n):
             return f"{n:.3g} {unit}"
 
 
-def _infer_task(y, task):
-    if task != "auto":
-        return task
-    integral = np.all(y == np.round(y))
-    return "classification" if integral and len(np.unique(y)) <= _MAX_CLASSES else "regression"
+def _classes(args, y, cells):
+    """``(task, classes, labels)``: the task, the sorted class labels and each
+    row's class index (None, None for regression). ``y`` is the target as
+    numbers, or None when it holds words (``cells``, its text): those are
+    classes."""
+    if y is None:
+        if args.task == "regression":
+            word = next(c for c in cells if not _is_number(c))
+            raise CLIError(f"--task regression needs a numeric target; {args.target!r} holds "
+                           f"{word!r} (a class label?)")
+        task, (classes, labels) = "classification", np.unique(np.array(cells), return_inverse=True)
+    else:
+        integral = bool(np.all(y == np.round(y)))
+        task = args.task
+        if task == "auto":
+            few = integral and len(np.unique(y)) <= _MAX_CLASSES
+            task = "classification" if few else "regression"
+        if task == "regression":
+            return task, None, None
+        if not integral:
+            raise CLIError(f"--task classification needs whole-number or word class labels in "
+                           f"{args.target!r}; got values such as {y[y != np.round(y)][0]!r}")
+        classes, labels = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise CLIError(f"the target {args.target!r} has a single class ({_label(classes[0])!r}); "
+                       "nothing to learn")
+    return task, classes, labels
 
 
-def _target_column(args, header, data):
-    """(input column names, X, y) with the target column taken out."""
-    if args.target not in header:
-        raise CLIError(f"--target {args.target!r} is not a column of {args.data}; its columns "
-                       f"are {', '.join(header)}")
-    t = header.index(args.target)
-    features = [h for i, h in enumerate(header) if i != t]
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _train_inputs(args, header):
+    """train's input columns: every column but the target and --ignore's."""
+    ignore = _column_names(args.ignore, "--ignore")
+    for name, option in [(args.target, "--target")] + [(i, "--ignore") for i in ignore]:
+        if name not in header:
+            raise CLIError(f"{option} {name!r} is not a column of {args.data}; its "
+                           f"columns are {', '.join(header)}")
+    if args.target in ignore:
+        raise CLIError(f"--ignore {args.target!r} is the --target")
+    features = [h for h in header if h != args.target and h not in ignore]
     if not features:
         raise CLIError(f"{args.data} has no input column besides the target")
-    return features, np.delete(data, t, axis=1), data[:, t]
+    return features
+
+
+def _read_train(args, shard=None):
+    """``(features, X, y, cells)`` of train's CSV file: input names and columns,
+    the target as numbers (None when it holds words) and as text (read as
+    text: its labels may be words)."""
+    inputs = []
+
+    def pick(header):
+        inputs.extend(_train_inputs(args, header))
+        return inputs, [args.target]
+
+    _, X, text, lines = read_csv(args.data, shard=shard, delimiter=args.delimiter, pick=pick)
+    cells = text[args.target]
+    return inputs, X, target_numbers(args.data, args.target, cells, lines), cells
 
 
 def _check_train_args(args):
-    """Range checks of train's numbers; returns the hidden layer sizes."""
+    """Every check of train's options that needs no data, before anything is
+    printed or read: the numbers' ranges, the delimiter, where the model goes.
+    Returns the hidden layer sizes (and normalises ``args.delimiter``)."""
     hidden = _parse_hidden(args.hidden)
     if getattr(args, "mpi", False) and args.optimizer not in ("adam", "sgd"):
         raise CLIError(f"--optimizer {args.optimizer} runs in one process: --mpi trains with "
                        "adam or sgd")
-    for name, value, ok in (("--epochs", args.epochs, args.epochs >= 1),
-                            ("--batch-size", args.batch_size, args.batch_size >= 1),
-                            ("--test-size", args.test_size, 0 <= args.test_size < 1)):
+    finite = np.isfinite
+    for name, value, ok in (
+            ("--epochs", args.epochs, args.epochs >= 1),
+            ("--batch-size", args.batch_size, args.batch_size >= 1),
+            ("--test-size", args.test_size, 0 <= args.test_size < 1),
+            ("--lr", args.lr, args.lr is None or (finite(args.lr) and args.lr > 0)),
+            ("--momentum", args.momentum, finite(args.momentum) and 0 <= args.momentum < 1),
+            ("--l2", args.l2, finite(args.l2) and args.l2 >= 0),
+            ("--seed", args.seed, args.seed >= 0)):
         if not ok:
             raise CLIError(f"{name} out of range: {value!r}")
+    args.delimiter = delimiter_of(args.delimiter)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise CLIError(f"--out {args.out}: the folder {folder} does not exist")
+    if os.path.isdir(args.out):
+        raise CLIError(f"--out {args.out} is a folder; name the model file")
     return hidden
+
+
+def _describe(args, sizes, output, loss, lr, per_rank=""):
+    """train's network line: sizes, hidden activation, optimizer, batches, epochs."""
+    hidden = args.activation if len(sizes) > 2 else "(no hidden layer)"
+    return (f"network {'-'.join(map(str, sizes))} {hidden}, {output} output, {loss}, "
+            f"{args.optimizer} lr {lr:g}, batches of {args.batch_size}{per_rank}, "
+            f"{_plural(args.epochs, 'epoch')}")
+
+
+def _fit_kwargs(args):
+    """(learning rate, fit's keyword arguments) of train's options."""
+    lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 0.001)
+    kw = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, shuffle=True,
+              optimizer=args.optimizer, verbose=not args.quiet)
+    if args.optimizer == "sgd" and args.momentum:
+        kw.update(momentum=args.momentum, nesterov=True)
+    if args.early_stopping:
+        kw.update(validation_split=0.1, early_stopping=True)
+    return lr, kw
+
+
+def _trained(hist, ranks=""):
+    return (f"trained {_plural(len(hist.loss), 'epoch')} in {hist.seconds:.2f} s{ranks}, "
+            f"final loss {hist.loss[-1]:.6g}"
+            + (" (stopped early)" if getattr(hist, "stopped_early", False) else ""))
+
+
+def _meta(args, task, features, classes):
+    return {"fastmlp_cli": 1, "task": task, "target": args.target, "features": features,
+            "classes": None if classes is None else [_label(c) for c in classes]}
 
 
 def cmd_train(args, out=None, err=None):
@@ -439,20 +470,10 @@ def cmd_train(args, out=None, err=None):
 
     if getattr(args, "mpi", False):
         return _train_mpi(args, out, err)
-    header, data = read_csv(args.data)
-    features, X, y = _target_column(args, header, data)
     hidden = _check_train_args(args)
-    task = _infer_task(y, args.task)
-    classes = None
-    if task == "classification":
-        if not np.all(y == np.round(y)):
-            raise CLIError(f"--task classification needs whole-number class labels in "
-                           f"{args.target!r}; got values such as {y[y != np.round(y)][0]!r}")
-        classes, labels = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise CLIError(f"the target {args.target!r} has a single class ({classes[0]:g}); "
-                           "nothing to learn")
-    n = len(y)
+    features, X, y, cells = _read_train(args)
+    task, classes, labels = _classes(args, y, cells)
+    n = len(cells)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(n)
     n_test = int(round(args.test_size * n))
@@ -482,39 +503,27 @@ def cmd_train(args, out=None, err=None):
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
                   init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
-    lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 0.001)
-    fit_kwargs = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size,
-                      shuffle=True, optimizer=args.optimizer, verbose=not args.quiet)
-    if args.optimizer == "sgd" and args.momentum:
-        fit_kwargs.update(momentum=args.momentum, nesterov=True)
-    if args.early_stopping:
-        fit_kwargs.update(validation_split=0.1, early_stopping=True)
-    print(f"{args.data}: {n} rows, {len(features)} inputs, target {args.target!r}: {task}"
+    lr, fit_kwargs = _fit_kwargs(args)
+    print(f"{args.data}: {n} rows, {_plural(len(features), 'input')}, target {args.target!r}: {task}"
           + (f" with {len(classes)} classes" if classes is not None else ""), file=out)
-    print(f"network {'-'.join(map(str, sizes))} {args.activation}, {output} output, {loss}, "
-          f"{args.optimizer} lr {lr:g}, batches of {args.batch_size}, {args.epochs} epochs, "
-          f"{len(train)} training / {len(test)} held-out rows", file=out)
+    print(_describe(args, sizes, output, loss, lr)
+          + f", {len(train)} training / {len(test)} held-out rows", file=out)
     if problem and not args.dtype:
         print(f"float64: {problem}", file=out)
     out.flush()
     hist = net.fit(xs.apply(X[train]), Y, **fit_kwargs)
     _fold_scaling(net, xs, ys, features, args.target)
-    msg = f"trained {len(hist.loss)} epochs in {hist.seconds:.2f} s, final loss {hist.loss[-1]:.6g}"
-    if getattr(hist, "stopped_early", False):
-        msg += " (stopped early)"
-    print(msg, file=out)
+    print(_trained(hist), file=out)
     if len(test):
-        P = net.predict(X[test])
+        P = net.predict(X[test]).reshape(len(test), -1)
         if task == "classification":
             pred = (P[:, 0] > 0.5).astype(int) if P.shape[1] == 1 else P.argmax(axis=1)
             print(f"held-out accuracy {np.mean(pred == labels[test]):.1%} ({len(test)} rows)", file=out)
         else:
             r2, rmse = _r2_rmse(y[test], P[:, 0].astype(np.float64))
             print(f"held-out R^2 {r2:.4f}, RMSE {rmse:.6g} ({len(test)} rows)", file=out)
-    meta = {"fastmlp_cli": 1, "task": task, "target": args.target, "features": features,
-            "classes": None if classes is None else [_label(c) for c in classes]}
-    _save_model(net, args.out, meta)
-    print(f"saved {args.out} (columns and classes in {_meta_path(args.out)})", file=out)
+    _save_model(net, args.out, _meta(args, task, features, classes))
+    print(f"saved {args.out} (with its columns and classes)", file=out)
     return 0
 
 
@@ -542,16 +551,16 @@ def _train_ranks(args, comm, out):
     from . import _cli_mpi as cm
     from . import distributed as dist
     from .network import Network
-    error = features = X = y = hidden = None
+    error = features = X = y = cells = hidden = None
     try:
-        header, data = read_csv(args.data, shard=(comm.rank, comm.size))
-        features, X, y = _target_column(args, header, data)
         hidden = _check_train_args(args)
+        features, X, y, cells = _read_train(args, shard=(comm.rank, comm.size))
     except CLIError as exc:
         error = exc
     cm.agree(comm, error)
-    task, classes, labels = cm.task_and_labels(comm, args.task, y, args.target, _MAX_CLASSES)
-    test, train = cm.split(comm, args.seed, args.test_size, len(y))
+    task, classes, labels = cm.task_and_labels(comm, args.task, y, cells, args.target,
+                                               _MAX_CLASSES)
+    test, train = cm.split(comm, args.seed, args.test_size, len(cells))
     xs = cm.globalise(comm, _Standardisation(X[train], False), X[train], args.standardize)
     if task == "classification":
         k = len(classes)
@@ -573,38 +582,30 @@ def _train_ranks(args, comm, out):
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
                   init="he" if args.activation == "relu" else "xavier", dtype=dtype,
                   seed=args.seed)
-    lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 0.001)
-    kw = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, shuffle=True,
-              optimizer=args.optimizer, verbose=not args.quiet)
-    if args.optimizer == "sgd" and args.momentum:
-        kw.update(momentum=args.momentum, nesterov=True)
-    if args.early_stopping:
-        kw.update(validation_split=0.1, early_stopping=True)
-    print(f"{args.data}: {comm.allreduce(len(y))} rows on {comm.size} ranks, {len(features)} "
-          f"inputs, target {args.target!r}: {task}"
+    lr, kw = _fit_kwargs(args)
+    print(f"{args.data}: {comm.allreduce(len(cells))} rows on {comm.size} ranks, "
+          f"{_plural(len(features), 'input')}, target {args.target!r}: {task}"
           + (f" with {len(classes)} classes" if classes is not None else ""), file=out)
-    print(f"network {'-'.join(map(str, sizes))} {args.activation}, {output} output, {loss}, "
-          f"{args.optimizer} lr {lr:g}, batches of {args.batch_size} per rank, {args.epochs} "
-          f"epochs, {comm.allreduce(len(train))} training / {comm.allreduce(len(test))} "
+    print(_describe(args, sizes, output, loss, lr, per_rank=" per rank")
+          + f", {comm.allreduce(len(train))} training / {comm.allreduce(len(test))} "
           "held-out rows", file=out)
     out.flush()
     hist = dist.fit(net, xs.apply(X[train]), Y, comm=comm, **kw)
     _fold_scaling(net, xs, ys, features, args.target)
-    print(f"trained {len(hist.loss)} epochs in {hist.seconds:.2f} s on {comm.size} ranks, "
-          f"final loss {hist.loss[-1]:.6g}" + (" (stopped early)" if hist.stopped_early else ""),
-          file=out)
+    print(_trained(hist, ranks=f" on {comm.size} ranks"), file=out)
     if comm.allreduce(len(test)):
         truth = labels[test] if task == "classification" else y[test]
         print(cm.score(comm, task == "classification", net.predict(X[test]), truth), file=out)
     if comm.rank == 0:
-        meta = {"fastmlp_cli": 1, "task": task, "target": args.target, "features": features,
-                "classes": None if classes is None else [_label(c) for c in classes]}
-        _save_model(net, args.out, meta)
-        print(f"saved {args.out} (columns and classes in {_meta_path(args.out)})", file=out)
+        _save_model(net, args.out, _meta(args, task, features, classes))
+        print(f"saved {args.out} (with its columns and classes)", file=out)
     return 0
 
 
 def _label(c):
+    """A class label as JSON keeps it: the word, or the number (whole ones as int)."""
+    if isinstance(c, str):
+        return str(c)                    # np.str_ too
     c = float(c)
     return int(c) if c.is_integer() else c
 
@@ -720,67 +721,109 @@ def _r2_rmse(y, p):
 
 
 # ================================================================ predict
+def _column_names(items, option="--keep"):
+    """The column names of a repeatable, comma-separated option, each once."""
+    names = []
+    for item in items:
+        for name in item.split(","):
+            name = name.strip()
+            if not name:
+                raise CLIError(f"{option} needs column names; got {item!r}")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _predict_columns(args, n_in, features, keep, where):
+    """``read_csv``'s pick for predict: the model's input columns (by name, or
+    every column but the kept ones when the model names none) and the kept
+    columns as text; any other column is not read."""
+    def pick(header):
+        missing = [k for k in keep if k not in header]
+        if missing:
+            raise CLIError(f"--keep {', '.join(missing)}: not a column of {args.data}; its "
+                           f"columns are {', '.join(header)}")
+        if features:
+            missing = [f for f in features if f not in header]
+            if missing:
+                raise CLIError(f"{args.data} lacks the model's input columns "
+                               f"{', '.join(missing)}")
+            return features, keep
+        inputs = [h for h in header if h not in keep]
+        if len(inputs) != n_in:
+            raise CLIError(f"{args.data} has {len(inputs)} columns"
+                           + (" besides --keep's" if keep else "")
+                           + f" but the model takes {n_in} inputs (and {where} names "
+                           "none of them)")
+        return inputs, keep
+    return pick
+
+
+def _prediction_columns(net, P, meta, where, proba, target):
+    """(names, columns) of the predictions: the value(s) of a regressor; the
+    class label, and with ``proba`` each class's probability, of a classifier.
+    Numbers stay in the model's precision."""
+    P = P.reshape(len(P), -1)
+    if net.output == "identity":
+        names = [target] if P.shape[1] == 1 else [f"{target}_{j}" for j in range(P.shape[1])]
+        return names, [P[:, j] for j in range(P.shape[1])]
+    if P.shape[1] == 1:
+        idx = (P[:, 0] > 0.5).astype(int)
+        proba_columns = [1 - P[:, 0], P[:, 0]]
+    else:
+        idx = P.argmax(axis=1)
+        proba_columns = [P[:, j] for j in range(P.shape[1])]
+    classes = meta.get("classes") if meta else None
+    if classes is not None and len(classes) != len(proba_columns):
+        raise CLIError(f"{where} lists {len(classes)} classes but the model tells "
+                       f"{len(proba_columns)} apart")
+    labels = classes if classes is not None else list(range(len(proba_columns)))
+    names, columns = [target], [[labels[i] for i in idx]]
+    if proba:
+        names += [f"p_{_cell(lab)}" for lab in labels]
+        columns += proba_columns
+    return names, columns
+
+
 def cmd_predict(args, out=None, err=None):
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    net, meta = _load_model(args.model)
-    header, data = read_csv(args.data)
+    delimiter = delimiter_of(args.delimiter)
+    keep = _column_names(args.keep)
+    net, meta, where = _load_model(args.model)
+    if args.proba and net.output == "identity":
+        raise CLIError(f"--proba needs a classifier; {args.model} is a regressor (a linear "
+                       "output: it predicts values, not class probabilities)")
     n_in = net.layer_sizes[0]
-    target = "prediction"
-    if meta and meta.get("features"):
-        features = meta["features"]
-        if len(features) != n_in:
-            raise CLIError(f"{_meta_path(args.model)} names {len(features)} input columns but "
-                           f"the model takes {n_in} inputs")
-        missing = [f for f in features if f not in header]
-        if missing:
-            raise CLIError(f"{args.data} lacks the model's input columns {', '.join(missing)}")
-        X = data[:, [header.index(f) for f in features]]
-        target = meta.get("target") or target
-    elif data.shape[1] == n_in:
-        X, features = data, header
-    else:
-        raise CLIError(f"{args.data} has {data.shape[1]} columns but the model takes {n_in} "
-                       f"inputs (and there is no {_meta_path(args.model)} naming them)")
+    features = meta.get("features") if meta else None
+    if features and len(features) != n_in:
+        raise CLIError(f"{where} names {len(features)} input columns but the model takes "
+                       f"{n_in} inputs")
+    if meta is None:
+        where = f"no {_meta_path(args.model)}"
+    header, X, text, _ = read_csv(args.data, delimiter=delimiter,
+                                  pick=_predict_columns(args, n_in, features, keep, where))
+    inputs = features or [h for h in header if h not in keep]
     top = float(np.finfo(net.dtype).max)
-    for j, name in enumerate(features):
+    for j in range(X.shape[1]):
         i = int(np.argmax(np.abs(X[:, j])))
         if abs(X[i, j]) > top:
-            raise CLIError(f"{args.data}, column {name!r}: {X[i, j]:g} is beyond the "
+            raise CLIError(f"{args.data}, column {inputs[j]!r}: {X[i, j]:g} is beyond the "
                            f"{net.dtype.name} model's range (+-{top:.3g})")
-    P = net.predict(X)
-    classes = meta.get("classes") if meta else None
-    columns, names = [], []
-    if net.output == "identity":
-        for j in range(P.shape[1]):
-            names.append(target if P.shape[1] == 1 else f"{target}_{j}")
-            columns.append(P[:, j].astype(np.float64))
-    else:
-        if P.shape[1] == 1:
-            idx = (P[:, 0] > 0.5).astype(int)
-            proba = np.c_[1 - P[:, 0], P[:, 0]]
-        else:
-            idx = P.argmax(axis=1)
-            proba = P
-        if classes is not None and len(classes) != proba.shape[1]:
-            raise CLIError(f"{_meta_path(args.model)} lists {len(classes)} classes but the model "
-                           f"tells {proba.shape[1]} apart")
-        labels = classes if classes is not None else list(range(proba.shape[1]))
-        names.append(target)
-        columns.append([labels[i] for i in idx])
-        if args.proba:
-            for j, lab in enumerate(labels):
-                names.append(f"p_{_cell(lab)}")
-                columns.append(proba[:, j].astype(np.float64))
+    target = (meta.get("target") if meta else None) or "prediction"
+    if target in keep:                     # the true value kept beside the prediction
+        target = f"predicted_{target}"
+    names, columns = _prediction_columns(net, net.predict(X), meta, where, args.proba, target)
+    names, columns = keep + names, [text[k] for k in keep] + columns
     if args.out:
         try:
             with open(args.out, "w", newline="", encoding="utf-8") as fh:
-                write_csv(fh, names, columns)
+                write_csv(fh, names, columns, delimiter)
         except OSError as e:
             raise CLIError(f"cannot write {args.out}: {e.strerror or e}") from None
         print(f"wrote {len(X)} predictions to {args.out}", file=err)
     else:
-        write_csv(out, names, columns)
+        write_csv(out, names, columns, delimiter)
     return 0
 
 

@@ -9,7 +9,12 @@ the source model's outputs to float rounding:
 
 * scikit-learn classifiers: ``predict_proba`` (for a binary classifier the
   network has one sigmoid output, the probability of ``classes_[1]``);
-  regressors: ``predict`` (as a column).
+  regressors: ``predict``, of the same shape: ``(n,)`` for a single-output
+  regressor, whose network is made with ``flat_output=True`` (its
+  ``predict`` returns the one column; the flag is saved and loaded with the
+  network, and the ONNX export's output is 1-D too). The model's ``alpha``
+  becomes the network's ``l2``: the same penalty ``alpha / (2 n) sum(W**2)``,
+  so ``loss`` and further training optimise scikit-learn's objective.
 * PyTorch: ``model(x)``.
 
 Neither library is imported by ``import fastmlp``, nor by this module: scikit-learn
@@ -52,8 +57,10 @@ def from_sklearn(model, dtype=None, network_cls=None):
     Network
         Hidden activation mapped ``logistic`` -> ``sigmoid``; output from the
         model's ``out_activation_``; loss ``log_loss`` for a classifier and
-        ``squared_error`` for a regressor. Its ``predict`` equals the model's
-        ``predict_proba`` (binary: the column of ``classes_[1]``) or ``predict``.
+        ``squared_error`` for a regressor; ``l2`` the model's ``alpha``. Its
+        ``predict`` equals the model's ``predict_proba`` (binary: the column
+        of ``classes_[1]``) or ``predict``, shape included: a single-output
+        regressor's network has ``flat_output=True`` and predicts ``(n,)``.
 
     Raises
     ------

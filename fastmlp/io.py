@@ -13,7 +13,9 @@ compressed) holding exactly two arrays:
     ``activation``, ``output``, ``loss``, ``init``, ``dtype`` (str),
     ``l2``, ``l1`` (finite floats >= 0), ``seed`` (int or null),
     ``n_params`` (int) and ``rng_state`` (the PCG64 state of the network's
-    generator as numpy reports it, or null); optionally ``metadata``, a JSON
+    generator as numpy reports it, or null); optionally ``flat_output``
+    (``true``, written only for a network made with ``flat_output=True``,
+    whose ``predict`` returns shape ``(n,)``) and ``metadata``, a JSON
     object of the caller's own (see :func:`read_header`), nesting at most 100
     levels of objects and arrays.
 ``params``

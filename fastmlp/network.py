@@ -66,6 +66,13 @@ class Network(BaseNetwork):
         task: it splits one-sample predicts of wide layers, big training
         batches of narrow networks (all layers <= 32 wide) and float32
         minibatch products of at least 100k multiply-adds.
+    flat_output : bool
+        With one output, :meth:`predict` returns shape ``(n_samples,)``
+        instead of ``(n_samples, 1)``, as scikit-learn's single-output
+        regressors do (:func:`fastmlp.interop.from_sklearn` sets it for them).
+        Only ``predict``'s shape changes (and the ONNX export's); ``fit``,
+        ``loss``, ``score`` and the rest are as without it. Saved and loaded
+        with the network.
 
     Attributes
     ----------

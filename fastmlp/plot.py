@@ -77,7 +77,17 @@ def _curves(history):
     val_loss = get("val_loss", None) or []
     accuracy = get("accuracy", None) or []
     val_accuracy = get("val_accuracy", None) or get("validation_scores_", None) or []
-    return list(loss), list(val_loss), list(accuracy), list(val_accuracy)
+    best = get("best_epoch", None)
+    best = int(best) if isinstance(best, (int, np.integer)) and 1 <= best <= len(loss) else None
+    return list(loss), list(val_loss), list(accuracy), list(val_accuracy), best
+
+
+def _mark_best(ax, best, curve):
+    """A dashed line at the best epoch (the weights early stopping kept), with
+    a dot on ``curve`` (the monitored one) there."""
+    ax.axvline(best, color="0.35", linestyle="--", linewidth=1, label=f"best epoch {best}")
+    if len(curve) >= best and np.isfinite(curve[best - 1]):
+        ax.plot([best], [curve[best - 1]], "o", color="0.2", markersize=6, zorder=4)
 
 
 def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
@@ -89,7 +99,9 @@ def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
         ``fit``'s History (``loss``, ``val_loss``, ``val_accuracy``); a
         :class:`TrainingRecord` (adds training accuracy); a fitted
         ``MLPClassifier`` / ``MLPRegressor`` (``loss_curve_`` and
-        ``validation_scores_``); or a dict with those keys.
+        ``validation_scores_``); or a dict with those keys. A History's
+        ``best_epoch`` (early stopping's, or the best validation loss's) is
+        marked with a dashed line and a dot on the monitored curve.
     path : str or path-like, optional
         Also save the figure there.
     title : str, optional
@@ -102,7 +114,7 @@ def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
     matplotlib.figure.Figure
         One panel (loss) or two (loss, accuracy) when there is an accuracy.
     """
-    loss, val_loss, acc, val_acc = _curves(history)
+    loss, val_loss, acc, val_acc, best = _curves(history)
     if not loss:
         raise ValueError("the history has no epochs to plot")
     fig, axes = _figure(2 if (acc or val_acc) else 1)
@@ -116,6 +128,8 @@ def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
         log_loss_axis = finite.size > 0 and finite.max() / finite.min() > 100
     if log_loss_axis:
         ax.set_yscale("log")
+    if best is not None:
+        _mark_best(ax, best, val_loss or loss)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("loss")
@@ -127,6 +141,8 @@ def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
             ax.plot(np.arange(1, len(acc) + 1), acc, label="train", color="C0")
         if val_acc:
             ax.plot(np.arange(1, len(val_acc) + 1), val_acc, label="validation", color="C1")
+        if best is not None:
+            _mark_best(ax, best, val_acc or acc)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.set_title("accuracy")
@@ -139,21 +155,23 @@ def learning_curves(history, *, path=None, title=None, log_loss_axis=None):
 
 
 # --------------------------------------------------------- decision boundary
+_MARKERS = "os^Dv<>pP*"
+
+
 def _scores(model, X):
-    """Per point: the probability of the positive class (binary) or the class index."""
+    """``(kind, scores)`` on the points: ``("binary", p)`` the probability (or
+    score) of class 1, or ``("classes", P)`` one column per class."""
     if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
         P = np.asarray(model.predict_proba(X))
-        return (P[:, 1], True) if P.shape[1] == 2 else (P.argmax(axis=1), False)
+        return ("binary", P[:, 1]) if P.shape[1] == 2 else ("classes", P)
     if hasattr(model, "layer_sizes") and hasattr(model, "predict"):      # a Network
-        P = np.asarray(model.predict(X))
-        if P.shape[1] == 1:
-            return P[:, 0], model.output == "sigmoid"
-        return P.argmax(axis=1), False
+        P = np.asarray(model.predict(X)).reshape(len(X), -1)
+        return ("binary", P[:, 0]) if P.shape[1] == 1 else ("classes", P)
     if callable(model):
         P = np.asarray(model(X))
         if P.ndim == 2 and P.shape[1] > 1:
-            return P.argmax(axis=1), False
-        return P.reshape(-1), True
+            return "classes", P
+        return "binary", P.reshape(-1)
     raise TypeError("decision_boundary needs a fastmlp Network, a classifier with "
                     f"predict_proba, or a callable; got {type(model).__name__}")
 
@@ -163,6 +181,54 @@ def _labels(y):
     if y.ndim == 2:
         return y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
     return y
+
+
+def _class_colours(k):
+    """``k`` class colours (RGB): RdBu's ends for two, tab10 (tab20) beyond."""
+    import matplotlib
+    if k <= 2:
+        return np.array([matplotlib.colormaps[_CMAP](v)[:3] for v in (0.1, 0.9)])
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
+    return np.array([cmap(i % cmap.N)[:3] for i in range(k)])
+
+
+def _shade_classes(ax, gx, gy, P, colours):
+    """Each grid point in the colours of the classes weighted by their
+    probabilities (smooth, not an argmax's blocks), lightened towards white,
+    and a line where the most probable class changes."""
+    k = P.shape[1]
+    W = np.clip(P, 0, None)
+    W = W / np.where(W.sum(axis=1, keepdims=True) > 0, W.sum(axis=1, keepdims=True), 1)
+    rgb = 0.45 + 0.55 * (W @ colours)                     # lighter: the points stand out
+    image = ax.imshow(rgb.reshape(gx.shape + (3,)), origin="lower", aspect="auto",
+                      interpolation="bilinear",
+                      extent=(gx[0, 0], gx[0, -1], gy[0, 0], gy[-1, 0]))
+    artists = [image]
+    for c in range(k):          # class c's border: P_c equals the largest other probability
+        margin = (P[:, c] - np.delete(P, c, axis=1).max(axis=1)).reshape(gx.shape)
+        if margin.min() < 0 < margin.max():
+            artists.append(ax.contour(gx, gy, margin, levels=[0], colors="k", linewidths=1.2))
+    return artists
+
+
+def _draw_points(ax, X, labels, classes, colours, names):
+    """The points of each class in its colour and marker, with dark edges (they
+    stay visible on their own class's shading), one legend entry per class."""
+    few = len(X) <= 50
+    size = 120 if few else (30 if len(X) <= 500 else 14)
+    artists = []
+    for i, c in enumerate(classes):
+        rows = labels == c
+        artists.append(ax.scatter(X[rows, 0], X[rows, 1], color=colours[i % len(colours)],
+                                  marker=_MARKERS[i % len(_MARKERS)], s=size,
+                                  edgecolors="k", linewidths=1.2 if few else 0.7,
+                                  label=f"class {names[i]}", zorder=3))
+    return artists
+
+
+def _name(c):
+    c = c.item() if hasattr(c, "item") else c
+    return int(c) if isinstance(c, float) and c.is_integer() else c
 
 
 def _draw_boundary(ax, model, X, y, resolution=200, padding=0.15):
@@ -179,24 +245,28 @@ def _draw_boundary(ax, model, X, y, resolution=200, padding=0.15):
     dtype = getattr(model, "dtype", None)
     if isinstance(dtype, np.dtype):
         grid = grid.astype(dtype)
-    scores, is_prob = _scores(model, grid)
-    Z = scores.reshape(gx.shape).astype(float)
+    kind, scores = _scores(model, grid)
     labels = _labels(y)
-    artists = []
-    if is_prob:
-        artists.append(ax.contourf(gx, gy, Z, levels=np.linspace(0, 1, 21), cmap=_CMAP,
-                                   alpha=0.75, vmin=0, vmax=1))
+    names = list(getattr(model, "classes_", []))
+    if kind == "binary":
+        Z = scores.reshape(gx.shape).astype(float)
+        k = 2
+        artists = [ax.contourf(gx, gy, Z, levels=np.linspace(0, 1, 21), cmap=_CMAP,
+                               alpha=0.6, vmin=0, vmax=1)]
         if Z.min() < 0.5 < Z.max():
             artists.append(ax.contour(gx, gy, Z, levels=[0.5], colors="k", linewidths=1.5))
     else:
-        top = int(max(Z.max(), np.max(labels) if labels.dtype.kind in "iuf" else 0))
-        artists.append(ax.contourf(gx, gy, Z, levels=np.arange(-1, top + 1) + 0.5,
-                                   cmap="tab10", alpha=0.35, vmin=0, vmax=9))
-    few = len(X) <= 50
-    artists.append(ax.scatter(X[:, 0], X[:, 1], c=labels, cmap=_CMAP if is_prob else "tab10",
-                              edgecolors="w" if few else "k", linewidths=1.5 if few else 0.6,
-                              s=120 if few else (28 if len(X) <= 500 else 10),
-                              vmin=0, vmax=1 if is_prob else 9, zorder=3))
+        k = scores.shape[1]
+        artists = _shade_classes(ax, gx, gy, scores.astype(float), _class_colours(k))
+    # the classes of the points: 0..k-1 as the model numbers them (y as indices)
+    classes = np.unique(labels) if labels.dtype.kind not in "iuf" else \
+        np.union1d(np.arange(k), np.unique(labels))
+    if len(names) != len(classes):
+        names = [_name(c) for c in classes]
+    artists += _draw_points(ax, X, labels, classes, _class_colours(max(k, len(classes))), names)
+    legend = ax.legend(loc="upper right", fontsize="small", framealpha=0.8,
+                       title="shade: P(class 1)" if kind == "binary" else None)
+    artists.append(legend)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_xlabel("$x_1$")
@@ -212,8 +282,11 @@ def decision_boundary(model, X, y, *, path=None, title="decision boundary", reso
     ----------
     model : fastmlp.Network, fitted classifier with predict_proba, or callable
         For one sigmoid output (or a binary classifier) the probability of
-        class 1 is shaded, with its 0.5 contour; otherwise each region takes
-        the colour of its predicted class.
+        class 1 is shaded, with its 0.5 contour; otherwise every point of the
+        plane takes the class colours weighted by their probabilities, with a
+        line where the most probable class changes. The points are drawn in
+        their class's colour and marker, with dark edges, and a legend names
+        the classes.
     X : array of shape (n, 2)
     y : array of shape (n,) (or one-hot (n, k))
         Colours of the points.

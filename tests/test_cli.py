@@ -6,7 +6,15 @@ import sys
 import numpy as np
 import pytest
 
+import fastmlp
+import fastmlp.io
 from fastmlp import cli
+
+
+def _strip_metadata(model):
+    """Re-save ``model`` without its columns and classes (as saved before they
+    were stored in the file, or by fastmlp.io.save)."""
+    fastmlp.io.save(fastmlp.io.load(model), model)
 
 
 def test_demo_xor_prints_loss_and_full_accuracy(capsys):
@@ -96,8 +104,9 @@ def test_train_and_predict_classification_end_to_end(tmp_path, blobs_csv, capsys
     assert "classification with 3 classes" in out and "3-16-8-3" in out
     acc = float(out.split("held-out accuracy ")[1].split("%")[0])
     assert acc >= 90
-    assert model.exists() and (tmp_path / "blobs.npz.json").exists()
-    meta = json.loads((tmp_path / "blobs.npz.json").read_text())
+    # one file: the network and its columns and classes (no sidecar)
+    assert model.exists() and not (tmp_path / "blobs.npz.json").exists()
+    meta = fastmlp.io.read_header(model)["metadata"]
     assert meta["features"] == ["a", "b", "c"] and meta["classes"] == [3, 5, 7]
 
     preds = tmp_path / "preds.csv"
@@ -149,7 +158,7 @@ def test_binary_without_sidecar_uses_all_columns(tmp_path, capsys):
                      "--optimizer", "adam", "--test-size", "0", "--quiet",
                      "--out", str(model)]) == 0
     assert "held-out accuracy" not in capsys.readouterr().out
-    (tmp_path / "bin.npz.json").unlink()
+    _strip_metadata(model)
     inputs = tmp_path / "inputs.csv"
     _write_csv(inputs, ["p", "q"], X)
     assert cli.main(["predict", str(model), str(inputs)]) == 0
@@ -205,8 +214,9 @@ def test_usage_errors_are_one_line_and_exit_2(capsys):
     (["demo"], ["xor", "disk", "--plot", "--dtype", "--seed"]),
     (["train"], ["--target", "--hidden", "--epochs", "--lr", "--batch-size", "--optimizer",
                  "--activation", "--task", "--test-size", "--early-stopping", "--out",
-                 "--dtype", "--seed", "--l2", "--momentum", "--quiet", "--no-standardize"]),
-    (["predict"], ["MODEL.npz", "DATA.csv", "--out", "--proba"]),
+                 "--dtype", "--seed", "--l2", "--momentum", "--quiet", "--no-standardize",
+                 "--delimiter", "words"]),
+    (["predict"], ["MODEL.npz", "DATA.csv", "--out", "--proba", "--keep", "--delimiter"]),
     (["bench"], ["--quick", "--bench-dir", "compare.py"]),
 ])
 def test_help_is_complete(capsys, command, words):
@@ -348,12 +358,8 @@ def test_out_of_memory_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
      ["lists 3 classes but the model tells 2 apart"]),
 ])
 def test_a_malformed_sidecar_is_one_clear_line(tmp_path, capsys, sidecar, words):
-    data = tmp_path / "d.csv"
-    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
-    model = tmp_path / "m.npz"
-    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
-                     "--out", str(model)]) == 0
-    capsys.readouterr()
+    data, model = _small_model(tmp_path, capsys)
+    _strip_metadata(model)                      # an older model: names in the sidecar
     (tmp_path / "m.npz.json").write_text(sidecar)
     _one_line_error(capsys, ["predict", str(model), str(data)], "m.npz.json", *words)
 
@@ -420,3 +426,216 @@ def test_a_regression_target_near_1e308(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "float64: the target 'y' holds" in out
     assert float(out.split("held-out R^2 ")[1].split(",")[0]) > 0.9
+
+
+# ------------------------------------------------------------- issue 26: real CSV files
+@pytest.fixture
+def species_csv(tmp_path):
+    """Three species named by words, an id column of words, the target last."""
+    rng = np.random.default_rng(5)
+    names = np.array(["setosa", "versicolor", "virginica"])
+    k = rng.integers(0, 3, size=240)
+    X = np.array([[0, 0], [5, 0], [0, 5]], float)[k] + rng.normal(size=(240, 2))
+    path = tmp_path / "species.csv"
+    with open(path, "w") as fh:
+        fh.write("id,width,length,species\n")
+        for i, (row, s) in enumerate(zip(X, names[k])):
+            fh.write(f"r{i:03d},{float(row[0])!r},{float(row[1])!r},{s}\n")
+    return path, X, names[k]
+
+
+def test_word_class_labels_train_and_predict_as_words(tmp_path, species_csv, capsys):
+    path, X, species = species_csv
+    model = tmp_path / "species.npz"
+    # the id column is text: train reads every column but the target as an input
+    _one_line_error(capsys, ["train", str(path), "--target", "species", "--out", str(model)],
+                    "line 2, column 'id': 'r000' is not a number")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join(",".join(line.split(",")[1:])
+                               for line in path.read_text().splitlines()) + "\n")
+    assert cli.main(["train", str(plain), "--target", "species", "--hidden", "8",
+                     "--epochs", "40", "--lr", "0.01", "--quiet", "--out", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "classification with 3 classes" in out
+    assert float(out.split("held-out accuracy ")[1].split("%")[0]) >= 90
+    assert fastmlp.io.read_header(model)["metadata"]["classes"] == ["setosa", "versicolor",
+                                                                    "virginica"]
+    # predict ignores the id and species columns (not numbers, not inputs) ...
+    assert cli.main(["predict", str(model), str(path), "--proba"]) == 0
+    header, rows = _read_lines(capsys.readouterr().out)
+    assert header == ["species", "p_setosa", "p_versicolor", "p_virginica"]
+    got = np.array([r[0] for r in rows])
+    assert set(got) <= set(species) and np.mean(got == species) >= 0.9
+    # ... and --keep passes them through, before the predictions
+    assert cli.main(["predict", str(model), str(path), "--keep", "id", "--keep", "species"]) == 0
+    header, rows = _read_lines(capsys.readouterr().out)
+    assert header == ["id", "species", "predicted_species"]
+    assert [r[0] for r in rows[:3]] == ["r000", "r001", "r002"]
+    assert [r[1] for r in rows] == list(species)
+    _one_line_error(capsys, ["predict", str(model), str(path), "--keep", "id,name"],
+                    "--keep name: not a column of")
+
+
+def test_word_labels_cannot_be_a_regression_target(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n1,a\n2,b\n3,a\n4,b\n5,a\n")
+    _one_line_error(capsys, ["train", str(data), "--target", "y", "--task", "regression"],
+                    "--task regression needs a numeric target; 'y' holds 'a'")
+    data.write_text("x,y\n1,a\n2,a\n3,a\n")
+    _one_line_error(capsys, ["train", str(data), "--target", "y"], "a single class ('a')")
+    data.write_text("x,y\n1,a\n2,\n3,b\n")
+    _one_line_error(capsys, ["train", str(data), "--target", "y"],
+                    "line 3, column 'y': a missing value")
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "inf", "-Infinity"])
+def test_a_non_finite_cell_names_its_line_and_column(tmp_path, capsys, cell):
+    data = tmp_path / "nan.csv"
+    data.write_text(f"x,z,y\n1,2,0\n3,{cell},1\n5,6,0\n")
+    err = _one_line_error(capsys, ["train", str(data), "--target", "y"],
+                          f"nan.csv, line 3, column 'z': '{cell}' is not a finite number")
+    assert "contains NaN" not in err
+    data.write_text(f"x,z,y\n1,2,0\n3,4,{cell}\n")              # the target too
+    _one_line_error(capsys, ["train", str(data), "--target", "y"],
+                    f"line 3, column 'y': '{cell}' is not a finite number")
+
+
+def _small_model(tmp_path, capsys):
+    """(data, model): a 20-row binary CSV d.csv and m.npz trained 2 epochs on it."""
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
+                     "--out", str(model)]) == 0
+    capsys.readouterr()
+    return data, model
+
+
+def test_predict_reads_only_the_model_columns(tmp_path, capsys):
+    data, model = _small_model(tmp_path, capsys)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("note,q,id,p\nhello,1,a,2\n,0,b,3\n")       # other order, text columns
+    assert cli.main(["predict", str(model), str(rows), "--keep", "id"]) == 0
+    header, got = _read_lines(capsys.readouterr().out)
+    assert header == ["id", "y"] and [r[0] for r in got] == ["a", "b"]
+    rows.write_text("q,id,p\n1,a,nan\n")
+    _one_line_error(capsys, ["predict", str(model), str(rows)],
+                    "line 2, column 'p': 'nan' is not a finite number")
+    # without the names, the columns but --keep's are the inputs, in order
+    _strip_metadata(model)
+    rows.write_text("id,p,q\na,2,1\nb,3,0\n")
+    assert cli.main(["predict", str(model), str(rows), "--keep", "id"]) == 0
+    header, got = _read_lines(capsys.readouterr().out)
+    assert header == ["id", "prediction"] and len(got) == 2
+    _one_line_error(capsys, ["predict", str(model), str(rows)],
+                    "has 3 columns but the model takes 2 inputs")
+
+
+def test_old_sidecar_models_still_predict_with_their_labels(tmp_path, capsys):
+    data, model = _small_model(tmp_path, capsys)
+    _strip_metadata(model)
+    (tmp_path / "m.npz.json").write_text(json.dumps(
+        {"fastmlp_cli": 1, "task": "classification", "target": "label", "features": ["q", "p"],
+         "classes": ["no", "yes"]}))
+    assert cli.main(["predict", str(model), str(data)]) == 0
+    header, got = _read_lines(capsys.readouterr().out)
+    assert header == ["label"] and {r[0] for r in got} <= {"no", "yes"} and len(got) == 20
+
+
+@pytest.mark.parametrize("delimiter, sep", [(";", ";"), ("tab", "\t"), ("\\t", "\t")])
+def test_delimiter(tmp_path, capsys, delimiter, sep):
+    data = tmp_path / "d.csv"
+    data.write_text("p{0}q{0}y\n".format(sep)
+                    + "".join(f"{i}{sep}{i % 3}{sep}{i % 2}\n" for i in range(20)))
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
+                     "--delimiter", delimiter, "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), str(data), "--delimiter", delimiter,
+                     "--keep", "p", "--proba"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == sep.join(["p", "y", "p_0", "p_1"]) and len(lines) == 21
+    # the wrong one: one column named 'p;q;y', and a hint
+    _one_line_error(capsys, ["train", str(data), "--target", "y"] if sep == "," else
+                    ["predict", str(model), str(data)], "--delimiter")
+    _one_line_error(capsys, ["train", str(data), "--target", "y", "--delimiter", ";;"],
+                    "--delimiter must be one character")
+
+
+def test_predictions_are_written_in_the_model_precision(tmp_path, blobs_csv, capsys):
+    path, X, y = blobs_csv
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(path), "--target", "label", "--epochs", "5", "--quiet",
+                     "--dtype", "float32", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), str(path), "--proba"]) == 0
+    _, rows = _read_lines(capsys.readouterr().out)
+    cells = [c for r in rows for c in r[1:]]
+    P = fastmlp.io.load(model).predict(X[:, [0, 1, 2]].astype(np.float32))
+    # each cell is the shortest text of the float32 value: it reads back exactly,
+    # and no float64 digits (0.30000001192092896) are made up
+    assert all(str(np.float32(c)) == c for c in cells)
+    assert max(len(c.lstrip("-0.").replace(".", "").split("e")[0]) for c in cells) <= 9
+    np.testing.assert_array_equal(np.array([[np.float32(c) for c in r[1:]] for r in rows]), P)
+
+
+def test_proba_of_a_regressor_is_an_error(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "y"], [[i, i * 0.37] for i in range(30)])
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(data), "--target", "y", "--epochs", "2", "--quiet",
+                     "--out", str(model)]) == 0
+    assert "regression" in capsys.readouterr().out
+    _one_line_error(capsys, ["predict", str(model), str(data), "--proba"],
+                    "--proba needs a classifier", "is a regressor")
+
+
+def test_no_hidden_layer_and_one_epoch_are_said_so(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
+    assert cli.main(["train", str(data), "--target", "y", "--hidden", "", "--epochs", "1",
+                     "--quiet", "--out", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "network 2-1 (no hidden layer), sigmoid output" in out and "relu" not in out
+    assert "batches of 32, 1 epoch," in out and "trained 1 epoch in" in out
+    assert "epochs" not in out
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--lr", "-1"), ("--lr", "nan"), ("--momentum", "1.5"), ("--l2", "-0.1"),
+    ("--batch-size", "0"), ("--seed", "-3"), ("--out", "{tmp}/no/such/folder/m.npz"),
+    ("--out", "{tmp}"), ("--delimiter", ""),
+])
+def test_every_option_is_checked_before_anything_prints(tmp_path, capsys, option, value):
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["p", "q", "y"], [[i, i % 3, i % 2] for i in range(20)])
+    assert cli.main(["train", str(data), "--target", "y", option, value.format(tmp=tmp_path),
+                     "--out" if option != "--out" else "--quiet",
+                     str(tmp_path / "m.npz") if option != "--out" else "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and option in captured.err
+
+
+def test_demo_choices_are_listed_cleanly(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "spirals"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'spirals' (choose from 'disk', 'xor')" in err and "[]" not in err
+
+
+def test_train_ignores_columns(tmp_path, species_csv, capsys):
+    path, X, species = species_csv
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", str(path), "--target", "species", "--ignore", "id", "--epochs",
+                     "3", "--quiet", "--out", str(model)]) == 0
+    assert "240 rows, 2 inputs" in capsys.readouterr().out
+    assert fastmlp.io.read_header(model)["metadata"]["features"] == ["width", "length"]
+    assert cli.main(["train", str(path), "--target", "species", "--ignore", "id,length",
+                     "--epochs", "3", "--quiet", "--out", str(model)]) == 0
+    assert "240 rows, 1 input, target" in capsys.readouterr().out
+    _one_line_error(capsys, ["train", str(path), "--target", "species", "--ignore", "nope"],
+                    "--ignore 'nope' is not a column")
+    _one_line_error(capsys, ["train", str(path), "--target", "species", "--ignore", "species"],
+                    "--ignore 'species' is the --target")

@@ -1,12 +1,11 @@
 """`fastmlp train --mpi` under mpiexec: each rank reads its rows of the CSV file."""
-import json
-
 import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py")
 
 import fastmlp  # noqa: E402
+import fastmlp.io  # noqa: E402
 from mpi_support import run_ranks  # noqa: E402
 
 
@@ -35,7 +34,28 @@ def test_train_on_two_ranks_saves_one_model_that_scores(tmp_path):
     assert accuracy > 90
     net = fastmlp.load(model)
     assert np.mean((net.predict(X)[:, 0] > 0.5) == y) > 0.9
-    assert json.loads((tmp_path / "m.npz.json").read_text())["classes"] == [0, 1]
+    assert fastmlp.io.read_header(model)["metadata"]["classes"] == [0, 1]
+    assert not (tmp_path / "m.npz.json").exists()          # one file
+
+
+def test_word_labels_over_ranks_that_see_different_classes(tmp_path):
+    # rank 0 reads the even rows (only 'east' and 'west'), rank 1 the odd ones (only 'north')
+    rng = np.random.default_rng(2)
+    rows = []
+    names = [("east" if i % 4 == 0 else "west") if i % 2 == 0 else "north" for i in range(240)]
+    centre = {"east": (4, 0), "west": (-4, 0), "north": (0, 4)}
+    for name in names:
+        x = np.array(centre[name]) + rng.normal(size=2)
+        rows.append(f"{x[0]:.5f},{x[1]:.5f},{name}")
+    (tmp_path / "w.csv").write_text("\n".join(["x1,x2,where"] + rows) + "\n")
+    model = tmp_path / "w.npz"
+    proc = run_ranks(2, ["-m", "fastmlp", "train", str(tmp_path / "w.csv"), "--target", "where",
+                         "--hidden", "8", "--epochs", "40", "--lr", "0.01", "--mpi", "--quiet",
+                         "--out", str(model)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "classification with 3 classes" in proc.stdout
+    assert float(proc.stdout.split("held-out accuracy ")[1].split("%")[0]) > 90
+    assert fastmlp.io.read_header(model)["metadata"]["classes"] == ["east", "north", "west"]
 
 
 def test_a_bad_row_in_one_ranks_share_is_the_same_error_on_every_rank(tmp_path):

@@ -64,8 +64,12 @@ def test_from_sklearn_regressor_predicts_the_same(sk, n_targets):
                        X, y / 100)
     net = interop.from_sklearn(mlp)
     assert (net.output, net.loss_name) == ("identity", "squared_error")
-    np.testing.assert_allclose(net.predict(X), mlp.predict(X).reshape(len(X), -1),
-                               rtol=1e-12, atol=1e-12)
+    # the shape of scikit-learn's predict: (n,) for one target, (n, k) for k
+    assert net.predict(X).shape == mlp.predict(X).shape
+    assert net.flat_output == (n_targets == 1)
+    np.testing.assert_allclose(net.predict(X), mlp.predict(X), rtol=1e-12, atol=1e-12)
+    # alpha is the same penalty as l2: alpha / (2 n) sum(W**2)
+    assert net.l2 == mlp.alpha == 1e-4
 
 
 def test_from_sklearn_float32_and_reference_twin(sk):
@@ -99,6 +103,13 @@ def test_from_sklearn_accepts_fastmlp_estimators(sk):
     net = interop.from_sklearn(clf)
     assert net is not clf.network_
     np.testing.assert_array_equal(net.predict(X), clf.predict_proba(X))
+    assert not net.flat_output and net.l2 == clf.alpha
+    from fastmlp.estimators import MLPRegressor
+    reg = _fit_quietly(MLPRegressor(hidden_layer_sizes=(8,), alpha=0.5, max_iter=20,
+                                    random_state=0), X, X[:, 0])
+    net = interop.from_sklearn(reg)
+    assert net.flat_output and net.l2 == 0.5
+    np.testing.assert_array_equal(net.predict(X), reg.predict(X))
 
 
 def test_from_sklearn_clear_errors(sk):
@@ -151,7 +162,7 @@ def test_a_converted_network_trains_on_as_one_built_and_overwritten(sk):
     mlp = _fit_quietly(nn.MLPClassifier((5, 4), max_iter=5, random_state=0), X, y)
     net = interop.from_sklearn(mlp)
     fresh = fastmlp.Network([2, 5, 4, 1], activation=net.activation, output=net.output,
-                            loss=net.loss_name, seed=0)
+                            loss=net.loss_name, l2=mlp.alpha, seed=0)
     assert net._rng.bit_generator.state == fresh._rng.bit_generator.state
     fresh.params[...] = net.params
     h1 = net.fit(X, y, epochs=3, learning_rate=0.1, batch_size=8)
@@ -248,3 +259,75 @@ def test_network_classmethods(torch):
     assert type(ref) is fastmlp.reference.Network
     X = np.random.default_rng(2).normal(size=(10, 2))
     np.testing.assert_allclose(net.predict(X), ref.predict(X), rtol=1e-12)
+
+
+# ------------------------------------------- issue 26: a regressor's (n,) and alpha
+@pytest.fixture
+def sk_regressor(sk):
+    datasets, nn = sk
+    X, y = datasets.make_regression(80, 3, random_state=1)
+    mlp = _fit_quietly(nn.MLPRegressor(hidden_layer_sizes=(5,), alpha=0.25, max_iter=40,
+                                       random_state=0), X, y / 50)
+    return mlp, X, y / 50
+
+
+def test_from_sklearn_regressor_keeps_alpha_as_the_same_objective(sk_regressor):
+    mlp, X, y = sk_regressor
+    net = interop.from_sklearn(mlp)
+    assert net.l2 == 0.25
+    # scikit-learn's loss: 0.5 mean (y - p)^2 + alpha / (2 n) sum(W**2)
+    p = mlp.predict(X)
+    penalty = 0.25 / (2 * len(X)) * sum(np.sum(W ** 2) for W in mlp.coefs_)
+    np.testing.assert_allclose(net.loss(X, y), 0.5 * np.mean((y - p) ** 2) + penalty,
+                               rtol=1e-12)
+    assert interop.from_sklearn(mlp, network_cls=fastmlp.reference.Network).l2 == 0.25
+
+
+@pytest.mark.parametrize("cls", ["Network", "reference"])
+def test_flat_output_networks_predict_1d_and_keep_it_through_files(tmp_path, sk_regressor, cls):
+    import pickle
+    import fastmlp.reference
+    mlp, X, y = sk_regressor
+    network_cls = fastmlp.Network if cls == "Network" else fastmlp.reference.Network
+    net = interop.from_sklearn(mlp, network_cls=network_cls)
+    assert net.flat_output and net.predict(X).shape == (80,) and net.predict(X[:1]).shape == (1,)
+    np.testing.assert_allclose(net.predict(X), mlp.predict(X), rtol=1e-12, atol=1e-12)
+    assert "flat_output=True" in repr(net)
+    # the rest of the API is as without the flag
+    assert net.score(X, y) == pytest.approx(mlp.score(X, y), rel=1e-10)
+    assert net.gradients(X, y)[0][0].shape == (3, 5)
+    # saved and loaded (io), pickled
+    net.save(tmp_path / "r.npz")
+    assert fastmlp.io.read_header(tmp_path / "r.npz")["flat_output"] is True
+    back = network_cls.load(tmp_path / "r.npz")
+    assert back.flat_output and np.array_equal(back.predict(X), net.predict(X))
+    again = pickle.loads(pickle.dumps(net))
+    assert again.flat_output and again.predict(X).shape == (80,)
+    # a network without the flag: 2-D as always, and no key in its file
+    plain = network_cls([3, 1], output="identity", seed=0)
+    assert not plain.flat_output and plain.predict(X).shape == (80, 1)
+    plain.save(tmp_path / "p.npz")
+    assert "flat_output" not in fastmlp.io.read_header(tmp_path / "p.npz")
+
+
+def test_flat_output_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="flat_output=True needs one output"):
+        fastmlp.Network([2, 3], flat_output=True)
+    with pytest.raises(TypeError, match="flat_output must be True or False"):
+        fastmlp.Network([2, 1], flat_output=1)
+    net = fastmlp.Network([2, 1], output="identity", flat_output=True, seed=0)
+    assert net.predict(np.ones((4, 2))).shape == (4,)
+    assert fastmlp.Network([2, 1], output="sigmoid", flat_output=True,
+                           seed=0).predict_classes(np.ones((4, 2))).shape == (4,)
+
+
+def test_flat_output_onnx_graph_gives_1d(tmp_path, sk_regressor):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    mlp, X, _ = sk_regressor
+    net = interop.from_sklearn(mlp)
+    path = net.to_onnx(tmp_path / "r.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"X": X.astype(net.dtype)})[0]
+    assert out.shape == (80,)
+    np.testing.assert_allclose(out, net.predict(X), rtol=1e-12)

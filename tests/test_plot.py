@@ -155,3 +155,65 @@ def test_animated_gif_of_training(tmp_path):
     assert np.abs(px[0] - px[-1]).mean() > 1       # the frames change as it learns
     _assert_rich_image(path)
     np.testing.assert_array_equal(net.params, rec.snapshots[-1][1])   # ends trained
+
+
+# ------------------------------------------------------------- issue 26 items
+def test_decision_boundary_has_a_class_legend_and_dark_edged_points(tmp_path):
+    X, y = fastmlp.datasets.disk(300, seed=0)
+    net = fastmlp.Network([2, 16, 1], activation="tanh", loss="log_loss", seed=0)
+    net.fit(X, y, epochs=60, learning_rate=0.5, batch_size=32)
+    fig = plot.decision_boundary(net, X, y)
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["class 0", "class 1"]
+    assert legend.get_title().get_text() == "shade: P(class 1)"
+    points = ax.collections[-2:]                      # one scatter per class
+    assert [len(p.get_offsets()) for p in points] == [np.sum(y == 0), np.sum(y == 1)]
+    for p in points:
+        # dark edges: a point stays visible on the shading of its own class
+        assert np.all(p.get_edgecolors()[:, :3] < 0.1)
+    # different markers per class (their paths differ)
+    assert not np.array_equal(points[0].get_paths()[0].vertices, points[1].get_paths()[0].vertices)
+
+
+def test_decision_boundary_of_three_classes_is_smooth_with_named_classes(tmp_path):
+    pytest.importorskip("sklearn")
+    from fastmlp.estimators import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    names = np.array(["east", "north", "west"])
+    y = names[np.digitize(np.arctan2(X[:, 1], X[:, 0]), [-1.5, 0.5, 2]) % 3]
+    clf = MLPClassifier(hidden_layer_sizes=(16,), activation="tanh", max_iter=200,
+                        random_state=0)
+    import warnings
+    with warnings.catch_warnings():              # "not converged" or not: drawn anyway
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    fig = plot.decision_boundary(clf, X, y, path=tmp_path / "three.png", resolution=120)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"class {n}" for n in names]
+    image = ax.get_images()[0].get_array()
+    # probability-weighted colours: far more than three (an argmax image has three)
+    assert len(np.unique(np.round(image.reshape(-1, 3), 4), axis=0)) > 500
+    # and the borders between the most probable classes are drawn as lines
+    assert len(ax.collections) >= 3 + 2
+    _assert_rich_image(tmp_path / "three.png")
+
+
+def test_learning_curves_mark_the_best_epoch(tmp_path):
+    X, y = fastmlp.datasets.disk(300, seed=1)
+    net = fastmlp.Network([2, 16, 1], activation="tanh", loss="log_loss", seed=0)
+    hist = net.fit(X, y, epochs=200, learning_rate=0.5, batch_size=32, validation_split=0.25,
+                   early_stopping=True, patience=10)
+    assert hist.best_epoch is not None and hist.best_epoch < len(hist.loss)
+    fig = plot.learning_curves(hist, path=tmp_path / "best.png")
+    for ax in fig.axes:
+        marks = [line for line in ax.get_lines()
+                 if line.get_label() == f"best epoch {hist.best_epoch}"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [hist.best_epoch] * 2
+    dot = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
+    assert list(dot[0].get_ydata()) == [hist.val_loss[hist.best_epoch - 1]]
+    # without a best epoch: no mark
+    plain = fastmlp.Network([2, 3, 1], seed=0).fit(X, y, epochs=5, learning_rate=0.5)
+    assert not any("best" in line.get_label() for line in
+                   plot.learning_curves(plain).axes[0].get_lines())
