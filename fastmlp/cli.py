@@ -24,6 +24,7 @@ import numpy as np
 from ._version import __version__
 from .demo import DEMOS, run_demo
 
+_HE_ACTIVATIONS = ("relu", "leaky_relu", "gelu")     # the rest start from Xavier's init
 _MAX_CLASSES = 20        # --task auto: integer targets with at most this many values
 
 
@@ -96,8 +97,11 @@ def build_parser():
                             f"{_MAX_CLASSES} distinct integers, else regression")
     train.add_argument("--hidden", default="32", metavar="N,N,...",
                        help="hidden layer sizes, comma separated; '' for none (default 32)")
-    train.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity"],
-                       default="relu", help="hidden activation (default relu)")
+    train.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity",
+                                                "leaky_relu", "gelu", "softplus"],
+                       default="relu", help="hidden activation (default relu; relu, leaky_relu "
+                                            "and gelu start from He's initialisation, the "
+                                            "others from Xavier's)")
     train.add_argument("--epochs", type=int, default=100, help="passes over the data (default 100)")
     train.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None,
                        help="learning rate (default 0.001 for adam, 0.01 for sgd)")
@@ -477,7 +481,7 @@ def cmd_train(args, out=None, err=None):
     dtype = args.dtype or ("float64" if problem else "float32")
     _check_memory(sizes, dtype, min(args.batch_size, len(train)), args)
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
-                  init="he" if args.activation == "relu" else "xavier", dtype=dtype,
+                  init="he" if args.activation in _HE_ACTIVATIONS else "xavier", dtype=dtype,
                   seed=args.seed)
     lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
     fit_kwargs = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size,
@@ -568,7 +572,7 @@ def _train_ranks(args, comm, out):
     dtype = args.dtype or ("float64" if problem else "float32")
     cm.agree(comm, _error_of(_check_memory, sizes, dtype, min(args.batch_size, len(train)), args))
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
-                  init="he" if args.activation == "relu" else "xavier", dtype=dtype,
+                  init="he" if args.activation in _HE_ACTIVATIONS else "xavier", dtype=dtype,
                   seed=args.seed)
     lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
     kw = dict(epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, shuffle=True,
