@@ -445,9 +445,9 @@ class BaseNetwork:
             them; of shape (n_samples, n_out) of 0/1 for several sigmoid
             outputs (one decision per output; ``labels`` not allowed).
         """
-        if self.output == "identity":
+        if self.output in v.REGRESSION_OUTPUTS:
             raise ValueError("predict_classes needs a classifier (output='sigmoid' or "
-                             "'softmax'); got output='identity' (use predict)")
+                             f"'softmax'); got output={self.output!r} (use predict)")
         threshold = v.check_fraction("threshold", threshold, low_open=True)
         P = self._forward(self._check_X(X))
         if self.output == "softmax":
@@ -483,12 +483,12 @@ class BaseNetwork:
         float
             Sigmoid and softmax outputs: the (weighted) fraction of rows whose
             predicted classes (:meth:`predict_classes`) all match Y's (targets
-            above 0.5 for sigmoid outputs); identity outputs: the coefficient
-            of determination R², averaged over outputs.
+            above 0.5 for sigmoid outputs); identity and exp outputs: the
+            coefficient of determination R², averaged over outputs.
         """
         X, Y, sw = self._check_XY(X, Y, sample_weight)
         P = self._forward(X)
-        if self.output == "identity":
+        if self.output in v.REGRESSION_OUTPUTS:
             return _r2(Y, P, sw)
         if self.output == "softmax":
             right = P.argmax(axis=1) == Y.argmax(axis=1)

@@ -13,7 +13,7 @@ import numpy as np
 from . import _params
 
 _SK_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_SK_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
+_SK_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax", "exp": "exp"}
 
 
 ModelSpec = namedtuple("ModelSpec", ["layer_sizes", "activation", "output", "loss",
@@ -100,7 +100,8 @@ def from_sklearn(model, dtype=None):
         raise ValueError(
             f"unsupported output activation {out!r} (from loss={getattr(model, 'loss', None)!r}); "
             f"fastmlp's outputs are {', '.join(sorted(_SK_OUTPUT))}")
-    loss = "log_loss" if name == "MLPClassifier" else "squared_error"
+    loss = ("log_loss" if name == "MLPClassifier" else
+            "poisson" if out == "exp" else "squared_error")
     Ws = [np.asarray(W) for W in coefs]
     bs = [np.asarray(b) for b in intercepts]
     spec = _spec(Ws, bs, _SK_HIDDEN[activation], _SK_OUTPUT[out], loss,

@@ -74,11 +74,14 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         if w.nwork == NULL:
             return False
     else:
-        w.acts = malloc(bs * s.per_row * elsize)
+        # (gelu: its slopes beside the activations, bs * per_row values on)
+        w.acts = malloc((2 if hidden_slopes(s.hidden) else 1) * bs * s.per_row * elsize)
         w.deltas = malloc(bs * s.per_row * elsize)
         if w.acts == NULL or w.deltas == NULL:
             return False
-        if s.loss == LOSS_LOG:
+        if hidden_slopes(s.hidden):
+            s.slope_off = bs * s.per_row
+        if s.loss != LOSS_SQUARED:      # the loss reads the logits
             w.zout = malloc(bs * n_out * elsize)
             if w.zout == NULL:
                 return False
@@ -444,6 +447,7 @@ cdef void setup_tasks(Fit* f, float* params) noexcept nogil:
     f.fst.lr = <float>f.opt.lr
     if s.L > 1:
         f.rest_spec = spec_of(s.sizes + 1, s.L, s.hidden, s.output, s.loss)
+        f.rest_spec.slope_off = s.slope_off     # (the same workspace)
         f.rest_spec.blas_one = True     # the "first" step's parts call BLAS on one thread
         f.rest_rows.s = &f.rest_spec
         f.rest_rows.params = params + s.sizes[0] * s.sizes[1] + s.sizes[1]

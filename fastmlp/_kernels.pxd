@@ -2,8 +2,10 @@
 from libc.stdint cimport int64_t
 
 cdef extern from "_vmath.h" nogil:
-    void fm_bias_act_d(double* A, const double* b, Py_ssize_t m, Py_ssize_t k, int act)
-    void fm_bias_act_f(float* A, const float* b, Py_ssize_t m, Py_ssize_t k, int act)
+    void fm_bias_act_d(double* A, const double* b, Py_ssize_t m, Py_ssize_t k, int act,
+                       double* S)
+    void fm_bias_act_f(float* A, const float* b, Py_ssize_t m, Py_ssize_t k, int act,
+                       float* S)
     void fm_times_dact_d(double* D, const double* A, Py_ssize_t n, int act)
     void fm_times_dact_f(float* D, const float* A, Py_ssize_t n, int act)
     void fm_colsum_d(const double* D, Py_ssize_t m, Py_ssize_t k, double* out)
@@ -17,6 +19,10 @@ cdef extern from "_vmath.h" nogil:
                          Py_ssize_t ldb, float beta, float* C, Py_ssize_t ldc)
     double fm_bce_sum_d(const double* z, const double* y, const double* w, Py_ssize_t m, Py_ssize_t k)
     double fm_bce_sum_f(const float* z, const float* y, const float* w, Py_ssize_t m, Py_ssize_t k)
+    double fm_poisson_sum_d(const double* z, const double* y, const double* w, Py_ssize_t m,
+                            Py_ssize_t k)
+    double fm_poisson_sum_f(const float* z, const float* y, const float* w, Py_ssize_t m,
+                            Py_ssize_t k)
     double fm_softmax_xent_sum_d(const double* z, const double* p, const double* y,
                                  const double* w, Py_ssize_t m, Py_ssize_t k)
     double fm_softmax_xent_sum_f(const float* z, const float* p, const float* y,
@@ -106,16 +112,22 @@ cdef enum:
     ACT_SIGMOID = 1
     ACT_TANH = 2
     ACT_RELU = 3
-    ACT_SOFTMAX = 4
+    ACT_SOFTMAX = 4         # output only
+    ACT_LEAKY_RELU = 5
+    ACT_GELU = 6            # slope from the pre-activation (Spec.slope_off)
+    ACT_SOFTPLUS = 7
+    ACT_EXP = 8             # output only
 
 cdef enum:
     OUT_IDENTITY = 0
     OUT_SIGMOID = 1
     OUT_SOFTMAX = 2
+    OUT_EXP = 3
 
 cdef enum:
     LOSS_SQUARED = 0
     LOSS_LOG = 1
+    LOSS_POISSON = 2        # half Poisson deviance of exp outputs
 
 cdef enum:
     OPT_SGD = 0
@@ -135,6 +147,9 @@ cdef struct Spec:
     int pool_threads          # threads of fastmlp's pool for the products it computes
     bint blas_one             # BLAS runs on one thread: products whose B a core's cache
                               # holds go to the register blocks (see cached_product)
+    Py_ssize_t slope_off      # for gelu: from any hidden activation in the pass's
+                              # workspace to its slope f'(z), written beside it by the
+                              # forward pass (0: no slopes kept; see hidden_slopes)
 
 
 cdef extern from "_threads.h" nogil:

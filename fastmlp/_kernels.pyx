@@ -8,8 +8,9 @@ Conventions shared with :mod:`fastmlp.reference` (the spec):
   followed by ``b_l`` (``sizes[l+1]`` values).  Gradients and optimizer
   state use the same layout.
 * Batches are row-major: ``Z = A @ W + b``.
-* Codes: hidden activation 0 identity, 1 sigmoid, 2 tanh, 3 relu; output 0
-  identity, 1 sigmoid, 2 softmax; loss 0 squared error, 1 log loss;
+* Codes: hidden activation 0 identity, 1 sigmoid, 2 tanh, 3 relu, 5
+  leaky_relu, 6 gelu, 7 softplus; output 0 identity, 1 sigmoid, 2 softmax,
+  3 exp; loss 0 squared error, 1 log loss, 2 Poisson deviance;
   optimizer 0 SGD (optional momentum / Nesterov), 1 Adam, 2 RMSprop, 3 AdamW.
 * With sample weights ``w`` (all ones when absent) and ``M = sum(w)`` over a
   batch, the batch objective is
@@ -289,6 +290,7 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
     cdef double total, M = 0
     cdef int before = 0
     cdef floating* zout
+    cdef floating* A = NULL     # the activations (with gelu's slopes: a workspace)
     check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
                  sample_weight, 0 if sample_weight is None else wv.shape[0])
     if (acts.shape[0] != n * s.per_row or deltas.shape[0] != n * s.per_row
@@ -300,22 +302,31 @@ def full_pass(const floating[::1] params, const floating[:, ::1] X,
             raise ValueError("zs must hold n * sum(sizes[1:]) values")
         zs_ptr = &zs_view[0]
     zout = <floating*>malloc(n * n_out * sizeof(floating))
-    if zout == NULL:
+    if hidden_slopes(s.hidden):
+        A = <floating*>malloc(2 * n * s.per_row * sizeof(floating))
+        s.slope_off = n * s.per_row
+    if zout == NULL or (hidden_slopes(s.hidden) and A == NULL):
+        free(zout)
+        free(A)
         raise MemoryError()
     try:
         with nogil:
             before = threads_enter(threads)
             M = total_weight(w, n)
-            forward_batch(&s, &params[0], &X[0, 0], n, &acts[0], zs_ptr, zout, False)
+            forward_batch(&s, &params[0], &X[0, 0], n, &acts[0] if A == NULL else A, zs_ptr,
+                          zout, False)
+            if A != NULL:
+                memcpy(&acts[0], A, n * s.per_row * sizeof(floating))
             total = (data_loss_sum(&s, zout, &acts[last], &Y[0, 0], w, n)
                      + penalty(&s, &params[0], l2, l1)) / M
             backward_batch(&s, &params[0], &X[0, 0], &Y[0, 0], w, n, M,
-                           &acts[0], &deltas[0], &grads[0], l2)
+                           &acts[0] if A == NULL else A, &deltas[0], &grads[0], l2)
             if l1 != 0:
                 add_l1_gradient(&s, &params[0], &grads[0], <floating>(l1 / M))
     finally:
         threads_exit(before)
         free(zout)
+        free(A)
     return total
 
 
@@ -342,9 +353,14 @@ def gradient(const floating[::1] params, const floating[:, ::1] X,
     if grads.shape[0] != s.n_params or chunk < 1:
         raise ValueError(f"grads must hold {s.n_params} values and chunk be >= 1; "
                          f"got {grads.shape[0]}, {chunk}")
-    rows = pass_rows(chunk, n, 2 * s.per_row + n_out, sizeof(floating))
+    rows = pass_rows(chunk, n, (3 if hidden_slopes(s.hidden) else 2) * s.per_row + n_out,
+                     sizeof(floating))
     try:
-        acts = <floating*>malloc(rows * s.per_row * sizeof(floating))
+        # (gelu: its slopes beside the activations, rows * per_row values on)
+        acts = <floating*>malloc((2 if hidden_slopes(s.hidden) else 1) * rows * s.per_row
+                                 * sizeof(floating))
+        if hidden_slopes(s.hidden):
+            s.slope_off = rows * s.per_row
         deltas = <floating*>malloc(rows * s.per_row * sizeof(floating))
         zout = <floating*>malloc(rows * n_out * sizeof(floating))
         if rows < n:

@@ -21,6 +21,7 @@ cdef Spec spec_of(const Py_ssize_t* sizes, Py_ssize_t n_sizes, int hidden, int o
     s.n_params = 0
     s.pool_threads = 1
     s.blas_one = False
+    s.slope_off = 0
     for l in range(s.L):
         s.per_row += sizes[l + 1]
         s.n_params += sizes[l] * sizes[l + 1] + sizes[l + 1]

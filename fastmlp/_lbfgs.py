@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from . import _training
+from ._validation import REGRESSION_OUTPUTS
 from .errors import DivergenceError
 from .history import History
 
@@ -135,7 +136,7 @@ class _Monitor:
         Xv, Yv, swv = self.validation
         logs["val_loss"] = float(net._objective(Xv, Yv, swv))
         history.val_loss.append(logs["val_loss"])
-        if net.output != "identity":
+        if net.output not in REGRESSION_OUTPUTS:
             logs["val_accuracy"] = _accuracy(net, net._forward(Xv), Yv)
             history.val_accuracy.append(logs["val_accuracy"])
         return logs["val_loss"]

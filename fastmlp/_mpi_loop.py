@@ -19,6 +19,7 @@ from ._mpi_agree import Interrupts, epoch_status
 from ._mpi_steps import LocalSteps, SyncSteps
 from ._mpi_update import penalty
 from ._training import _accuracy
+from ._validation import REGRESSION_OUTPUTS
 from .errors import DivergenceError
 from .history import History
 
@@ -51,13 +52,13 @@ def _evaluate(net, comm, validation):
     data = _kernels.objective(net.params, Xv, Yv, swv, net._sizes, hidden, output, loss,
                               0.0, 0.0, threads=net._threads(Xv.shape[0])) if M > 0 else 0.0
     correct = 0.0
-    if net.output != "identity":
+    if net.output not in REGRESSION_OUTPUTS:
         correct = _accuracy(net, net._forward(Xv), Yv) * Xv.shape[0]
     local = np.array([data * M, M, correct, Xv.shape[0]], dtype=np.float64)
     total = np.empty_like(local)
     comm.Allreduce(local, total, op=MPI.SUM)
     val_loss = (total[0] + penalty(net)) / total[1]
-    return val_loss, (None if net.output == "identity" else total[2] / total[3])
+    return val_loss, (None if net.output in REGRESSION_OUTPUTS else total[2] / total[3])
 
 
 def _make_steps(net, comm, X, Y, sw, plan, s, interrupts):

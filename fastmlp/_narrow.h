@@ -43,6 +43,7 @@ typedef struct {
     fm_idx sizes[FMN_MAX_LAYERS + 1];
     fm_idx off[FMN_MAX_LAYERS + 1];     /* of each layer's W in params */
     fm_idx acts[FMN_MAX_LAYERS + 1];    /* activations of layers 1..L */
+    fm_idx slope;                       /* from an activation's row to its slopes' (gelu) */
     fm_idx zout, d0, d1, blocks, gvec;  /* gvec: P vectors, in chunk rows */
     fm_idx part_bytes;                  /* workspace of one part of a split batch */
 } fmn_plan;
@@ -150,10 +151,12 @@ static inline size_t fm_narrow_work_bytes(const fm_idx *sizes, int L)
     }
     for (l = 0; l < L; l++)
         P += sizes[l] * sizes[l + 1] + sizes[l + 1];
-    /* activations, logits, 2 deltas, one chunk block (inputs, targets, weights);
-     * a multiple of 64 bytes, so that parts of a split batch line up */
+    /* activations and their slopes (gelu's), logits, 2 deltas, one chunk
+     * block (inputs, targets, weights); a multiple of 64 bytes, so that parts
+     * of a split batch line up */
     size_t bytes = sizeof(fmn_plan) + 32
-                   + (size_t)(units + 2 * sizes[L] + 2 * widest + 1) * 8 * 32 + (size_t)P * 32;
+                   + (size_t)(2 * units + 2 * sizes[L] + 2 * widest + 1) * 8 * 32
+                   + (size_t)P * 32;
     return (bytes + 63) & ~(size_t)63;
 }
 
@@ -179,6 +182,8 @@ static inline void fm_narrow_init(void *work, const fm_idx *sizes, int L, int nv
         plan->off[l] = plan->P;
         plan->P += sizes[l] * sizes[l + 1] + sizes[l + 1];
     }
+    plan->slope = rows;         /* the slopes of layer l's rows: rows on */
+    rows += rows;
     plan->zout = rows;
     plan->d0 = rows + sizes[L];
     plan->d1 = plan->d0 + widest;

@@ -75,7 +75,8 @@ FM_INLINE void FMN_NAME(fmn_layer_body_)(const FMN_T *restrict W, const FMN_T *r
 }
 
 /* Back through one layer: prev = (W D) * f'(A_prev), two input units at a
- * time (W's rows are contiguous over the output units). */
+ * time (W's rows are contiguous over the output units); for gelu A holds
+ * the slopes f'(z) themselves. */
 FM_INLINE void FMN_NAME(fmn_back_body_)(const FMN_T *restrict W, const FMN_V *restrict D,
                                    const FMN_V *restrict A, FMN_V *restrict prev,
                                    fm_idx n_in, fm_idx n_out, int act)
@@ -103,6 +104,12 @@ FM_INLINE void FMN_NAME(fmn_back_body_)(const FMN_T *restrict W, const FMN_V *re
             FMN_ROWS(j, n_in) p[j] *= (FMN_T)1 - a[j] * a[j];
         } else if (act == 3) {
             FMN_ROWS(j, n_in) p[j] = a[j] > 0 ? p[j] : (FMN_T)0;
+        } else if (act == 5) {
+            FMN_ROWS(j, n_in) p[j] *= a[j] > 0 ? (FMN_T)1 : (FMN_T)FM_LEAKY_SLOPE;
+        } else if (act == 6) {      /* A: gelu's slopes (fmn_chunks_) */
+            FMN_ROWS(j, n_in) p[j] *= a[j];
+        } else if (act == 7) {
+            FMN_ROWS(j, n_in) p[j] *= FMN_CAT(fm_softplus_slope_, FMN_SUF)(a[j]);
         }
     }
 }
@@ -285,7 +292,8 @@ FM_INLINE double FMN_NAME(fmn_chunks_)(
             FMN_NAME(fmn_layer_)(W, W + n_in * n_out, acts[l], dst, n_in, n_out);
             if (l < L - 1) {
                 a = (FMN_T *)acts[l + 1];
-                FMN_CAT(fm_act_flat_, FMN_SUF)(a, n_out * C, hidden);   /* _vmath.h */
+                FMN_CAT(fm_act_flat_, FMN_SUF)(a, a + plan->slope * C, n_out * C,
+                                               hidden);                 /* _vmath.h */
                 if (cn < C)     /* keep empty lanes at 0 all the way through */
                     FMN_ROWS(j, n_out) a[j] = live[fmn_n_] != 0 ? a[j] : (FMN_T)0;
             }
@@ -311,6 +319,8 @@ FM_INLINE double FMN_NAME(fmn_chunks_)(
                     for (n = 0; n < C; n++) p[j * C + n] *= s[n];
             } else if (output == 1) {
                 FMN_ROWS(j, n_y) p[j] = (FMN_T)1 / ((FMN_T)1 + FMN_EXP(-z[j]));
+            } else if (output == 3) {
+                FMN_ROWS(j, n_y) p[j] = FMN_CAT(fm_exp_out_, FMN_SUF)(z[j]);
             } else {
                 memcpy(p, z, (size_t)(n_y * C) * sizeof(FMN_T));
             }
@@ -321,13 +331,14 @@ FM_INLINE double FMN_NAME(fmn_chunks_)(
                         double e = (double)yt[j * C + n] - (double)p[j * C + n];
                         lane_loss[n] += 0.5 * e * e;
                     }
+            } else if (loss == 2) {     /* half Poisson deviance */
+                for (j = 0; j < n_y; j++)
+                    for (n = 0; n < C; n++)
+                        lane_loss[n] += fm_poisson_elem(z[j * C + n], yt[j * C + n]);
             } else if (output == 1) {
                 for (j = 0; j < n_y; j++)
-                    for (n = 0; n < C; n++) {
-                        double zi = z[j * C + n], a = zi > 0 ? zi : -zi;
-                        lane_loss[n] += (zi > 0 ? zi : 0.0) + fm_log1p_unit(fm_exp_d(-a))
-                                        - (double)yt[j * C + n] * zi;
-                    }
+                    for (n = 0; n < C; n++)
+                        lane_loss[n] += fm_bce_elem(z[j * C + n], yt[j * C + n]);
             } else {
                 for (n = 0; n < cn; n++) {
                     double mxd = z[n], se = 0, lse;
@@ -351,7 +362,7 @@ FM_INLINE double FMN_NAME(fmn_chunks_)(
                 for (j = 0; j < n_y; j++)
                     for (n = 0; n < C; n++)
                         d[j * C + n] = (t[n] * p[j * C + n] - yt[j * C + n]) * wlane[n];
-            } else if (loss == 1 || output == 0) {
+            } else if (loss != 0 || output == 0) {     /* the canonical links: p - y */
                 for (j = 0; j < n_y; j++)
                     for (n = 0; n < C; n++)
                         d[j * C + n] = (p[j * C + n] - yt[j * C + n]) * wlane[n];
@@ -389,7 +400,8 @@ FM_INLINE double FMN_NAME(fmn_chunks_)(
                     FMN_NAME(fmn_grad_)(acts[l], dcur, gvec + off[l],
                                         gvec + off[l] + n_in * n_out, NULL, NULL, n_in, n_out);
                 if (l > 0) {
-                    FMN_NAME(fmn_back_)(W, dcur, acts[l], dprev, n_in, n_out, hidden);
+                    const FMN_V *src = hidden == 6 ? acts[l] + plan->slope * FMN_NV : acts[l];
+                    FMN_NAME(fmn_back_)(W, dcur, src, dprev, n_in, n_out, hidden);
                     tmp = dcur; dcur = dprev; dprev = tmp;
                 }
             }

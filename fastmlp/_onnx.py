@@ -1,8 +1,12 @@
 """A network as an ONNX graph, with no network class (see :mod:`fastmlp.onnx`).
 
 One ``Gemm`` per layer (``X @ W + b``), then the layer's activation:
-``Sigmoid``, ``Tanh``, ``Relu`` or nothing (identity) for hidden layers,
-``Sigmoid``, ``Softmax`` (last axis) or nothing for the output. The graph
+``Sigmoid``, ``Tanh``, ``Relu``, ``LeakyRelu`` (alpha 0.01), softplus as
+``Relu(z) + Log(1 + Exp(-Abs(z)))`` (ONNX Runtime's ``Softplus`` has no
+float64 kernel), gelu's tanh approximation as
+``z * Sigmoid(2 sqrt(2/pi) z (1 + 0.044715 z^2))`` (opset 20's ``Gelu`` is
+newer than the oldest opset written) or nothing (identity) for hidden layers, ``Sigmoid``,
+``Softmax`` (last axis), ``Exp`` or nothing for the output. The graph
 computes in the network's dtype (float32 or float64); its input ``X`` is
 ``(N, n_in)`` for any ``N``, its output ``Y`` what ``predict`` returns.
 Needs the ``onnx`` package (``pip install "fastmlp[onnx]"``), imported here
@@ -18,8 +22,9 @@ from ._version import __version__
 
 #: The oldest opset written (ONNX 1.12, 2022): Softmax over the last axis, Gemm with 1-D C.
 MIN_OPSET = 17
-_HIDDEN = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": None}
-_OUTPUT = {"sigmoid": "Sigmoid", "softmax": "Softmax", "identity": None}
+_HIDDEN = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": None,
+           "leaky_relu": "LeakyRelu", "softplus": "softplus", "gelu": "gelu"}
+_OUTPUT = {"sigmoid": "Sigmoid", "softmax": "Softmax", "identity": None, "exp": "Exp"}
 
 
 def _onnx():
@@ -62,8 +67,9 @@ def build(net, opset=MIN_OPSET, name="fastmlp"):
         current = z
         if op is not None:
             a = "Y" if last else f"a{i}"
-            attrs = {"axis": -1} if op == "Softmax" else {}
-            nodes.append(helper.make_node(op, [z], [a], name=f"{op.lower()}{i}", **attrs))
+            more_nodes, more_inits = _activation(helper, numpy_helper, op, z, a, i, dtype)
+            nodes += more_nodes
+            inits += more_inits
             current = a
     sizes = list(net.layer_sizes)
     out_shape = ["N", sizes[-1]]
@@ -87,6 +93,37 @@ def build(net, opset=MIN_OPSET, name="fastmlp"):
                                    "loss": net.loss_name})
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _chain(helper, numpy_helper, name, consts, steps, a, dtype):
+    """Nodes computing ``a`` in ``steps`` ((op, inputs) each; the last one's
+    output is ``a``, step j's is ``{name}_j``), with scalar ``consts``
+    ({input name: value}) as initializers."""
+    inits = [numpy_helper.from_array(np.array(c, dtype=dtype), n) for n, c in consts.items()]
+    outs = [f"{name}_{j}" for j in range(len(steps) - 1)] + [a]
+    nodes = [helper.make_node(op, ins, [out], name=f"{name}_{j}")
+             for j, ((op, ins), out) in enumerate(zip(steps, outs))]
+    return nodes, inits
+
+
+def _activation(helper, numpy_helper, op, z, a, i, dtype):
+    """The nodes (and constants) of ``a = op(z)`` in layer i."""
+    if op == "gelu":          # z * sigmoid(2c z (1 + k z^2)), as _vmath.h computes it
+        g = f"gelu{i}"
+        consts = {f"{g}_k": v.GELU_K, f"{g}_one": 1.0, f"{g}_2c": 2 * v.GELU_C}
+        steps = [("Mul", [z, z]), ("Mul", [f"{g}_0", f"{g}_k"]), ("Add", [f"{g}_1", f"{g}_one"]),
+                 ("Mul", [f"{g}_2", z]), ("Mul", [f"{g}_3", f"{g}_2c"]), ("Sigmoid", [f"{g}_4"]),
+                 ("Mul", [z, f"{g}_5"])]
+        return _chain(helper, numpy_helper, g, consts, steps, a, dtype)
+    if op == "softplus":      # max(z, 0) + log(1 + exp(-|z|)), as _vmath.h computes it
+        s = f"softplus{i}"
+        steps = [("Abs", [z]), ("Neg", [f"{s}_0"]), ("Exp", [f"{s}_1"]),
+                 ("Add", [f"{s}_2", f"{s}_one"]), ("Log", [f"{s}_3"]), ("Relu", [z]),
+                 ("Add", [f"{s}_5", f"{s}_4"])]
+        return _chain(helper, numpy_helper, s, {f"{s}_one": 1.0}, steps, a, dtype)
+    attrs = ({"axis": -1} if op == "Softmax" else
+             {"alpha": v.LEAKY_SLOPE} if op == "LeakyRelu" else {})
+    return [helper.make_node(op, [z], [a], name=f"{op.lower()}{i}", **attrs)], []
 
 
 def _ir_version(onnx, opset):

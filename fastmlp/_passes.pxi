@@ -20,7 +20,9 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
     IN:  params, X (m x sizes[0]).
     OUT: those rows of acts (A_1..A_L stacked, each m x sizes[l+1]); of zout
          (m x n_out) the output logits unless NULL; of zs (Z_1..Z_L, acts
-         layout) unless NULL.  A row's values do not depend on the others.
+         layout) unless NULL; with ``s.slope_off``, gelu's slopes of the
+         hidden layers at acts + slope_off.  A row's values do not depend on
+         the others.
 
     With ``check_x`` it returns False, the outputs unfinished, when the rows
     of X hold a value that is not finite; else True.  The first layer's
@@ -36,6 +38,7 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
     cdef Py_ssize_t n_in, n_out
     cdef const floating* A_prev = X + r0 * s.sizes[0]
     cdef floating* A
+    cdef floating* S
     cdef const floating* W
     cdef const floating* b
     cdef int act
@@ -56,17 +59,19 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
         if (check_x and y.l == 0 and not values_finite(A, mr * n_out, floating is float, 1)
                 and not values_finite(X + r0 * n_in, mr * n_in, floating is float, 1)):
             return False
+        S = NULL
         if y.l == s.L - 1:
-            act = ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output
+            act = output_act(s.output)
             if zout != NULL:
                 memcpy(zout + r0 * n_out, A, mr * n_out * sizeof(floating))
                 bias_act(zout + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
         else:
             act = s.hidden
+            S = slopes_at(s, A)
         if zs != NULL:
             memcpy(zs + y.a + r0 * n_out, A, mr * n_out * sizeof(floating))
             bias_act(zs + y.a + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
-        pooled_bias_act(s, A, b, mr, n_out, act)
+        pooled_bias_act(s, A, b, mr, n_out, act, S)
         A_prev = A
         next_layer(s, &y)
     return True
@@ -123,7 +128,8 @@ cdef void backward_delta_part(Spec* s, const floating* params, const floating* Y
         part_gemm(s.blas_one, c'N', c'T', <int>mr, <int>y.n_in, <int>y.n_out, <floating>1.0,
                   deltas + y.a + r0 * y.n_out, <int>y.n_out, params + y.w, <int>y.n_out,
                   <floating>0.0, deltas + below, <int>y.n_in, s.pool_threads)
-        pooled_times_dact(s, deltas + below, acts + below, mr * y.n_in, s.hidden)
+        pooled_times_dact(s, deltas + below, dact_source(s, acts + below), mr * y.n_in,
+                          s.hidden)
         prev_layer(s, &y)
 
 

@@ -5,12 +5,41 @@
 # Element-wise pieces (the vectorised loops live in _vmath.h)
 # --------------------------------------------------------------------------
 
+cdef inline int output_act(int output) noexcept nogil:
+    """The activation code of an output code."""
+    if output == OUT_SOFTMAX:
+        return ACT_SOFTMAX
+    if output == OUT_EXP:
+        return ACT_EXP
+    return output               # identity and sigmoid: the same codes
+
+
+cdef inline bint hidden_slopes(int act) noexcept nogil:
+    """Whether a training pass keeps the hidden activation's slopes f'(z)
+    beside its values (Spec.slope_off): gelu's, not a function of its output.
+    The others' slopes are read from the outputs (fm_times_dact)."""
+    return act == ACT_GELU
+
+
+cdef inline floating* slopes_at(Spec* s, floating* A) noexcept nogil:
+    """Where the forward pass writes the slopes of the hidden activations at
+    A (NULL when the pass keeps none)."""
+    return NULL if s.slope_off == 0 else A + s.slope_off
+
+
+cdef inline const floating* dact_source(Spec* s, const floating* A) noexcept nogil:
+    """What :func:`times_dact` reads for the hidden activations at A: A
+    itself, or for gelu their slopes."""
+    return A + s.slope_off
+
+
 cdef inline void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t k,
-                          int act) noexcept nogil:
+                          int act, floating* S=NULL) noexcept nogil:
+    """A = act(A + b) (m x k, b over rows); gelu's slopes into S unless NULL."""
     if floating is float:
-        fm_bias_act_f(A, b, m, k, act)
+        fm_bias_act_f(A, b, m, k, act, S)
     else:
-        fm_bias_act_d(A, b, m, k, act)
+        fm_bias_act_d(A, b, m, k, act, S)
 
 
 cdef inline void times_dact(floating* D, const floating* A, Py_ssize_t n, int act) noexcept nogil:
@@ -27,21 +56,22 @@ cdef inline void times_dact(floating* D, const floating* A, Py_ssize_t n, int ac
 cdef struct PointwiseTask:
     void* D                 # bias_act: A (rows x k); times_dact: D
     const void* src         # bias_act: b; times_dact: A
+    void* S                 # bias_act: gelu's slopes (A's layout) or NULL
     Py_ssize_t n, k, rows   # values (times_dact) or rows (bias_act), row width, rows a block
     int act
     bint is_float
 
 
 cdef void pooled_bias_act(Spec* s, floating* A, const floating* b, Py_ssize_t m,
-                          Py_ssize_t k, int act) noexcept nogil:
+                          Py_ssize_t k, int act, floating* S) noexcept nogil:
     """:func:`bias_act` on up to ``s.pool_threads`` of the pool, in blocks of
     rows of at least POINTWISE_SPLIT_VALUES values (not inside a pool block)."""
     cdef PointwiseTask t
     cdef Py_ssize_t blocks = min(<Py_ssize_t>64, m * k // POINTWISE_SPLIT_VALUES, m)
     if s.pool_threads < 2 or blocks < 2 or fmp_inside_block():
-        bias_act(A, b, m, k, act)
+        bias_act(A, b, m, k, act, S)
         return
-    t.D, t.src, t.n, t.k, t.act = A, b, m, k, act
+    t.D, t.src, t.S, t.n, t.k, t.act = A, b, S, m, k, act
     t.rows = (m + blocks - 1) // blocks
     t.is_float = floating is float
     fmp_run(bias_act_block, &t, <int>((m + t.rows - 1) // t.rows), s.pool_threads)
@@ -51,9 +81,11 @@ cdef void bias_act_block(void* arg, int block) noexcept nogil:
     cdef PointwiseTask* t = <PointwiseTask*>arg
     cdef Py_ssize_t r0 = block * t.rows, mr = min(t.rows, t.n - r0)
     if t.is_float:
-        fm_bias_act_f(<float*>t.D + r0 * t.k, <const float*>t.src, mr, t.k, t.act)
+        fm_bias_act_f(<float*>t.D + r0 * t.k, <const float*>t.src, mr, t.k, t.act,
+                      NULL if t.S == NULL else <float*>t.S + r0 * t.k)
     else:
-        fm_bias_act_d(<double*>t.D + r0 * t.k, <const double*>t.src, mr, t.k, t.act)
+        fm_bias_act_d(<double*>t.D + r0 * t.k, <const double*>t.src, mr, t.k, t.act,
+                      NULL if t.S == NULL else <double*>t.S + r0 * t.k)
 
 
 cdef void pooled_times_dact(Spec* s, floating* D, const floating* A, Py_ssize_t n,
@@ -94,13 +126,19 @@ cdef double data_loss_sum(Spec* s, const floating* Z, const floating* P,
 
     Log loss is computed from the output logits ``Z`` (stable for any
     magnitude; softmax's also takes the ratios of ``P`` to its largest
-    value, which are exp(z_j - z_max)); squared error from the outputs
-    ``P``.  ``w`` NULL means unit weights.  (Softmax's in C with its log1p
+    value, which are exp(z_j - z_max)), and so is the Poisson deviance of
+    exp outputs; squared error from the outputs ``P``.  ``w`` NULL means
+    unit weights.  (Softmax's in C with its log1p
     vectorised: the loss's share of a digits fit's perf samples was 2.6%
     as a loop here with libm's log1p.)
     """
     cdef Py_ssize_t i, j, k = s.sizes[s.L]
     cdef double total = 0, row, d
+    if s.loss == LOSS_POISSON:
+        if floating is float:
+            return fm_poisson_sum_f(Z, Y, w, m, k)
+        else:
+            return fm_poisson_sum_d(Z, Y, w, m, k)
     if s.loss == LOSS_LOG and s.output == OUT_SIGMOID:
         if floating is float:
             return fm_bce_sum_f(Z, Y, w, m, k)
@@ -135,8 +173,9 @@ cdef void output_delta(Spec* s, const floating* P, const floating* Y, const floa
                 t = t + Y[i * k + j]
             for j in range(k):
                 D[i * k + j] = (t * P[i * k + j] - Y[i * k + j]) * c
-        elif s.loss == LOSS_LOG or s.output == OUT_IDENTITY:
-            # sigmoid + binary cross-entropy, identity + squared error: p - y
+        elif s.loss != LOSS_SQUARED or s.output == OUT_IDENTITY:
+            # sigmoid + binary cross-entropy, exp + Poisson deviance, identity +
+            # squared error (the canonical links): p - y
             for j in range(k):
                 D[i * k + j] = (P[i * k + j] - Y[i * k + j]) * c
         elif s.output == OUT_SIGMOID:

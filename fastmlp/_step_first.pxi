@@ -91,7 +91,8 @@ cdef void first_split_forward(void* arg, int k) noexcept nogil:
     part_gemm(True, c'N', c'N', <int>m, <int>nu, <int>n_in, <float>1.0, t.X, <int>n_in,
               t.params + u0, <int>n_h, <float>0.0, t.acts + u0, <int>n_h, 1)
     for i in range(m):
-        bias_act(t.acts + i * n_h + u0, b1 + u0, 1, nu, s.hidden)
+        bias_act(t.acts + i * n_h + u0, b1 + u0, 1, nu, s.hidden,
+                 slopes_at(s, t.acts + i * n_h + u0))
 
 
 cdef void first_split_update(void* arg, int k) noexcept nogil:
@@ -117,7 +118,7 @@ cdef void first_split_update(void* arg, int k) noexcept nogil:
     part_gemm(True, c'N', c'T', <int>m, <int>nu, <int>n_2, <float>1.0, D2, <int>n_2,
               W2 + u0 * n_2, <int>n_2, <float>0.0, DH + u0, <int>n_h, 1)
     for i in range(m):
-        times_dact(DH + i * n_h + u0, H + i * n_h + u0, nu, s.hidden)
+        times_dact(DH + i * n_h + u0, dact_source(s, H + i * n_h + u0), nu, s.hidden)
     gemm_rm(c'T', c'N', <int>nu, <int>n_2, <int>m, -lr, H + u0, <int>n_h, D2, <int>n_2,
             t.keep, W2 + u0 * n_2, <int>n_2, 1)
     gemm_rm(c'T', c'N', <int>n_in, <int>nu, <int>m, -lr, t.X, <int>n_in, DH + u0, <int>n_h,
@@ -169,7 +170,7 @@ cdef double step_first(Fit* f, floating* params, Batch* b, int parts) noexcept n
         sums[0] = 0
         for i in range(parts):
             sums[0] += f.fst.xsum[i]
-        sums[1] = <double>s.sizes[1] * f.work.bounds[1] * sums[3]
+        sums[1] = <double>s.sizes[1] * f.work.bounds[1] * sums[3] * slope_bound(s.hidden)
         obj += penalty(s, params, f.opt.l2, f.opt.l1)
         if not isfinite(obj):
             return obj

@@ -169,11 +169,11 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
                 zk = t.zpart + (t.par * t.parts + j) * zsize
                 for i in range(m * n_out):
                     P[i] += zk[i]
-            if s.loss == LOSS_LOG:
+            if s.loss != LOSS_SQUARED:         # the loss reads the logits
                 memcpy(Z, P, m * n_out * sizeof(float))
                 bias_act(Z, b2, m, n_out, ACT_IDENTITY)
-            bias_act(P, b2, m, n_out, ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
-            obj = data_loss_sum(s, Z if s.loss == LOSS_LOG else <float*>NULL, P, t.Y, t.w, m)
+            bias_act(P, b2, m, n_out, output_act(s.output))
+            obj = data_loss_sum(s, Z if s.loss != LOSS_SQUARED else <float*>NULL, P, t.Y, t.w, m)
         if t.l2 != 0:
             for j in range(t.parts):
                 sq += t.sq[t.par][j]
@@ -191,8 +191,9 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
             sum_x += t.xsum[t.par][j]
         sum_d = abs_sum(D, m * n_out)
         safe_sums[0] = sum_x
-        safe_sums[1] = <double>n_h * t.bounds[1] * sum_d
-        safe_sums[2] = <double>n_h * t.bounds[0] * (sum_x + <double>m)
+        safe_sums[1] = <double>n_h * t.bounds[1] * sum_d * slope_bound(s.hidden)
+        safe_sums[2] = <double>n_h * (t.bounds[0] * (sum_x + <double>m)
+                                      + <double>m * value_offset_bound(s.hidden))
         safe_sums[3] = sum_d
         memcpy(bnd, t.bounds, 2 * sizeof(double))
         safe = sgd_safe(s, m, True, t.l2 / t.M, lr, bnd, safe_sums)
@@ -213,7 +214,7 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
         keep = 1 - lr * <float>(t.l2 / t.M)
         gemm_rm(c'N', c'T', <int>m, <int>nu, <int>n_out, <float>1.0, D, <int>n_out,
                 W2 + u0 * n_out, <int>n_out, <float>0.0, DH, <int>nu, 1)
-        times_dact(DH, H, m * nu, s.hidden)
+        times_dact(DH, dact_source(s, H), m * nu, s.hidden)
         gemm_rm(c'T', c'N', <int>nu, <int>n_out, <int>m, -lr, H, <int>nu, D, <int>n_out,
                 keep, W2 + u0 * n_out, <int>n_out, 1)
         gemm_rm(c'T', c'N', <int>n_in, <int>nu, <int>m, -lr, t.X, <int>n_in, DH, <int>nu,
@@ -224,7 +225,7 @@ cdef void unit_block(void* arg, int k) noexcept nogil:
     if t.fwd:
         gemm_rm(c'N', c'N', <int>mn, <int>nu, <int>n_in, <float>1.0, t.Xn, <int>n_in,
                 W1 + u0, <int>n_h, <float>0.0, H, <int>nu, 1)
-        bias_act(H, b1 + u0, mn, nu, s.hidden)
+        bias_act(H, b1 + u0, mn, nu, s.hidden, slopes_at(s, H))
         gemm_rm(c'N', c'N', <int>mn, <int>n_out, <int>nu, <float>1.0, H, <int>nu,
                 W2 + u0 * n_out, <int>n_out, <float>0.0,
                 t.zpart + (nxt * t.parts + k) * zsize, <int>n_out, 1)
@@ -254,8 +255,9 @@ cdef int unit_hand_off(UnitTask* t, int threads, double* bounds) noexcept nogil:
 
     The step is guarded by sgd_safe as sgd_layers' steps are, with the
     hidden deltas' sum bounded before they exist (n_h * bound(W2) *
-    sum|D_out|: |sigmoid'|, |tanh'|, |relu'| <= 1) and, for an unbounded
-    activation, sum|H| too (n_h * bound(W1) * (sum|X| + m): |act(z)| <= |z|).
+    sum|D_out| * slope_bound) and, for an unbounded activation, sum|H| too
+    (n_h * (bound(W1) * (sum|X| + m) + m * value_offset_bound): |act(z)| <=
+    |z| + value_offset_bound).
     """
     cdef Spec* s = t.s
     cdef Py_ssize_t n_out = s.sizes[2], j

@@ -197,9 +197,9 @@ def _validation_scores(net, held_out):
         data, penalty, m = net._loss_terms(Xc, Yc, None if sw is None else sw[part])
         total += data
         weight += m
-        if net.output != "identity":
+        if net.output not in v.REGRESSION_OUTPUTS:
             hits += _hits(net, net._forward(Xc), Yc)
-    accuracy = None if net.output == "identity" else hits / n
+    accuracy = None if net.output in v.REGRESSION_OUTPUTS else hits / n
     return (total + penalty) / weight, accuracy
 
 
@@ -210,7 +210,7 @@ def _pad_validation(history, net, held_out):
         return
     while len(history.val_loss) < history.epochs:
         history.val_loss.append(float("nan"))
-    while net.output != "identity" and len(history.val_accuracy) < history.epochs:
+    while net.output not in v.REGRESSION_OUTPUTS and len(history.val_accuracy) < history.epochs:
         history.val_accuracy.append(float("nan"))
 
 

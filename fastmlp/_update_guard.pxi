@@ -18,6 +18,18 @@ cdef inline bint activation_bounded(int act) noexcept nogil:
     return act == ACT_SIGMOID or act == ACT_TANH
 
 
+cdef inline double slope_bound(int act) noexcept nogil:
+    """A bound on |f'(z)| of a hidden activation, with room for rounding:
+    1 for all but gelu, whose largest slope is 1.1289 (near z = 1.5)."""
+    return 1.13 if act == ACT_GELU else 1.0
+
+
+cdef inline double value_offset_bound(int act) noexcept nogil:
+    """c with |f(z)| <= |z| + c for a hidden activation: 0 for all but
+    softplus (log 2 at z = 0; softplus(z) <= max(z, 0) + log 2)."""
+    return 0.6932 if act == ACT_SOFTPLUS else 0.0
+
+
 cdef void safe_sums(Spec* s, const floating* X, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t mr,
                     const floating* acts, const floating* deltas, double* sums) noexcept nogil:
     """The sums :func:`sgd_safe` reads, over rows r0 .. r0+mr-1 of a batch of

@@ -10,9 +10,18 @@ import os
 
 import numpy as np
 
-HIDDEN_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3}
-OUTPUTS = {"identity": 0, "sigmoid": 1, "softmax": 2}
-LOSSES = {"squared_error": 0, "log_loss": 1}
+# The kernels' codes (_kernels.pxd: ACT_*, OUT_*, LOSS_*; 4 is softmax's).
+HIDDEN_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3,
+                      "leaky_relu": 5, "gelu": 6, "softplus": 7}
+OUTPUTS = {"identity": 0, "sigmoid": 1, "softmax": 2, "exp": 3}
+LOSSES = {"squared_error": 0, "log_loss": 1, "poisson": 2}
+# The activations' constants, as _vmath.h compiles them in: leaky_relu's slope
+# below 0 (PyTorch's default negative_slope), gelu's tanh approximation
+# x/2 (1 + tanh(GELU_C (x + GELU_K x^3))).
+LEAKY_SLOPE = 0.01
+GELU_C, GELU_K = math.sqrt(2 / math.pi), 0.044715
+# Outputs of regressors (scored by R², no classes): the rest are classifiers'.
+REGRESSION_OUTPUTS = ("identity", "exp")
 INITS = ("plain", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OPTIMIZERS = {"sgd": 0, "adam": 1, "rmsprop": 2, "adamw": 3}     # the kernels' codes
@@ -92,6 +101,11 @@ def check_settings(layer_sizes, activation, output, loss, l2, init, dtype):
         raise ValueError(
             "loss='log_loss' needs output='sigmoid' or output='softmax'; "
             "got output='identity' (use loss='squared_error' for regression)"
+        )
+    if (loss == "poisson") != (output == "exp"):
+        raise ValueError(
+            "loss='poisson' and output='exp' go together (the exp output is the Poisson "
+            f"regression's log link); got output={output!r} with loss={loss!r}"
         )
     if output == "softmax" and sizes[-1] < 2:
         raise ValueError(
@@ -298,6 +312,11 @@ def check_Y(Y, n, n_out, output, loss, dtype):
         raise ValueError(
             "Y must hold targets in [0, 1] for loss='log_loss'; "
             f"got values from {out.min():g} to {out.max():g}"
+        )
+    if loss == "poisson" and out.min() < 0:
+        raise ValueError(
+            "Y must hold targets >= 0 for loss='poisson' (counts or rates); "
+            f"got values down to {out.min():g}"
         )
     return out
 

@@ -10,7 +10,8 @@
  * On x86-64 with gcc, each array function is compiled three times (AVX-512,
  * AVX2 and baseline) and the loader picks the best one for the CPU at run
  * time (target_clones), so a portable wheel still uses wide vectors.
- * Activation codes: 0 identity, 1 sigmoid, 2 tanh, 3 relu, 4 softmax.
+ * Activation codes: 0 identity, 1 sigmoid, 2 tanh, 3 relu, 4 softmax,
+ * 5 leaky_relu, 6 gelu, 7 softplus, 8 exp (an output's: Poisson regression).
  */
 #ifndef FASTMLP_VMATH_H
 #define FASTMLP_VMATH_H
@@ -88,6 +89,23 @@ FM_INLINE float fm_exp_f(float x)
     return p * scale;
 }
 
+/* e^x up to the type's overflow, +inf past it, for exp outputs (predict
+ * returns e^z) and the Poisson loss: above fm_exp's clamp (709, 88 in
+ * float), e^(x - 1) e. */
+FM_INLINE double fm_exp_out_d(double x)
+{
+    int hi = x > 709.0;
+    double e = fm_exp_d(hi ? x - 1.0 : x) * (hi ? 2.718281828459045 : 1.0);
+    return x > 709.782712893384 ? INFINITY : e;
+}
+
+FM_INLINE float fm_exp_out_f(float x)
+{
+    int hi = x > 88.0f;
+    float e = fm_exp_f(hi ? x - 1.0f : x) * (hi ? 2.71828183f : 1.0f);
+    return x > 88.7228391f ? INFINITY : e;
+}
+
 /* tanh as vectorisable arithmetic (libm's tanh is a scalar call: an
  * 8-64-64-1 tanh step took 76 us against relu's 12).  |x| below the
  * threshold: the odd Taylor series to x^17; above: (1 - e) / (1 + e) with
@@ -120,9 +138,108 @@ FM_INLINE float fm_tanh_f(float x)
     return x < 0 ? -t : t;
 }
 
-/* Activation in place over n contiguous values (codes 0-3). */
+/* log1p(u) for u in [0, 1] (atanh series after a range split at sqrt(2) - 1;
+ * < 2 ulp), vectorisable: the data loss of sigmoid outputs needs
+ * softplus(z) = max(z, 0) + log1p(exp(-|z|)), and so does the softplus
+ * activation.  The float version stops the series at s^11 (|s| < 0.18). */
+FM_INLINE double fm_log1p_unit(double u)
+{
+    int hi = u > 0.41421356237309503;
+    double f = hi ? (u - 1.0) * 0.5 : u;          /* exact: no rounding of 1 + u */
+    double s = f / (2.0 + f), s2 = s * s;
+    double p = 1.0 / 21;
+    p = p * s2 + 1.0 / 19; p = p * s2 + 1.0 / 17; p = p * s2 + 1.0 / 15;
+    p = p * s2 + 1.0 / 13; p = p * s2 + 1.0 / 11; p = p * s2 + 1.0 / 9;
+    p = p * s2 + 1.0 / 7; p = p * s2 + 1.0 / 5; p = p * s2 + 1.0 / 3;
+    p = p * s2 + 1.0;
+    return (hi ? 0.6931471805599453 : 0.0) + 2.0 * s * p;
+}
+
+FM_INLINE float fm_log1p_unit_f(float u)
+{
+    int hi = u > 0.414213562f;
+    float f = hi ? (u - 1.0f) * 0.5f : u;
+    float s = f / (2.0f + f), s2 = s * s;
+    float p = 1.0f / 11;
+    p = p * s2 + 1.0f / 9; p = p * s2 + 1.0f / 7; p = p * s2 + 1.0f / 5;
+    p = p * s2 + 1.0f / 3; p = p * s2 + 1.0f;
+    return (hi ? 0.693147181f : 0.0f) + 2.0f * s * p;
+}
+
+/* The hidden activations past relu, and their slopes, element by element
+ * (inlined into the vectorised loops below and into _narrow_impl.h).
+ *
+ * leaky_relu: x for x > 0, else FM_LEAKY_SLOPE * x (PyTorch's default
+ * negative_slope); slope 1 or FM_LEAKY_SLOPE, read from the output's sign
+ * (an output of 0 gets FM_LEAKY_SLOPE, as relu's gets 0: PyTorch's choice).
+ *
+ * softplus: log(1 + e^x) = max(x, 0) + log1p(e^-|x|) (no overflow for any
+ * x); its slope, the logistic function of x, from the output a:
+ * 1 - e^-a, by its series a (1 - a/2 (1 - a/3 (...))) below 0.5 (where
+ * 1 - e^-a would cancel), else directly.
+ *
+ * gelu: the tanh approximation x/2 (1 + tanh(u)), u = sqrt(2/pi) (x +
+ * 0.044715 x^3) (PyTorch's GELU(approximate="tanh"), jax.nn.gelu's default),
+ * written x sigma(2u) (sigma the logistic function: no cancellation of
+ * 1 + tanh(u) for negative x), and 0 below -40.  The slope is not a
+ * function of the output (gelu is not monotonic), so it is computed here
+ * from x, beside the output: sigma(2u) + x sigma'(2u) 2u'(x); past |x| = 40
+ * it is 1 or 0 (exactly so in both float types; the formula's x^2 could
+ * overflow there). */
+#define FM_LEAKY_SLOPE 0.01
+#define FM_GELU_C 0.7978845608028654                    /* sqrt(2 / pi) */
+#define FM_GELU_K 0.044715
+#define FM_DEFINE_ACT_ELEMENTS(T, SUF, EXP, LOG1P_UNIT, SERIES)              \
+FM_INLINE T fm_leaky_##SUF(T x)                                                 \
+{                                                                               \
+    return !(x <= 0) ? x : (T)FM_LEAKY_SLOPE * x;      /* NaN stays NaN */      \
+}                                                                               \
+FM_INLINE T fm_softplus_##SUF(T x)                                              \
+{                                                                               \
+    T ax = x < 0 ? -x : x;                                                      \
+    return (x > 0 ? x : (T)0) + LOG1P_UNIT(EXP(-ax));                           \
+}                                                                               \
+FM_INLINE T fm_softplus_slope_##SUF(T a)                                        \
+{                                                                               \
+    T s = SERIES(T, a);                                                         \
+    return a < (T)0.5 ? a * s : (T)1 - EXP(-a);                                 \
+}                                                                               \
+FM_INLINE T fm_gelu_q_##SUF(T x)            /* sigma(2u) */                      \
+{                                                                               \
+    T v = x * ((T)(2 * FM_GELU_C) + (T)(2 * FM_GELU_C * FM_GELU_K) * (x * x));  \
+    return (T)1 / ((T)1 + EXP(-v));                                             \
+}                                                                               \
+FM_INLINE T fm_gelu_##SUF(T x)                                                  \
+{                                                                               \
+    return x < (T)-40 ? (T)0 : x * fm_gelu_q_##SUF(x);                          \
+}                                                                               \
+FM_INLINE T fm_gelu_slope_##SUF(T x)                                            \
+{                                                                               \
+    T q = fm_gelu_q_##SUF(x);                                                   \
+    T dv = (T)(2 * FM_GELU_C) + (T)(6 * FM_GELU_C * FM_GELU_K) * (x * x);       \
+    T s = q + x * (q * ((T)1 - q)) * dv;                                        \
+    T far = x > 0 ? (T)1 : (T)0;                                                \
+    return (x < (T)-40 || x > (T)40) ? far : s;                                 \
+}
+/* (1 - e^-a) / a for 0 <= a < 0.5: Horner's form of the series, to a^14 / 15!
+ * in double (< 1e-18 left out), to a^7 / 8! in float (< 1e-8) */
+#define FM_SP_STEP(T, a, s, n) (T)1 - a * (T)(1.0 / n) * (s)
+#define FM_SOFTPLUS_SERIES_D(T, a)                                              \
+    FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a,          \
+    FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a,          \
+    FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a,          \
+    FM_SP_STEP(T, a, FM_SP_STEP(T, a, (T)1, 15), 14), 13), 12), 11), 10), 9), 8), \
+    7), 6), 5), 4), 3), 2)
+#define FM_SOFTPLUS_SERIES_F(T, a)                                              \
+    FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a,          \
+    FM_SP_STEP(T, a, FM_SP_STEP(T, a, FM_SP_STEP(T, a, (T)1, 8), 7), 6), 5), 4), 3), 2)
+FM_DEFINE_ACT_ELEMENTS(double, d, fm_exp_d, fm_log1p_unit, FM_SOFTPLUS_SERIES_D)
+FM_DEFINE_ACT_ELEMENTS(float, f, fm_exp_f, fm_log1p_unit_f, FM_SOFTPLUS_SERIES_F)
+
+/* Activation in place over n contiguous values (any code but softmax);
+ * for gelu, its slopes into S too unless S is NULL (see above). */
 #define FM_DEFINE_ACT(T, SUF, EXP, TANH)                                        \
-FM_INLINE void fm_act_flat_##SUF(T *restrict A, fm_idx n, int act)              \
+FM_INLINE void fm_act_flat_##SUF(T *restrict A, T *restrict S, fm_idx n, int act) \
 {                                                                               \
     fm_idx i;                                                                   \
     if (act == 1) {                                                             \
@@ -131,11 +248,24 @@ FM_INLINE void fm_act_flat_##SUF(T *restrict A, fm_idx n, int act)              
         for (i = 0; i < n; i++) A[i] = TANH(A[i]);                              \
     } else if (act == 3) {                                                      \
         for (i = 0; i < n; i++) A[i] = !(A[i] <= 0) ? A[i] : (T)0;   /* NaN stays NaN */                  \
+    } else if (act == 5) {                                                      \
+        for (i = 0; i < n; i++) A[i] = fm_leaky_##SUF(A[i]);                    \
+    } else if (act == 6 && S) {                                                 \
+        for (i = 0; i < n; i++) {                                               \
+            S[i] = fm_gelu_slope_##SUF(A[i]);                                   \
+            A[i] = fm_gelu_##SUF(A[i]);                                         \
+        }                                                                       \
+    } else if (act == 6) {                                                      \
+        for (i = 0; i < n; i++) A[i] = fm_gelu_##SUF(A[i]);                     \
+    } else if (act == 7) {                                                      \
+        for (i = 0; i < n; i++) A[i] = fm_softplus_##SUF(A[i]);                 \
+    } else if (act == 8) {                                                      \
+        for (i = 0; i < n; i++) A[i] = fm_exp_out_##SUF(A[i]);                  \
     }                                                                           \
 }
 
-/* A = act(A + b) for an m x k row-major block (b broadcast over rows).
- * Wide rows are done in one fused pass per row; narrow ones (k < 16, too
+/* A = act(A + b) for an m x k row-major block (b broadcast over rows); for
+ * gelu also S = act'(A + b) (the same layout) unless S is NULL.  Wide rows are done in one fused pass per row; narrow ones (k < 16, too
  * short to fill a vector) get the bias per row, then one flat pass. */
 #define FM_DEFINE_BIAS_ACT(T, SUF, EXP, TANH)                                   \
 FM_DEFINE_ACT(T, SUF, EXP, TANH)                                                \
@@ -172,7 +302,8 @@ FM_INLINE void fm_softmax_rows_##SUF(T *restrict blk, const T *restrict b,      
 }                                                                               \
                                                                                 \
 FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     \
-                                        fm_idx m, fm_idx k, int act)            \
+                                        fm_idx m, fm_idx k, int act,            \
+                                        T *restrict S)                          \
 {                                                                               \
     fm_idx i, j;                                                                \
     if (act == 4) {                                                             \
@@ -189,7 +320,7 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
         for (i = 0; i < m; i++)                                                 \
             for (j = 0; j < k; j++)                                             \
                 A[i * k + j] += b[j];                                           \
-        fm_act_flat_##SUF(A, m * k, act);                                       \
+        fm_act_flat_##SUF(A, S, m * k, act);                                    \
         return;                                                                 \
     }                                                                           \
     for (i = 0; i < m; i++) {                                                   \
@@ -200,6 +331,25 @@ FM_CLONES static void fm_bias_act_##SUF(T *restrict A, const T *restrict b,     
         } else if (act == 2) {                                                  \
             for (j = 0; j < k; j++)                                             \
                 row[j] = TANH(row[j] + b[j]);                                   \
+        } else if (act == 5) {                                                  \
+            for (j = 0; j < k; j++)                                             \
+                row[j] = fm_leaky_##SUF(row[j] + b[j]);                         \
+        } else if (act == 6 && S) {                                             \
+            T *restrict srow = S + i * k;                                       \
+            for (j = 0; j < k; j++) {                                           \
+                T z = row[j] + b[j];                                            \
+                srow[j] = fm_gelu_slope_##SUF(z);                               \
+                row[j] = fm_gelu_##SUF(z);                                      \
+            }                                                                   \
+        } else if (act == 6) {                                                  \
+            for (j = 0; j < k; j++)                                             \
+                row[j] = fm_gelu_##SUF(row[j] + b[j]);                          \
+        } else if (act == 7) {                                                  \
+            for (j = 0; j < k; j++)                                             \
+                row[j] = fm_softplus_##SUF(row[j] + b[j]);                      \
+        } else if (act == 8) {                                                  \
+            for (j = 0; j < k; j++)                                             \
+                row[j] = fm_exp_out_##SUF(row[j] + b[j]);                       \
         } else {                                                                \
             for (j = 0; j < k; j++) {                                           \
                 T z = row[j] + b[j];                                            \
@@ -284,7 +434,8 @@ FM_CLONES static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, 
     }                                                                           \
 }
 
-/* D *= f'(z), written through the activations A = f(z), over n values. */
+/* D *= f'(z) over n values, written through the activations A = f(z), or
+ * for gelu through its slopes (A = f'(z): fm_bias_act's S). */
 #define FM_DEFINE_DACT(T, SUF)                                                  \
 FM_CLONES static void fm_times_dact_##SUF(T *D, const T *A, fm_idx n, int act)  \
 {                                                                               \
@@ -295,6 +446,12 @@ FM_CLONES static void fm_times_dact_##SUF(T *D, const T *A, fm_idx n, int act)  
         for (i = 0; i < n; i++) D[i] *= (T)1 - A[i] * A[i];                     \
     } else if (act == 3) {                                                      \
         for (i = 0; i < n; i++) D[i] = A[i] > 0 ? D[i] : (T)0;                  \
+    } else if (act == 5) {                                                      \
+        for (i = 0; i < n; i++) D[i] *= A[i] > 0 ? (T)1 : (T)FM_LEAKY_SLOPE;    \
+    } else if (act == 6) {                                                      \
+        for (i = 0; i < n; i++) D[i] *= A[i];                                   \
+    } else if (act == 7) {                                                      \
+        for (i = 0; i < n; i++) D[i] *= fm_softplus_slope_##SUF(A[i]);          \
     }                                                                           \
 }
 
@@ -350,69 +507,85 @@ FM_CLONES static void fm_colsum_ld_f(const float *restrict D, fm_idx m, fm_idx k
 FM_DEFINE_SMALL_GEMM(double, d)
 FM_DEFINE_SMALL_GEMM(float, f)
 
-/* log1p(u) for u in [0, 1] (atanh series after a range split at sqrt(2) - 1;
- * < 2 ulp), vectorisable: the data loss of sigmoid outputs needs
- * softplus(z) = max(z, 0) + log1p(exp(-|z|)). */
-FM_INLINE double fm_log1p_unit(double u)
-{
-    int hi = u > 0.41421356237309503;
-    double f = hi ? (u - 1.0) * 0.5 : u;          /* exact: no rounding of 1 + u */
-    double s = f / (2.0 + f), s2 = s * s;
-    double p = 1.0 / 21;
-    p = p * s2 + 1.0 / 19; p = p * s2 + 1.0 / 17; p = p * s2 + 1.0 / 15;
-    p = p * s2 + 1.0 / 13; p = p * s2 + 1.0 / 11; p = p * s2 + 1.0 / 9;
-    p = p * s2 + 1.0 / 7; p = p * s2 + 1.0 / 5; p = p * s2 + 1.0 / 3;
-    p = p * s2 + 1.0;
-    return (hi ? 0.6931471805599453 : 0.0) + 2.0 * s * p;
-}
-
-/* Sum over n logits of softplus(z) - y z (binary cross-entropy from logits),
- * optionally weighted per row of k values, accumulated in double. */
-#define FM_DEFINE_BCE(T, SUF)                                                   \
-FM_CLONES static double fm_bce_sum_##SUF(const T *restrict z, const T *restrict y, \
-                                         const T *restrict w, fm_idx m, fm_idx k) \
+/* Sum over n = m * k logits z of a loss of each logit and its target y,
+ * ELEM(z, y) in double, optionally weighted per row of k values,
+ * accumulated in double. */
+#define FM_DEFINE_ELEMENT_LOSS(NAME, ELEM, T, SUF)                              \
+FM_CLONES static double NAME##_##SUF(const T *restrict z, const T *restrict y,  \
+                                     const T *restrict w, fm_idx m, fm_idx k)   \
 {                                                                               \
     fm_idx i, j;                                                                \
     double total = 0;                                                           \
     if (w == 0) {                                                               \
-        for (i = 0; i < m * k; i++) {                                           \
-            double zi = z[i], a = zi > 0 ? zi : -zi;                            \
-            total += (zi > 0 ? zi : 0.0) + fm_log1p_unit(fm_exp_d(-a)) - (double)y[i] * zi; \
-        }                                                                       \
+        for (i = 0; i < m * k; i++)                                             \
+            total += ELEM((double)z[i], (double)y[i]);                          \
         return total;                                                           \
     }                                                                           \
     for (i = 0; i < m; i++) {                                                   \
         double row = 0;                                                         \
-        for (j = 0; j < k; j++) {                                               \
-            double zi = z[i * k + j], a = zi > 0 ? zi : -zi;                    \
-            row += (zi > 0 ? zi : 0.0) + fm_log1p_unit(fm_exp_d(-a)) - (double)y[i * k + j] * zi; \
-        }                                                                       \
+        for (j = 0; j < k; j++)                                                 \
+            row += ELEM((double)z[i * k + j], (double)y[i * k + j]);            \
         total += (double)w[i] * row;                                            \
     }                                                                           \
     return total;                                                               \
 }
-FM_DEFINE_BCE(double, d)
-FM_DEFINE_BCE(float, f)
 
-/* log1p(s) for s >= 0 (NaN and infinity pass through), vectorisable:
- * 1 + s = 2^e (1 + u) with u in [0, 1) (u = s itself when e = 0, no
- * rounding of 1 + s), so log1p(s) = e ln 2 + log1p(u).  The exponent is
- * read from the bits as a double (2^52 + e + 1023, minus the offset): AVX2
- * has no int64 -> double conversion. */
-FM_INLINE double fm_log1p_pos(double s)
+/* Binary cross-entropy from a logit: softplus(z) - y z. */
+FM_INLINE double fm_bce_elem(double z, double y)
 {
-    double x = 1.0 + s, f, e;
+    double a = z > 0 ? z : -z;
+    return (z > 0 ? z : 0.0) + fm_log1p_unit(fm_exp_d(-a)) - y * z;
+}
+FM_DEFINE_ELEMENT_LOSS(fm_bce_sum, fm_bce_elem, double, d)
+FM_DEFINE_ELEMENT_LOSS(fm_bce_sum, fm_bce_elem, float, f)
+
+/* x = 2^e f with f in [1, 2), for x > 0 normal: returns f, e into *e.  The
+ * exponent is read from the bits as a double (2^52 + e + 1023, minus the
+ * offset): AVX2 has no int64 -> double conversion. */
+FM_INLINE double fm_frexp1(double x, double *e)
+{
+    double f;
     uint64_t bits, fbits, ebits;
     memcpy(&bits, &x, sizeof bits);
     fbits = (bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL;   /* [1, 2) */
     ebits = (bits >> 52) | 0x4330000000000000ULL;                     /* 2^52 + e + 1023 */
     memcpy(&f, &fbits, sizeof f);
-    memcpy(&e, &ebits, sizeof e);
-    e -= 4503599627371519.0;                                           /* 2^52 + 1023 */
+    memcpy(e, &ebits, sizeof *e);
+    *e -= 4503599627371519.0;                                          /* 2^52 + 1023 */
+    return f;
+}
+
+/* log1p(s) for s >= 0 (NaN and infinity pass through), vectorisable:
+ * 1 + s = 2^e (1 + u) with u in [0, 1) (u = s itself when e = 0, no
+ * rounding of 1 + s), so log1p(s) = e ln 2 + log1p(u). */
+FM_INLINE double fm_log1p_pos(double s)
+{
+    double e, f = fm_frexp1(1.0 + s, &e);
     f = e == 0 ? s : f - 1.0;
     f = e * 0.6931471805599453 + fm_log1p_unit(f);
     return s <= 1.7976931348623157e308 ? f : s;
 }
+
+/* y log y for y >= 0 (0 at 0, its limit), vectorisable: y = 2^e f with f in
+ * [1, 2), so log y = e ln 2 + log1p(f - 1).  A subnormal y gets a wrong
+ * exponent, and y log y is then below 1e-305 either way. */
+FM_INLINE double fm_xlogx(double y)
+{
+    double e, f = fm_frexp1(y, &e);
+    f = y * (e * 0.6931471805599453 + fm_log1p_unit(f - 1.0));
+    return y > 0 ? f : 0.0;
+}
+
+/* The half Poisson deviance of a log-rate logit z and its count y:
+ * y log(y / e^z) - y + e^z = e^z - y z + (y log y - y) (0 for a perfect
+ * prediction, as scikit-learn's loss), in double (e^z too: no float32
+ * rounding of the rate). */
+FM_INLINE double fm_poisson_elem(double z, double y)
+{
+    return fm_exp_out_d(z) - y * z + (fm_xlogx(y) - y);
+}
+FM_DEFINE_ELEMENT_LOSS(fm_poisson_sum, fm_poisson_elem, double, d)
+FM_DEFINE_ELEMENT_LOSS(fm_poisson_sum, fm_poisson_elem, float, f)
 
 /* Sum over m rows of the categorical cross-entropy sum_j y_j (lse - z_j) of
  * logits z, from them and their softmax outputs p (each m x k row-major),

@@ -25,6 +25,7 @@ from ._csv import cell as _cell
 from ._version import __version__
 from .demo import DEMOS, run_demo
 
+_HE_ACTIVATIONS = ("relu", "leaky_relu", "gelu")     # the rest start from Xavier's init
 _MAX_CLASSES = 20        # --task auto: integer targets with at most this many values
 
 
@@ -116,8 +117,11 @@ def build_parser():
                             f"{_MAX_CLASSES} distinct integers or any word, else regression")
     train.add_argument("--hidden", default="32", metavar="N,N,...",
                        help="hidden layer sizes, comma separated; '' for none (default 32)")
-    train.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity"],
-                       default="relu", help="hidden activation (default relu)")
+    train.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity",
+                                                "leaky_relu", "gelu", "softplus"],
+                       default="relu", help="hidden activation (default relu; relu, leaky_relu "
+                                            "and gelu start from He's initialisation, the "
+                                            "others from Xavier's)")
     train.add_argument("--epochs", type=int, default=100, help="passes over the data (default 100)")
     train.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None,
                        help="learning rate (default 0.01 for sgd, else 0.001)")
@@ -501,7 +505,7 @@ def cmd_train(args, out=None, err=None):
     dtype = args.dtype or ("float64" if problem else "float32")
     _check_memory(sizes, dtype, min(args.batch_size, len(train)), args)
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
-                  init="he" if args.activation == "relu" else "xavier", dtype=dtype,
+                  init="he" if args.activation in _HE_ACTIVATIONS else "xavier", dtype=dtype,
                   seed=args.seed)
     lr, fit_kwargs = _fit_kwargs(args)
     print(f"{args.data}: {n} rows, {_plural(len(features), 'input')}, target {args.target!r}: {task}"
@@ -580,7 +584,7 @@ def _train_ranks(args, comm, out):
     dtype = args.dtype or ("float64" if problem else "float32")
     cm.agree(comm, _error_of(_check_memory, sizes, dtype, min(args.batch_size, len(train)), args))
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
-                  init="he" if args.activation == "relu" else "xavier", dtype=dtype,
+                  init="he" if args.activation in _HE_ACTIVATIONS else "xavier", dtype=dtype,
                   seed=args.seed)
     lr, kw = _fit_kwargs(args)
     print(f"{args.data}: {comm.allreduce(len(cells))} rows on {comm.size} ranks, "

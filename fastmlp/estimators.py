@@ -14,7 +14,8 @@ pass (:mod:`fastmlp._lbfgs`). The network is ``network_``.
 
 The objective is scikit-learn's: log loss summed over outputs, and for
 ``MLPRegressor`` the half squared error averaged over outputs (its gradient,
-as scikit-learn's, is that of the sum over outputs), plus
+as scikit-learn's, is that of the sum over outputs) or with ``loss='poisson'``
+the half Poisson deviance of exp outputs summed over outputs, plus
 ``alpha / (2 n_samples) * sum(W**2)``.
 
 This module needs scikit-learn (``pip install fastmlp[sklearn]``); ``import
@@ -23,7 +24,8 @@ fastmlp`` does not import it.
 Differences from scikit-learn, all deliberate:
 
 * Sparse input is refused with a clear TypeError (the kernels are dense).
-* ``MLPRegressor`` has only ``loss='squared_error'`` (no ``poisson``).
+* ``MLPRegressor(loss='poisson')`` refuses negative targets (a ValueError
+  naming y); scikit-learn takes them and its deviance is then NaN.
 * ``partial_fit`` is hidden for ``solver='lbfgs'`` in both estimators
   (scikit-learn hides it only in ``MLPClassifier``; its ``MLPRegressor``
   runs a whole L-BFGS fit there).
@@ -79,7 +81,7 @@ _Est = TypeVar("_Est", bound="_BaseMLP")
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}
+_OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity", "exp": "exp"}
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
                "large values and need to be preprocessed.")        # scikit-learn's words
@@ -858,12 +860,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by fastmlp's compiled kernels.
 
-    Drop-in for ``sklearn.neural_network.MLPRegressor`` with
-    ``loss='squared_error'`` (identity output, half squared error averaged
-    over outputs as scikit-learn's; several outputs for a 2-D y). Parameters
-    and attributes as :class:`MLPClassifier`, less ``classes_``; like
-    scikit-learn's, the first positional parameter is ``loss`` (only
-    ``'squared_error'``), so pass ``hidden_layer_sizes`` by keyword.
+    Drop-in for ``sklearn.neural_network.MLPRegressor``: ``loss='squared_error'``
+    (identity output, half squared error averaged over outputs as
+    scikit-learn's) or ``loss='poisson'`` (exp output, the log link, and the
+    half Poisson deviance ``y log(y / p) - y + p`` summed over outputs, as
+    scikit-learn >= 1.7's; targets must be >= 0); several outputs for a 2-D
+    y. Parameters and attributes as :class:`MLPClassifier`, less
+    ``classes_``; like scikit-learn's, the first positional parameter is
+    ``loss``, so pass ``hidden_layer_sizes`` by keyword.
 
     Examples
     --------
@@ -900,11 +904,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return False
 
     def _check_params(self):
-        if self.loss != "squared_error":
+        if not isinstance(self.loss, str) or self.loss not in ("squared_error", "poisson"):
             raise ValueError(
-                f"loss={self.loss!r} is not supported by fastmlp's MLPRegressor; only "
-                "'squared_error' (as in scikit-learn, the first positional parameter is loss: "
-                "pass hidden_layer_sizes by keyword)")
+                f"loss must be 'squared_error' or 'poisson'; got {self.loss!r} (as in "
+                "scikit-learn, the first positional parameter is loss: pass "
+                "hidden_layer_sizes by keyword)")
         return super()._check_params()
 
     def _validate_input(self, X, y, incremental, reset):
@@ -915,13 +919,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Y = np.ascontiguousarray(y.reshape(len(y), -1), dtype=X.dtype)
         if not np.isfinite(Y).all():
             raise ValueError(f"y contains values too large for {X.dtype.name}")
+        if self.loss == "poisson" and (Y < 0).any():
+            raise ValueError(f"y must hold values >= 0 for loss='poisson' (counts or rates); "
+                             f"got values down to {Y.min():g}")
         if hasattr(self, "n_outputs_") and not reset and Y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {Y.shape[1]} outputs but the fitted model has "
                              f"{self.n_outputs_}")
         return X, Y
 
     def _output_for(self, Y):
-        return "identity", "squared_error"
+        return ("exp", "poisson") if self.loss == "poisson" else ("identity", "squared_error")
 
     def _decode(self, P):
         return P.ravel() if P.shape[1] == 1 else P

@@ -56,8 +56,9 @@ def from_sklearn(model, dtype=None, network_cls=None):
     -------
     Network
         Hidden activation mapped ``logistic`` -> ``sigmoid``; output from the
-        model's ``out_activation_``; loss ``log_loss`` for a classifier and
-        ``squared_error`` for a regressor; ``l2`` the model's ``alpha``. Its
+        model's ``out_activation_``; loss ``log_loss`` for a classifier,
+        ``poisson`` for a regressor with ``loss='poisson'`` (exp output) and
+        ``squared_error`` for the others; ``l2`` the model's ``alpha``. Its
         ``predict`` equals the model's ``predict_proba`` (binary: the column
         of ``classes_[1]``) or ``predict``, shape included: a single-output
         regressor's network has ``flat_output=True`` and predicts ``(n,)``.

@@ -37,14 +37,19 @@ class Network(BaseNetwork):
     layer_sizes : sequence of int
         ``[n_in, hidden..., n_out]``; ``[n_in, n_out]`` (no hidden layer) gives
         logistic or linear regression.
-    activation : {'sigmoid', 'tanh', 'relu', 'identity'}
-        Activation of every hidden layer.
-    output : {'sigmoid', 'softmax', 'identity'}
-        Activation of the output layer.
-    loss : {'squared_error', 'log_loss'}
+    activation : {'sigmoid', 'tanh', 'relu', 'identity', 'leaky_relu', 'gelu', 'softplus'}
+        Activation of every hidden layer. ``leaky_relu``: slope 0.01 below 0
+        (PyTorch's default); ``gelu``: the tanh approximation
+        ``z/2 (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))`` (PyTorch's
+        ``GELU(approximate="tanh")``), 0 below -40; ``softplus``:
+        ``log(1 + e^z)``, computed without overflow.
+    output : {'sigmoid', 'softmax', 'identity', 'exp'}
+        Activation of the output layer (``exp``: with ``loss='poisson'`` only).
+    loss : {'squared_error', 'log_loss', 'poisson'}
         ``squared_error`` is ``(1/2m) sum (y - yhat)^2``; ``log_loss`` is the
         mean binary (sigmoid output) or categorical (softmax output)
-        cross-entropy.
+        cross-entropy; ``poisson`` the mean half Poisson deviance
+        ``sum y log(y / yhat) - y + yhat`` of ``yhat = exp(z)`` (targets >= 0).
     l2 : float
         L2 penalty ``l2 / (2m) * sum(W**2)`` over weights (not biases), part of
         the objective used by ``loss``, ``gradients`` and ``fit``.
@@ -192,7 +197,8 @@ class Network(BaseNetwork):
         if (type(Y) is np.ndarray and Y.dtype == self.dtype and Y.ndim == 2
                 and Y.shape[0] == n and Y.shape[1] == self.layer_sizes[-1]
                 and Y.flags.c_contiguous and _kernels.all_finite(Y)
-                and (self.loss_name != "log_loss" or (Y.min() >= 0 and Y.max() <= 1))):
+                and (self.loss_name != "log_loss" or (Y.min() >= 0 and Y.max() <= 1))
+                and (self.loss_name != "poisson" or Y.min() >= 0)):
             return Y
         return super()._check_Y(Y, n)
 

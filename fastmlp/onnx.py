@@ -10,8 +10,10 @@ Needs ``onnx`` (``pip install "fastmlp[onnx]"``, which adds ``onnxruntime``);
 
 The graph (opset 17 or newer) maps an input ``X`` of shape ``(N, n_in)`` to
 ``Y``, what ``predict`` returns, in the network's dtype: per layer a ``Gemm``
-then ``Sigmoid``, ``Tanh``, ``Relu``, ``Softmax`` or nothing (identity). For a
-scikit-learn estimator (:class:`fastmlp.MLPClassifier`, ``MLPRegressor``) it is
+then the activation (see :mod:`fastmlp._onnx`: ``Sigmoid``, ``Tanh``, ``Relu``,
+``LeakyRelu``, ``Softplus``, gelu in elementary ops, ``Softmax``, ``Exp``) or
+nothing (identity). For a scikit-learn estimator (:class:`fastmlp.MLPClassifier`,
+``MLPRegressor``) it is
 its ``network_``: a classifier's class probabilities (one column, that of
 ``classes_[1]``, for two classes), a regressor's values as ``(N, n_outputs)``.
 """

@@ -6,9 +6,10 @@ the parameter layout, validation, initialisation and fit loop with
 the math below, written for reading rather than speed.
 
 Forward, per layer ``l``: ``z = a_prev @ W + b``, ``a = f(z)``.
-Backward: the output delta (``p - y`` for sigmoid/softmax with log loss and
-identity with squared error; the output-activation Jacobian times ``p - y``
-otherwise), scaled by ``w_i / M``; then ``delta_prev = (delta @ W.T) * f'(a_prev)``,
+Backward: the output delta (``p - y`` for sigmoid/softmax with log loss,
+exp with the Poisson deviance and identity with squared error; the
+output-activation Jacobian times ``p - y`` otherwise), scaled by ``w_i / M``;
+then ``delta_prev = (delta @ W.T) * f'(z_prev)``,
 ``dW = a_prev.T @ delta + (l2 / M) W + (l1 / M) sign(W)``, ``db = delta.sum(0)``,
 where ``w`` are the sample weights (ones by default) and ``M = sum(w)``.
 Updates follow scikit-learn's SGD (with momentum / Nesterov) and Adam, and
@@ -18,6 +19,7 @@ import numpy as np
 
 from . import _shuffle
 from ._base import BaseNetwork
+from ._validation import GELU_C, GELU_K, LEAKY_SLOPE
 
 
 def sigmoid(z):
@@ -36,13 +38,51 @@ def softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+
+
+def leaky_relu(z):
+    """``z`` for z > 0, else ``0.01 z``."""
+    return np.where(z > 0, z, z.dtype.type(LEAKY_SLOPE) * z)
+
+
+def softplus(z):
+    """``log(1 + exp(z))``, without overflow: ``max(z, 0) + log1p(exp(-|z|))``."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _gelu_q(z):
+    """``(1 + tanh(u)) / 2 = sigmoid(2u)``, ``u = sqrt(2/pi) (z + 0.044715 z^3)``."""
+    return sigmoid(2 * GELU_C * z * (1 + GELU_K * z * z))
+
+
+def gelu(z):
+    """GELU, tanh approximation: ``z/2 (1 + tanh(u))`` = ``z sigmoid(2u)``;
+    0 below -40 (where it is below 1e-300)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(z < -40, 0, z * _gelu_q(z)).astype(z.dtype)
+
+
+def gelu_slope(z):
+    """d gelu / dz, from the pre-activation (gelu is not monotonic); 0 or 1
+    past |z| = 40 (the formula's z^2 could overflow there)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = _gelu_q(z)
+        s = q + z * q * (1 - q) * 2 * GELU_C * (1 + 3 * GELU_K * z * z)
+        return np.where(np.abs(z) > 40, z > 0, s).astype(z.dtype)
+
+
+# Hidden activations: (f(z), f'(z) from (z, a = f(z))). All but gelu's
+# slopes are functions of the output a, as the kernels compute them.
 HIDDEN = {
-    "identity": (lambda z: z, lambda a: np.ones_like(a)),
-    "sigmoid": (sigmoid, lambda a: a * (1 - a)),
-    "tanh": (np.tanh, lambda a: 1 - a * a),
-    "relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(a.dtype)),
+    "identity": (lambda z: z, lambda z, a: np.ones_like(a)),
+    "sigmoid": (sigmoid, lambda z, a: a * (1 - a)),
+    "tanh": (np.tanh, lambda z, a: 1 - a * a),
+    "relu": (lambda z: np.maximum(z, 0), lambda z, a: (a > 0).astype(a.dtype)),
+    "leaky_relu": (leaky_relu, lambda z, a: np.where(a > 0, 1, LEAKY_SLOPE).astype(a.dtype)),
+    "gelu": (gelu, lambda z, a: gelu_slope(z).astype(a.dtype)),
+    "softplus": (softplus, lambda z, a: -np.expm1(-a)),       # sigmoid(z) = 1 - e^-a
 }
-OUTPUT = {"identity": lambda z: z, "sigmoid": sigmoid, "softmax": softmax}
+OUTPUT = {"identity": lambda z: z, "sigmoid": sigmoid, "softmax": softmax, "exp": np.exp}
 
 
 def row_losses(output, loss, z, p, y):
@@ -54,6 +94,10 @@ def row_losses(output, loss, z, p, y):
     z, p, y = (np.asarray(a, dtype=np.float64) for a in (z, p, y))
     if loss == "squared_error":
         return 0.5 * np.sum((y - p) ** 2, axis=1)
+    if loss == "poisson":
+        # half Poisson deviance y log(y / e^z) - y + e^z (scikit-learn's, 0 at y = e^z)
+        ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0)
+        return np.sum(np.exp(z) - y * z + ylogy - y, axis=1)
     if output == "sigmoid":
         # -[y log p + (1-y) log(1-p)] with p = sigmoid(z) equals softplus(z) - y z
         return np.sum(np.logaddexp(0, z) - y * z, axis=1)
@@ -66,7 +110,7 @@ def output_delta(output, loss, p, y):
     """dLoss/dz of the output layer, for the loss summed over rows."""
     if loss == "log_loss" and output == "softmax":
         return y.sum(axis=1, keepdims=True) * p - y
-    if loss == "log_loss" or output == "identity":
+    if loss != "squared_error" or output == "identity":       # the canonical links
         return p - y
     g = p - y
     if output == "sigmoid":
@@ -143,7 +187,7 @@ class Network(BaseNetwork):
                           + self.dtype.type(l1 / M) * np.sign(W))
             gb[l][...] = delta.sum(axis=0)
             if l > 0:
-                delta = (delta @ W.T) * dact(a_prev)
+                delta = (delta @ W.T) * dact(zs[l - 1], a_prev)
         return obj, acts, (zs if keep_z else None), deltas, grads
 
     @staticmethod

@@ -3,10 +3,10 @@ import itertools
 
 import numpy as np
 
-HIDDEN = ["sigmoid", "tanh", "relu", "identity"]
+HIDDEN = ["sigmoid", "tanh", "relu", "identity", "leaky_relu", "gelu", "softplus"]
 OUTPUT_LOSS = [("sigmoid", "squared_error"), ("sigmoid", "log_loss"),
                ("softmax", "squared_error"), ("softmax", "log_loss"),
-               ("identity", "squared_error")]
+               ("identity", "squared_error"), ("exp", "poisson")]
 COMBOS = [(a, o, l) for a, (o, l) in itertools.product(HIDDEN, OUTPUT_LOSS)]
 
 
@@ -19,6 +19,8 @@ def make_targets(rng, n, n_out, output, loss, dtype=np.float64):
         Y = (rng.random((n, n_out)) < 0.5).astype(float)
     elif output == "sigmoid":
         Y = rng.random((n, n_out))
+    elif loss == "poisson":
+        Y = rng.poisson(1.5, size=(n, n_out)).astype(float)       # counts, zeros among them
     else:
         Y = rng.normal(size=(n, n_out))
     return Y.astype(dtype)

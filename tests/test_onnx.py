@@ -13,8 +13,8 @@ from fastmlp import reference
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-HIDDEN = ["sigmoid", "tanh", "relu", "identity"]
-OUTPUTS = ["sigmoid", "softmax", "identity"]
+HIDDEN = ["sigmoid", "tanh", "relu", "identity", "leaky_relu", "gelu", "softplus"]
+OUTPUTS = ["sigmoid", "softmax", "identity", "exp"]
 
 
 def run(model, X):
@@ -24,7 +24,8 @@ def run(model, X):
 
 
 def _net(cls, sizes, activation, output, dtype, seed=1):
-    net = cls(sizes, activation=activation, output=output, dtype=dtype, seed=seed)
+    loss = "poisson" if output == "exp" else "squared_error"
+    net = cls(sizes, activation=activation, output=output, loss=loss, dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed)
     for b in net.biases:
         b[...] = rng.normal(size=b.shape)

@@ -85,6 +85,8 @@ def _targets(draw, net, n, scales=(1e-3, 1.0, 1e3)):
         return (rng.random((n, k)) < 0.5).astype(float)
     if net.output == "sigmoid":
         return rng.random((n, k))
+    if net.loss_name == "poisson":                          # counts and rates: >= 0
+        return np.abs(rng.normal(size=(n, k))) * draw(st.sampled_from(list(scales)))
     return rng.normal(size=(n, k)) * draw(st.sampled_from(list(scales)))
 
 
