@@ -26,11 +26,30 @@ cdef void gather_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m, floating* x
     cdef const floating* X = <const floating*>d.X
     cdef const floating* Y = <const floating*>d.Y
     cdef const floating* w = <const floating*>d.w
+    if d.sparse:
+        scatter_rows(d, rows, m, xbuf)
     for i in range(m):
-        memcpy(xbuf + i * n_in, X + rows[i] * n_in, n_in * sizeof(floating))
+        if not d.sparse:
+            memcpy(xbuf + i * n_in, X + rows[i] * n_in, n_in * sizeof(floating))
         memcpy(ybuf + i * n_out, Y + rows[i] * n_out, n_out * sizeof(floating))
         if w != NULL:
             wbuf[i] = w[rows[i]]
+
+
+cdef void scatter_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m,
+                       floating* xbuf) noexcept nogil:
+    """Rows ``rows[0..m-1]`` of the CSR matrix X, dense, into xbuf: zeros,
+    then each stored value added at its column (duplicates summed, in their
+    stored order, as scipy's toarray sums them)."""
+    cdef Py_ssize_t i, k, stop
+    cdef const floating* values = <const floating*>d.X
+    cdef floating* row
+    memset(xbuf, 0, m * d.n_in * sizeof(floating))
+    for i in range(m):
+        row = xbuf + i * d.n_in
+        stop = d.indptr[rows[i] + 1]
+        for k in range(d.indptr[rows[i]], stop):
+            row[d.indices[k]] += values[k]
 
 
 cdef int run_signal_handlers() except -1 with gil:

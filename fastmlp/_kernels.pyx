@@ -378,7 +378,7 @@ def gradient(const floating[::1] params, const floating[:, ::1] X,
     return total
 
 
-def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1] Y,
+def train(floating[::1] params, object X, const floating[:, ::1] Y,
           sample_weight, const Py_ssize_t[::1] sizes, int hidden, int output, int loss,
           double learning_rate, double l2, double l1, Py_ssize_t batch_size,
           Py_ssize_t epochs, Py_ssize_t[::1] order, bint shuffle,
@@ -389,6 +389,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           int[::1] stop=None, Py_ssize_t check_every=0, int threads=0,
           object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
+
+    X: a C-contiguous 2-D array of params' dtype, or a CSR matrix as the
+    tuple ``(values, indices, indptr, n_columns)`` (values of params' dtype,
+    indices and indptr intp, checked by the caller: columns in range, indptr
+    non-decreasing from 0); its batches are always gathered, each row
+    densified into the batch buffer (the steps then run as on dense rows).
 
     The rows trained on are ``order``'s: all of X (any order of its rows),
     or some of them (each at most once; then every batch is gathered, as
@@ -431,11 +437,13 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef Py_ssize_t done = 0, k
     cdef int before = 0
     cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
-    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
-                 sample_weight, 0 if sample_weight is None else wv.shape[0])
-    check_train_args(&s, X.shape[0], batch_size, epochs, order, epoch_loss, rng_state, stop,
-                     counts, pool_threads)
+    cdef Py_ssize_t x_rows, x_cols
     memset(&f, 0, sizeof(Fit))
+    x_rows, x_cols = data_x(&f.data, X, params)
+    check_shapes(&s, params.shape[0], sizes, x_rows, x_cols, Y.shape[0], Y.shape[1],
+                 sample_weight, 0 if sample_weight is None else wv.shape[0])
+    check_train_args(&s, x_rows, batch_size, epochs, order, epoch_loss, rng_state, stop,
+                     counts, pool_threads)
     f.s = &s
     if opt_state is not None:
         state_view = opt_state
@@ -443,7 +451,6 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         beta2, epsilon, clip_norm,
                         NULL if opt_state is None else &state_view[0],
                         -1 if opt_state is None else state_view.shape[0], step, fused)
-    f.data.X = &X[0, 0]
     f.data.Y = &Y[0, 0]
     f.data.w = weights_ptr(sample_weight, wv)
     f.data.n = order.shape[0]
@@ -452,7 +459,7 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     f.data.bs = min(batch_size, f.data.n)
     f.data.order = &order[0]
     f.data.shuffle = shuffle and f.data.bs < f.data.n
-    f.data.gather = f.data.shuffle or f.data.n < X.shape[0]
+    f.data.gather = f.data.shuffle or f.data.n < x_rows or f.data.sparse
     for k in range(s.L + 1):
         f.widest = max(f.widest, sizes[k])
     f.plan = plan_fit(&s, f.data.n, f.data.bs, floating is float, fused, f.data.gather, l2,
@@ -478,6 +485,29 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             if counts.shape[0] > N_STEPS + 1:
                 counts[N_STEPS + 1] += f.fused_updates
     return done
+
+
+cdef tuple data_x(Data* d, object X, const floating[::1] params):
+    """Point ``d`` at train's X (dense, or the CSR tuple: see ``train``);
+    returns X's (rows, columns).  X must outlive the fit."""
+    cdef const floating[:, ::1] dense
+    cdef const floating[::1] values
+    cdef const Py_ssize_t[::1] indices, indptr
+    if not isinstance(X, tuple):
+        dense = X
+        d.X = &dense[0, 0] if dense.shape[0] > 0 and dense.shape[1] > 0 else NULL
+        return dense.shape[0], dense.shape[1]
+    if len(X) != 4:
+        raise ValueError("a sparse X must be (values, indices, indptr, n_columns)")
+    values, indices, indptr = X[0], X[1], X[2]
+    if (indptr.shape[0] < 1 or indices.shape[0] != values.shape[0]
+            or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != values.shape[0]):
+        raise ValueError("a sparse X needs indptr from 0 to len(values) and one index a value")
+    d.sparse = True
+    d.X = &values[0] if values.shape[0] > 0 else NULL
+    d.indices = &indices[0] if indices.shape[0] > 0 else NULL
+    d.indptr = &indptr[0]
+    return indptr.shape[0] - 1, <Py_ssize_t>X[3]
 
 
 cdef check_train_args(Spec* s, Py_ssize_t n, Py_ssize_t batch_size, Py_ssize_t epochs,

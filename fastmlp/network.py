@@ -11,6 +11,7 @@ from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's
 from . import _blas_threads, _kernels
 from . import _validation as v
 from ._base import BaseNetwork
+from ._sparse import SparseRows
 
 #: Why the planner takes each training step (see Network.plan and _planner.pxi).
 STEP_REASONS = {
@@ -166,7 +167,7 @@ class Network(BaseNetwork):
                 "blas_threads": p["blas_threads"], "pool_threads": p["pool_threads"],
                 "reason": STEP_REASONS[name]}
 
-    def _check_X(self, X):
+    def _check_X(self, X, sparse=False):
         # Fast path for the common case (the network's dtype, C order, the
         # right width, all finite, checked in C); anything else gets the full
         # checks and conversion.
@@ -175,7 +176,7 @@ class Network(BaseNetwork):
                 and X.flags.c_contiguous
                 and _kernels.all_finite(X, _blas_threads.pool_threads(self.n_threads))):
             return X
-        return super()._check_X(X)
+        return super()._check_X(X, sparse)
 
     def _check_Y(self, Y, n):
         # Fast path as for X: a 2-D Y of the network's dtype, C order and the
@@ -204,7 +205,7 @@ class Network(BaseNetwork):
                                *_blas_threads.forward_threads(self._widest_product,
                                                               self.n_threads))
         out = _kernels.predict_ready(r[0], X, r[2], r[3], r[4], r[5], r[6], r[7], r[8])
-        return self._forward(self._check_X(X)) if out is None else out
+        return self._outputs(self._check_X(X, sparse=True)) if out is None else out
 
     predict.__doc__ = BaseNetwork.predict.__doc__
 
@@ -290,6 +291,8 @@ class Network(BaseNetwork):
                       out, optimizer, clip_norm, stop, check_every, counts=None):
         hidden, output, loss = self._codes
         w, l2, l1 = self._weighting(sw)
+        if isinstance(X, SparseRows):
+            X = X.kernel_x()        # the kernels densify each gathered batch
         return _kernels.train(
             self.params, X, Y, w, self._sizes, hidden, output, loss, lr, l2, l1,
             batch_size, epochs, order, shuffle, rng_state, out,
