@@ -7,7 +7,7 @@ scikit-learn's fixtures, and run by pytest in a child process.
 
 Deselected by name: the three tests that reach scikit-learn's private
 internals (they set ``coefs_`` by hand or read ``_optimizer``). Expected to
-fail until fastmlp has them (issue 25): sparse input and the Poisson loss.
+fail until fastmlp has them (issue 25): the Poisson loss.
 Those are strict xfails below, so the day they pass this file says so.
 """
 import os
@@ -24,8 +24,7 @@ import fastmlp  # noqa: E402
 
 IMPORT_LINE = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 PRIVATE = ("test_fit", "test_learning_rate_warmstart", "test_adaptive_learning_rate")
-PENDING = {"test_sparse_matrices": "sparse input (issue 25) needs kernel work",
-           "test_mlp_vs_poisson_glm_equivalent": "loss='poisson' (issue 25) needs kernel work"}
+PENDING = {"test_mlp_vs_poisson_glm_equivalent": "loss='poisson' (issue 25) needs kernel work"}
 
 CONFTEST = f'''pytest_plugins = ["sklearn.conftest"]
 
