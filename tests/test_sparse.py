@@ -1,0 +1,273 @@
+"""Sparse X (scipy CSR / CSC, matrix and array classes), issue 25.
+
+The compiled fit densifies each gathered batch's rows into the batch buffer,
+so a sparse fit runs the same steps on the same values as a dense one and its
+weights equal the dense fit's bit for bit; everything else (predict, score,
+loss, validation, L-BFGS) works on dense blocks of rows (fastmlp._sparse).
+"""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import fastmlp
+from fastmlp import _lbfgs as lbfgs
+from fastmlp import _sparse, reference
+
+FORMATS = [sp.csr_matrix, sp.csc_matrix, sp.csr_array, sp.csc_array]
+DTYPES = ["float32", "float64"]
+
+
+def sparse_data(n=240, d=30, density=0.08, n_out=3, dtype="float64", seed=0):
+    X = sp.random(n, d, density=density, format="csr", dtype=dtype, random_state=seed)
+    X.data *= 3
+    y = np.random.default_rng(seed).integers(0, n_out, n)
+    return X, y
+
+
+def fit_pair(sizes, X, y, dtype, strategy="auto", net_cls=fastmlp.Network, **fit):
+    """The same fit on X densified and on X sparse: (dense net, sparse net, their Histories)."""
+    nets, hists = [], []
+    for data in (X.toarray(), X):
+        net = net_cls(sizes, activation="tanh", output="softmax", seed=3, dtype=dtype)
+        if strategy != "auto":
+            net.strategy = strategy
+        hists.append(net.fit(data, y, **fit))
+        nets.append(net)
+    return nets[0], nets[1], hists
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("batch_size", [None, 1, 16, 64])
+def test_fit_on_sparse_equals_fit_on_dense_bit_for_bit(dtype, fmt, batch_size):
+    X, y = sparse_data(dtype=dtype)
+    dense, sparse, hists = fit_pair([30, 12, 3], fmt(X), y, dtype, epochs=3,
+                                    batch_size=batch_size, optimizer="adam",
+                                    learning_rate=0.01)
+    np.testing.assert_array_equal(sparse.params, dense.params)
+    np.testing.assert_array_equal(hists[1].loss, hists[0].loss)
+    assert hists[1].steps == hists[0].steps
+    np.testing.assert_array_equal(sparse.predict(fmt(X)), dense.predict(X.toarray()))
+    assert not np.array_equal(sparse.params, fastmlp.Network(
+        [30, 12, 3], activation="tanh", output="softmax", seed=3, dtype=dtype).params)
+
+
+# every step kind the planner can pick, on networks and batches where it applies
+STEP_CASES = [("layers", [30, 20, 8, 3], 32, DTYPES), ("rows", [64, 128, 64, 10], 64, ["float32"]),
+              ("units", [64, 128, 10], 32, ["float32"]),
+              ("first", [512, 256, 64, 8], 128, ["float32"]), ("narrow", [5, 12, 7, 3], 64, DTYPES)]
+
+
+@pytest.mark.parametrize("step,sizes,batch_size,dtypes", STEP_CASES, ids=[c[0] for c in STEP_CASES])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_step_kind_trains_on_sparse_as_on_dense(step, sizes, batch_size, dtypes, shuffle):
+    for dtype in dtypes:
+        X, _ = sparse_data(n=300, d=sizes[0], density=0.1, dtype=dtype, seed=1)
+        y = np.random.default_rng(1).integers(0, sizes[-1], 300)
+        dense, sparse, hists = fit_pair(sizes, X, y, dtype, strategy=step, epochs=2,
+                                        learning_rate=0.1, batch_size=batch_size,
+                                        shuffle=shuffle)
+        assert hists[1].steps[step] > 0, (step, hists[1].steps)
+        assert hists[1].steps == hists[0].steps
+        np.testing.assert_array_equal(sparse.params, dense.params)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reference_twin_takes_sparse_X_too(dtype):
+    X, y = sparse_data(dtype=dtype)
+    compiled = fit_pair([30, 12, 3], X, y, dtype, epochs=2, batch_size=32,
+                        learning_rate=0.1)[1]
+    dense, sparse, _ = fit_pair([30, 12, 3], X, y, dtype, net_cls=reference.Network, epochs=2,
+                                batch_size=32, learning_rate=0.1)
+    np.testing.assert_array_equal(sparse.params, dense.params)
+    tol = 1e-10 if dtype == "float64" else 3e-5
+    np.testing.assert_allclose(compiled.params, sparse.params, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sparse.predict(X), dense.predict(X.toarray()), rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_partial_fit_keeps_parity_across_calls(dtype):
+    X, y = sparse_data(dtype=dtype)
+    nets = [fastmlp.Network([30, 10, 3], output="softmax", seed=0, dtype=dtype) for _ in range(2)]
+    for start in range(0, 240, 80):
+        rows = slice(start, start + 80)
+        nets[0].partial_fit(X[rows].toarray(), y[rows], batch_size=16, momentum=0.9,
+                            nesterov=True, learning_rate=0.05)
+        nets[1].partial_fit(sp.csc_matrix(X[rows]), y[rows], batch_size=16, momentum=0.9,
+                            nesterov=True, learning_rate=0.05)
+    np.testing.assert_array_equal(nets[1].params, nets[0].params)
+    assert nets[1]._samples_seen == 240
+
+
+def test_validation_split_early_stopping_and_sample_weights_on_sparse():
+    X, y = sparse_data(n=400)
+    sw = np.random.default_rng(2).uniform(0.5, 2.0, 400)
+    dense, sparse, hists = fit_pair([30, 12, 3], X, y, "float64", epochs=6, batch_size=32,
+                                    learning_rate=0.2, sample_weight=sw, validation_split=0.25,
+                                    early_stopping=True, patience=2)
+    np.testing.assert_array_equal(sparse.params, dense.params)
+    assert len(hists[1].val_loss) == len(hists[0].val_loss) > 0
+    np.testing.assert_allclose(hists[1].val_loss, hists[0].val_loss, rtol=1e-12)
+    Xv, yv = sparse_data(n=60, seed=5)
+    nets = [fastmlp.Network([30, 12, 3], output="softmax", seed=3) for _ in range(2)]
+    h0 = nets[0].fit(X.toarray(), y, epochs=3, batch_size=32, validation_data=(Xv.toarray(), yv))
+    h1 = nets[1].fit(X, y, epochs=3, batch_size=32, validation_data=(sp.csc_array(Xv), yv))
+    np.testing.assert_array_equal(nets[1].params, nets[0].params)
+    np.testing.assert_allclose(h1.val_loss, h0.val_loss, rtol=1e-12)
+    assert h1.val_accuracy == h0.val_accuracy
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_predict_score_and_loss_work_in_dense_blocks(monkeypatch, dtype):
+    X, y = sparse_data(n=500, dtype=dtype)
+    net = fastmlp.Network([30, 12, 3], output="softmax", seed=0, dtype=dtype)
+    net.fit(X, y, epochs=2, batch_size=50)
+    whole = (net.predict(X), net.score(X, y), net.loss(X, y))
+    Xd = X.toarray()
+    # the default blocks (multiples of the forward pass's 2048 rows): as dense, bit for bit
+    np.testing.assert_array_equal(whole[0], net.predict(Xd))
+    assert whole[1] == net.score(Xd, y)
+    assert whole[2] == net.loss(Xd, y)
+    # blocks of 3 rows: 167 dense blocks, never more than 3 rows densified at once
+    monkeypatch.setattr(_sparse, "CHUNK_BYTES", 3 * 30 * np.dtype(dtype).itemsize)
+    sizes = []
+    forward = net._forward
+    monkeypatch.setattr(net, "_forward", lambda block: sizes.append(len(block)) or forward(block))
+    P = net.predict(X)
+    assert max(sizes) == 3 and sum(sizes) == 500
+    # (a few rows take other product paths: equal to rounding)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(P, whole[0], rtol=tol, atol=tol)
+    assert net.score(X, y) == whole[1]
+    np.testing.assert_allclose(net.loss(X, y), whole[2], rtol=tol)
+
+
+@pytest.mark.parametrize("blocks", ["one", "many"])
+def test_lbfgs_on_sparse(monkeypatch, blocks):
+    X, y = sparse_data(n=300)
+    sw = np.random.default_rng(4).uniform(0.5, 2.0, 300)
+    net_kw = dict(output="softmax", seed=0, l2=0.3, l1=0.01)
+    if blocks == "many":                # 7 blocks of 48 rows: the penalty counted once
+        monkeypatch.setattr(_sparse, "CHUNK_BYTES", 48 * 30 * 8)
+    nets = [fastmlp.Network([30, 8, 3], **net_kw) for _ in range(2)]
+    Y = nets[0]._check_Y(y, 300)
+    obj = [lbfgs.Objective(nets[0], X.toarray(), Y, sw),
+           lbfgs.Objective(nets[1], nets[1]._check_X(X, sparse=True), Y, sw)]
+    x0 = np.random.default_rng(0).normal(size=nets[0].n_params)
+    (v0, g0), (v1, g1) = obj[0](x0), obj[1](x0)
+    np.testing.assert_allclose(v1, v0, rtol=1e-12)
+    np.testing.assert_allclose(g1, g0, rtol=1e-9, atol=1e-12)
+    dense, sparse = [fastmlp.Network([30, 8, 3], **net_kw) for _ in range(2)]
+    dense.fit(X.toarray(), y, epochs=15, optimizer="lbfgs", sample_weight=sw)
+    sparse.fit(X, y, epochs=15, optimizer="lbfgs", sample_weight=sw)
+    if blocks == "one":
+        np.testing.assert_array_equal(sparse.params, dense.params)
+    else:
+        np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-6, atol=1e-8)
+
+
+def test_duplicate_entries_are_summed_as_toarray_sums_them():
+    # a CSR matrix with duplicate (row, column) entries, not in canonical form
+    X = sp.csr_matrix((np.array([1.0, 2.0, 0.5, -1.0, 4.0]), np.array([0, 0, 2, 1, 1]),
+                       np.array([0, 3, 3, 5])), shape=(3, 4))
+    assert not X.has_canonical_format
+    y = np.array([0.0, 1.0, 1.0])
+    nets = [fastmlp.Network([4, 3, 1], seed=0) for _ in range(2)]
+    nets[0].fit(X.toarray(), y, epochs=5, batch_size=2)
+    nets[1].fit(X, y, epochs=5, batch_size=2)
+    np.testing.assert_array_equal(nets[1].params, nets[0].params)
+    rows = fastmlp.Network([4, 3, 1])._check_X(X, sparse=True)
+    np.testing.assert_array_equal(rows[[2, 0]], X.toarray()[[2, 0]])
+    np.testing.assert_array_equal(rows.subset([2, 0])[0:2], X.toarray()[[2, 0]])
+
+
+def test_float64_sparse_into_float32_network_is_converted():
+    X, y = sparse_data()
+    nets = [fastmlp.Network([30, 6, 3], output="softmax", seed=0, dtype="float32")
+            for _ in range(2)]
+    nets[0].fit(X.toarray().astype(np.float32), y, epochs=2, batch_size=20)
+    nets[1].fit(X.astype(np.float64), y, epochs=2, batch_size=20)
+    np.testing.assert_array_equal(nets[1].params, nets[0].params)
+    assert nets[1].predict(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("bad,what", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "-inf")])
+def test_non_finite_sparse_values_are_refused_as_dense_ones(bad, what):
+    X, y = sparse_data()
+    X = X.tocsr(copy=True)
+    X.data[5] = bad
+    row = int(np.searchsorted(X.indptr, 5, side="right") - 1)
+    net = fastmlp.Network([30, 4, 3], output="softmax")
+    for call in (lambda: net.fit(sp.csc_matrix(X), y, epochs=1), lambda: net.predict(X),
+                 lambda: net.score(X, y), lambda: net.partial_fit(X, y)):
+        with pytest.raises(ValueError, match=rf"X must be finite; got {what} at "
+                                             rf"X\[{row}, {X.indices[5]}\] \(1 non-finite value\)"):
+            call()
+    X.data[5] = 1e300
+    with pytest.raises(ValueError, match="fit in the network's dtype float32"):
+        fastmlp.Network([30, 4, 3], dtype="float32").predict(X)
+
+
+def test_wrong_width_and_shape_errors_match_the_dense_ones():
+    X, y = sparse_data()
+    net = fastmlp.Network([31, 4, 3], output="softmax")
+    for data in (X, X.toarray()):
+        with pytest.raises(ValueError, match=r"X must have 31 columns \(the network's input "
+                                             r"size\); got shape \(240, 30\)"):
+            net.fit(data, y, epochs=1)
+        with pytest.raises(ValueError, match="X must have 31 columns"):
+            net.predict(data)
+    with pytest.raises(ValueError, match="X must have at least one row"):
+        fastmlp.Network([30, 3]).predict(sp.csr_matrix((0, 30)))
+
+
+def test_sparse_targets_and_unsupported_calls_are_refused_clearly():
+    X, y = sparse_data()
+    net = fastmlp.Network([30, 4, 3], output="softmax")
+    Y = sp.csr_matrix(np.eye(3)[y])
+    with pytest.raises(TypeError, match="Y must be a dense array of numbers; got a sparse "
+                                        "csr_matrix"):
+        net.fit(X, Y, epochs=1)
+    # the inspection calls keep every row's quantities: dense X only, as before
+    with pytest.raises(TypeError, match=r"X must be a dense array .*\.toarray\(\)"):
+        net.gradients(X, y)
+    with pytest.raises(TypeError, match="X must hold real numbers"):
+        net.predict(sp.csr_matrix(np.ones((2, 30), dtype=complex)))
+
+
+def test_distributed_and_dask_refuse_sparse_with_a_value_error():
+    from fastmlp import dask, distributed
+    X, y = sparse_data()
+    net = fastmlp.Network([30, 4, 3], output="softmax")
+    with pytest.raises(ValueError, match="distributed.fit takes dense arrays; got a sparse "
+                                         "csr_matrix"):
+        distributed.fit(net, X, y, epochs=1)
+    with pytest.raises(ValueError, match="dask.predict takes dense dask arrays"):
+        dask.predict(net, X)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_estimators_on_sparse_equal_estimators_on_dense(fmt, solver):
+    pytest.importorskip("sklearn")
+    from fastmlp import MLPClassifier, MLPRegressor
+    X, y = sparse_data(n=200, dtype="float32")
+    kw = dict(hidden_layer_sizes=(10,), solver=solver, random_state=0, max_iter=8,
+              early_stopping=solver != "lbfgs")
+    with pytest.warns(Warning):             # ConvergenceWarning: max_iter is small
+        clf = [MLPClassifier(**kw).fit(data, y) for data in (X.toarray(), fmt(X))]
+    assert clf[1].network_.dtype == np.float32
+    np.testing.assert_array_equal(clf[1].network_.params, clf[0].network_.params)
+    np.testing.assert_array_equal(clf[1].predict_proba(fmt(X)), clf[0].predict_proba(X.toarray()))
+    assert clf[1].score(fmt(X), y) == clf[0].score(X.toarray(), y)
+    target = np.asarray(X.sum(axis=1)).ravel()
+    with pytest.warns(Warning):
+        reg = [MLPRegressor(**kw).fit(data, target) for data in (X.toarray(), fmt(X))]
+    np.testing.assert_array_equal(reg[1].predict(fmt(X)), reg[0].predict(X.toarray()))
+    if solver != "lbfgs":
+        kw["early_stopping"] = False
+        inc = [MLPClassifier(**kw) for _ in range(2)]
+        for est, data in zip(inc, (X.toarray(), fmt(X))):
+            for rows in (slice(0, 120), slice(120, 200)):
+                est.partial_fit(data[rows], y[rows], classes=np.arange(3))
+        np.testing.assert_array_equal(inc[1].network_.params, inc[0].network_.params)
