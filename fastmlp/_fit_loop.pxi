@@ -26,7 +26,7 @@ cdef void gather_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m, floating* x
     cdef const floating* X = <const floating*>d.X
     cdef const floating* Y = <const floating*>d.Y
     cdef const floating* w = <const floating*>d.w
-    if d.sparse:
+    if d.scatter:
         scatter_rows(d, rows, m, xbuf)
     for i in range(m):
         if not d.sparse:
@@ -113,7 +113,7 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         if w.part_sums == NULL:
             return False
         w.batch_sums = w.part_sums + MAX_ROW_PARTS * 2 * s.L
-    if not p.fused or p.one_pass:
+    if not p.fused or p.one_pass or p.sparse:
         w.grads = malloc(P * elsize)
         if w.grads == NULL:
             return False
@@ -373,6 +373,8 @@ cdef double take_step(Fit* f, floating* params, Batch* b) noexcept nogil:
         return step_rows(f, params, b, c.parts)
     if c.kind == STEP_FIRST:
         return step_first(f, params, b, c.parts)
+    if c.kind == STEP_SPARSE:
+        return step_sparse(f, params, b)
     return step_layers(f, params, b)
 
 

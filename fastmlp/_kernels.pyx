@@ -47,6 +47,7 @@ include "_planner.pxi"
 include "_fit_state.pxi"
 include "_fused_update.pxi"
 include "_step_layers.pxi"
+include "_step_sparse.pxi"
 include "_fit_loop.pxi"
 include "_hooks.pxi"
 
@@ -438,6 +439,7 @@ def train(floating[::1] params, object X, const floating[:, ::1] Y,
     cdef int before = 0
     cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
     cdef Py_ssize_t x_rows, x_cols
+    cdef double density
     memset(&f, 0, sizeof(Fit))
     x_rows, x_cols = data_x(&f.data, X, params)
     check_shapes(&s, params.shape[0], sizes, x_rows, x_cols, Y.shape[0], Y.shape[1],
@@ -460,10 +462,14 @@ def train(floating[::1] params, object X, const floating[:, ::1] Y,
     f.data.order = &order[0]
     f.data.shuffle = shuffle and f.data.bs < f.data.n
     f.data.gather = f.data.shuffle or f.data.n < x_rows or f.data.sparse
+    density = (-1.0 if not f.data.sparse else
+               (f.data.indptr[x_rows] / (<double>x_rows * x_cols)))
     for k in range(s.L + 1):
         f.widest = max(f.widest, sizes[k])
     f.plan = plan_fit(&s, f.data.n, f.data.bs, floating is float, fused, f.data.gather, l2,
-                      strategy_mask(strategy), threads, pool_threads)
+                      strategy_mask(strategy), threads, pool_threads, density)
+    # step "sparse" reads the CSR rows itself: the batches' X is not densified
+    f.data.scatter = f.data.sparse and not f.plan.sparse
     if plan_error(&f.plan, strategy) is not None:
         raise ValueError(plan_error(&f.plan, strategy))
     s.pool_threads = f.plan.pool_threads
@@ -565,20 +571,21 @@ cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l
 
 def plan(const Py_ssize_t[::1] sizes, Py_ssize_t n, Py_ssize_t batch_size, bint is_float,
          bint fused, bint shuffle, double l2, object strategy="auto", int threads=0,
-         int pool_threads=1):
+         int pool_threads=1, double density=-1.0):
     """What ``train`` would run for a fit of n rows: a dict of the full
     batches' step and parts, the last batch's (None when all are full), whether
     the epochs run in C ("narrow-epochs", given a positive total weight), the
     BLAS and pool threads, and the planner's error for a strategy that cannot
-    run (else None).  ``fused``: plain SGD (no momentum, clipping or L1)."""
+    run (else None).  ``fused``: plain SGD (no momentum, clipping or L1);
+    ``density``: a CSR X's stored values / (rows x columns), -1 for a dense X."""
     cdef Spec s = make_spec(sizes, 0, 0, 0)
     cdef Py_ssize_t bs = min(batch_size, n)
     cdef FitPlan p
     if n < 1 or batch_size < 1 or pool_threads < 1:
         raise ValueError(f"n, batch_size and pool_threads must be >= 1; "
                          f"got {n}, {batch_size}, {pool_threads}")
-    p = plan_fit(&s, n, bs, is_float, fused, shuffle and bs < n, l2, strategy_mask(strategy),
-                 threads, pool_threads)
+    p = plan_fit(&s, n, bs, is_float, fused, (shuffle and bs < n) or density >= 0, l2,
+                 strategy_mask(strategy), threads, pool_threads, density)
     full = None if p.full.kind < 0 else (STEP_NAMES[p.full.kind], p.full.parts)
     return {
         "step": "narrow-epochs" if p.epochs_in_c else full,

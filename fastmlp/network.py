@@ -25,6 +25,8 @@ STEP_REASONS = {
             "of its rows on fastmlp's thread pool",
     "first": "float32 plain SGD whose first layer's products go to BLAS: that layer is split "
              "by its units, each part calling BLAS on one thread",
+    "sparse": "a scipy.sparse X of low density: the first layer's products run over each "
+              "batch's stored values, the later layers as in 'layers'",
     "layers": "the general step: layer by layer, small products in fastmlp's kernels and "
               "large ones in BLAS",
 }

@@ -1,9 +1,11 @@
 """Sparse X (scipy CSR / CSC, matrix and array classes), issue 25.
 
-The compiled fit densifies each gathered batch's rows into the batch buffer,
-so a sparse fit runs the same steps on the same values as a dense one and its
-weights equal the dense fit's bit for bit; everything else (predict, score,
-loss, validation, L-BFGS) works on dense blocks of rows (fastmlp._sparse).
+A CSR X of low density takes step "sparse" (the first layer's products over
+the stored values: equal to the reference twin to rounding).  A denser one is
+densified batch by batch as the batches are gathered, so the fit runs the same
+steps on the same values as a dense one and its weights equal the dense fit's
+bit for bit; everything else (predict, score, loss, validation, L-BFGS) works
+on dense blocks of rows (fastmlp._sparse).
 """
 import numpy as np
 import pytest
@@ -24,12 +26,16 @@ def sparse_data(n=240, d=30, density=0.08, n_out=3, dtype="float64", seed=0):
     return X, y
 
 
-def fit_pair(sizes, X, y, dtype, strategy="auto", net_cls=fastmlp.Network, **fit):
+# every step but "sparse": a sparse X's batches are then densified as gathered
+GATHERED = tuple(name for name in fastmlp.Network.STEPS if name != "sparse")
+
+
+def fit_pair(sizes, X, y, dtype, strategy=GATHERED, net_cls=fastmlp.Network, **fit):
     """The same fit on X densified and on X sparse: (dense net, sparse net, their Histories)."""
     nets, hists = [], []
     for data in (X.toarray(), X):
         net = net_cls(sizes, activation="tanh", output="softmax", seed=3, dtype=dtype)
-        if strategy != "auto":
+        if net_cls is fastmlp.Network:
             net.strategy = strategy
         hists.append(net.fit(data, y, **fit))
         nets.append(net)
@@ -70,6 +76,63 @@ def test_every_step_kind_trains_on_sparse_as_on_dense(step, sizes, batch_size, d
         assert hists[1].steps[step] > 0, (step, hists[1].steps)
         assert hists[1].steps == hists[0].steps
         np.testing.assert_array_equal(sparse.params, dense.params)
+
+
+OPTIMIZERS = [dict(), dict(optimizer="adam", learning_rate=0.01),
+              dict(momentum=0.9, nesterov=True), dict(clip_norm=0.5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [[40, 3], [40, 16, 3], [40, 16, 8, 3]], ids=str)
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=["sgd", "adam", "nesterov", "clip"])
+def test_sparse_step_matches_the_reference_twin(dtype, sizes, opt):
+    # a CSR X of 3% density: step "sparse" (the first layer over the stored values)
+    X, _ = sparse_data(n=300, d=40, density=0.03, dtype=dtype, seed=2)
+    y = np.random.default_rng(2).integers(0, 3, 300)
+    sw = np.random.default_rng(3).uniform(0.2, 2.0, 300)
+    tol = 1e-10 if dtype == "float64" else 3e-5
+    for penalties in (dict(), dict(l2=0.3, l1=0.01)):
+        kw = dict(activation="tanh", output="softmax", seed=1, dtype=dtype, **penalties)
+        net, ref = fastmlp.Network(sizes, **kw), reference.Network(sizes, **kw)
+        fit = dict(epochs=3, batch_size=32, sample_weight=sw, **opt)
+        hist = net.fit(X, y, **fit)
+        ref_hist = ref.fit(X.toarray(), y, **fit)
+        assert hist.steps["sparse"] == 30, hist.steps
+        scale = max(1.0, float(np.abs(ref.params).max()))
+        np.testing.assert_allclose(net.params, ref.params, rtol=tol, atol=tol * scale)
+        np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=tol * 10)
+        assert not np.allclose(net.params, reference.Network(sizes, **kw).params)
+
+
+@pytest.mark.parametrize("output,loss,n_out", [("identity", "squared_error", 2),
+                                               ("sigmoid", "log_loss", 1)])
+def test_sparse_step_regression_and_sigmoid_outputs(output, loss, n_out):
+    X, _ = sparse_data(n=200, d=50, density=0.02, seed=4)
+    Y = np.random.default_rng(4).uniform(0, 1, (200, n_out))
+    kw = dict(activation="relu", output=output, loss=loss, seed=0)
+    net, ref = fastmlp.Network([50, 20, n_out], **kw), reference.Network([50, 20, n_out], **kw)
+    hist = net.fit(X, Y, epochs=4, batch_size=16, shuffle=False, learning_rate=0.05)
+    ref.fit(X.toarray(), Y, epochs=4, batch_size=16, shuffle=False, learning_rate=0.05)
+    assert hist.steps["sparse"] == 4 * 13
+    np.testing.assert_allclose(net.params, ref.params, rtol=1e-10, atol=1e-12)
+
+
+def test_planner_takes_sparse_step_up_to_its_density():
+    from fastmlp import _kernels
+    top = _kernels.SPARSE_DENSITY
+    sizes = np.array([5000, 64, 2], dtype=np.intp)
+    for density, step in ((0.001, "sparse"), (top, "sparse"), (top * 1.01, "layers"),
+                          (-1.0, "layers")):
+        p = _kernels.plan(sizes, 20000, 200, True, False, True, 0.0, density=density)
+        assert p["full"][0] == step, (density, p)
+    # a strategy without it: the batches are densified into the other steps
+    net = fastmlp.Network([40, 16, 3], output="softmax", seed=0)
+    net.strategy = ("layers", "rows")
+    X, y = sparse_data(d=40, density=0.01)
+    assert net.fit(X, y, epochs=1, batch_size=32).steps["layers"] == 8
+    net.strategy = "sparse"
+    with pytest.raises(ValueError, match="strategy 'sparse' cannot run this fit"):
+        net.fit(X.toarray(), y, epochs=1, batch_size=32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -264,6 +327,14 @@ def test_estimators_on_sparse_equal_estimators_on_dense(fmt, solver):
     with pytest.warns(Warning):
         reg = [MLPRegressor(**kw).fit(data, target) for data in (X.toarray(), fmt(X))]
     np.testing.assert_array_equal(reg[1].predict(fmt(X)), reg[0].predict(X.toarray()))
+    # 1% density: step "sparse", equal to rounding
+    X1, _ = sparse_data(n=200, density=0.01, dtype="float32", seed=6)
+    with pytest.warns(Warning):
+        low = [MLPClassifier(**kw).fit(data, y) for data in (X1.toarray(), fmt(X1))]
+    np.testing.assert_allclose(low[1].network_.params, low[0].network_.params,
+                               rtol=1e-4, atol=1e-5)
+    if solver != "lbfgs":
+        assert low[1].network_.history.steps["sparse"] > 0
     if solver != "lbfgs":
         kw["early_stopping"] = False
         inc = [MLPClassifier(**kw) for _ in range(2)]
