@@ -154,6 +154,48 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
         raise MemoryError()
 
 
+def forward_sparse(const floating[::1] params, tuple X, const Py_ssize_t[::1] sizes,
+                   int hidden, int output, floating[:, ::1] out, int threads=0,
+                   int pool_threads=1):
+    """:func:`forward` of a CSR X (the tuple ``train`` takes): the first
+    layer's products over the stored values (step "sparse"'s), a block of
+    rows at a time (its workspace bounded as forward's)."""
+    cdef Spec s = make_spec(sizes, hidden, output, 0)
+    cdef Data d
+    cdef Py_ssize_t n, n_cols, n_out = sizes[s.L], rows, start = 0, m, i
+    cdef Py_ssize_t last = s.per_row - n_out
+    cdef Py_ssize_t* index
+    cdef floating* work
+    cdef int before = 0
+    memset(&d, 0, sizeof(Data))
+    n, n_cols = data_x(&d, X, params)
+    check_shapes(&s, params.shape[0], sizes, n, n_cols, -1, 0, None, 0)
+    if out.shape[0] != n or out.shape[1] != n_out or pool_threads < 1:
+        raise ValueError(f"out must have shape ({n}, {n_out}) and pool_threads be >= 1; got "
+                         f"({out.shape[0]}, {out.shape[1]}), {pool_threads}")
+    s.pool_threads = pool_threads
+    d.n_in = n_cols
+    rows = pass_rows(FORWARD_ROWS, n, s.per_row, sizeof(floating))
+    work = <floating*>malloc(rows * s.per_row * sizeof(floating))
+    index = <Py_ssize_t*>malloc(rows * sizeof(Py_ssize_t))
+    try:
+        if work == NULL or index == NULL:
+            raise MemoryError()
+        with nogil:
+            before = threads_enter(threads)
+            while start < n:
+                m = min(rows, n - start)
+                for i in range(m):
+                    index[i] = start + i
+                sparse_forward(&s, &d, index, m, &params[0], work, NULL)
+                memcpy(&out[start, 0], work + m * last, m * n_out * sizeof(floating))
+                start += m
+    finally:
+        threads_exit(before)
+        free(work)
+        free(index)
+
+
 def predict_ready(cnp.ndarray params, object X, cnp.ndarray sizes, int hidden, int output,
                   int pool_threads, Py_ssize_t many_rows, int threads_few, int threads_many):
     """The outputs for X (a new array), or None when X is not ready as it is.

@@ -39,6 +39,11 @@ class SparseRows:
     def nnz(self):
         return len(self.values)
 
+    @property
+    def density(self):
+        """Stored values / (rows x columns)."""
+        return self.nnz / (self.shape[0] * self.shape[1])
+
     def kernel_x(self):
         """X as ``_kernels.train`` takes a CSR matrix."""
         return (self.values, self.indices, self.indptr, self.shape[1])

@@ -42,6 +42,34 @@ cdef void sparse_weight_grad0(Data* d, const Py_ssize_t* rows, Py_ssize_t m,
                 g[j] += v * di[j]
 
 
+cdef Spec rest_of(Spec* s) noexcept nogil:
+    """The Spec of the layers after the first (s.L >= 2): their acts and
+    params start at A_1's and at W_2's."""
+    cdef Spec rest = spec_of(s.sizes + 1, s.L, s.hidden, s.output, s.loss)
+    rest.pool_threads = s.pool_threads
+    rest.blas_one = s.blas_one
+    return rest
+
+
+cdef void sparse_forward(Spec* s, Data* d, const Py_ssize_t* rows, Py_ssize_t m,
+                         const floating* params, floating* acts, floating* zout) noexcept nogil:
+    """Forward pass of rows ``rows[0..m-1]`` of a CSR X: acts (forward_part's
+    layout) and, unless NULL, zout (the output logits)."""
+    cdef Py_ssize_t h = s.sizes[1], b0 = s.sizes[0] * s.sizes[1]
+    cdef Spec rest
+    sparse_forward0(d, rows, m, params, h, acts)
+    if s.L == 1:
+        if zout != NULL:
+            memcpy(zout, acts, m * h * sizeof(floating))
+            bias_act(zout, params + b0, m, h, ACT_IDENTITY)
+        pooled_bias_act(s, acts, params + b0, m, h,
+                        ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
+        return
+    pooled_bias_act(s, acts, params + b0, m, h, s.hidden)
+    rest = rest_of(s)
+    forward_batch(&rest, params + b0 + h, acts, m, acts + m * h, NULL, zout, False)
+
+
 cdef double step_sparse(Fit* f, floating* params, Batch* b) noexcept nogil:
     """One batch of a CSR X: its objective, or a non-finite value (see take_step)."""
     cdef Spec* s = f.s
@@ -55,19 +83,7 @@ cdef double step_sparse(Fit* f, floating* params, Batch* b) noexcept nogil:
     cdef floating* zout = <floating*>f.work.zout
     cdef Spec rest
     cdef double obj
-    sparse_forward0(d, rows, m, params, h, acts)
-    if s.L == 1:
-        if zout != NULL:
-            memcpy(zout, acts, m * h * sizeof(floating))
-            bias_act(zout, params + b0, m, h, ACT_IDENTITY)
-        pooled_bias_act(s, acts, params + b0, m, h,
-                        ACT_SOFTMAX if s.output == OUT_SOFTMAX else s.output)
-    else:
-        # the layers after the first: their own Spec, acts and params from A_1 on
-        pooled_bias_act(s, acts, params + b0, m, h, s.hidden)
-        rest = spec_of(s.sizes + 1, s.L, s.hidden, s.output, s.loss)
-        rest.pool_threads = s.pool_threads
-        forward_batch(&rest, params + rest_at, acts, m, acts + m * h, NULL, zout, False)
+    sparse_forward(s, d, rows, m, params, acts, zout)
     obj = data_loss_sum(s, zout, acts + m * (s.per_row - n_out), <const floating*>b.Y,
                         <const floating*>b.w, m)
     obj += penalty(s, params, f.opt.l2, f.opt.l1)
@@ -75,6 +91,7 @@ cdef double step_sparse(Fit* f, floating* params, Batch* b) noexcept nogil:
         return obj
     backward_deltas(s, params, <const floating*>b.Y, <const floating*>b.w, m, b.M, acts, deltas)
     if s.L > 1:
+        rest = rest_of(s)
         backward_batch(&rest, params + rest_at, acts, <const floating*>b.Y,
                        <const floating*>b.w, m, b.M, acts + m * h, deltas + m * h,
                        grads + rest_at, 0.0, True)

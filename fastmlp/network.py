@@ -229,6 +229,17 @@ class Network(BaseNetwork):
                          pool_threads=_blas_threads.pool_threads(self.n_threads))
         return out
 
+    def _outputs(self, X):
+        # a sparse X of step "sparse"'s density: its first layer over the stored values
+        if not isinstance(X, SparseRows) or X.density > _kernels.SPARSE_DENSITY:
+            return super()._outputs(X)
+        out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
+        hidden, output, _ = self._codes
+        _kernels.forward_sparse(self.params, X.kernel_x(), self._sizes, hidden, output, out,
+                                threads=self._threads(X.shape[0]),
+                                pool_threads=_blas_threads.pool_threads(self.n_threads))
+        return out
+
     def _objective(self, X, Y, sw):
         hidden, output, loss = self._codes
         w, l2, l1 = self._weighting(sw)

@@ -205,6 +205,24 @@ def test_predict_score_and_loss_work_in_dense_blocks(monkeypatch, dtype):
     np.testing.assert_allclose(net.loss(X, y), whole[2], rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [[60, 2], [60, 24, 3], [60, 24, 12, 3]], ids=str)
+def test_predict_of_low_density_runs_the_first_layer_over_stored_values(dtype, sizes):
+    X, y = sparse_data(n=5000, d=60, density=0.02, n_out=sizes[-1], dtype=dtype, seed=7)
+    kw = dict(activation="relu", output="softmax", seed=2, dtype=dtype)
+    net, ref = fastmlp.Network(sizes, **kw), reference.Network(sizes, **kw)
+    ref.params[...] = net.params
+    P = net.predict(X)                      # 5000 rows: three blocks of the forward pass
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(P, ref.predict(X.toarray()), rtol=tol, atol=tol)
+    np.testing.assert_allclose(P, net.predict(X.toarray()), rtol=tol, atol=tol)
+    assert net.score(X, y) == float(np.mean(P.argmax(1) == y))
+    sizes_seen = []
+    net._forward = lambda block: sizes_seen.append(len(block))      # not called: no dense blocks
+    net.predict(sp.csc_matrix(X))
+    assert sizes_seen == []
+
+
 @pytest.mark.parametrize("blocks", ["one", "many"])
 def test_lbfgs_on_sparse(monkeypatch, blocks):
     X, y = sparse_data(n=300)
