@@ -572,10 +572,12 @@ class BaseNetwork:
         ----------
         X : array-like or scipy.sparse matrix of shape (n_samples, n_in)
             A sparse X (CSR or CSC, matrix or array classes) is never
-            densified whole: each batch's rows are densified as the batch is
-            gathered (the same steps then run as on dense rows), and L-BFGS's
-            passes and the validation scores take a dense block of rows at
-            a time.
+            densified whole: up to 5% density step "sparse" runs the first
+            layer's products over the stored values; a denser X's batches
+            are densified as they are gathered (the same steps then run as
+            on dense rows, the weights equal to a dense fit's bit for bit).
+            L-BFGS's passes and the validation scores take a dense block of
+            rows at a time.
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
             For ``n_out > 1`` a 1-D Y holds integer class labels.
         epochs : int
