@@ -131,7 +131,10 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         if w.first_sums == NULL:
             return False
     if f.data.gather:
-        if not alloc_batch(&w.xbuf, &w.ybuf, &w.wbuf, bs, n_in, n_out, weighted, elsize):
+        # (step "sparse" reads X's rows from the CSR arrays: one value of xbuf)
+        if not alloc_batch(&w.xbuf, &w.ybuf, &w.wbuf, bs,
+                           1 if f.data.sparse and not f.data.scatter else n_in, n_out,
+                           weighted, elsize):
             return False
         if units and not alloc_batch(&w.xalt, &w.yalt, &w.walt, bs, n_in, n_out, weighted,
                                      elsize):
