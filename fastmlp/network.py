@@ -119,7 +119,8 @@ class Network(BaseNetwork):
 
     def plan(self, n_samples: int, batch_size: int | None = None, *, optimizer: str = "sgd",
              momentum: float = 0.0, clip_norm: float | None = None, shuffle: bool = True,
-             strategy: str | Sequence[str] | None = None) -> dict:
+             strategy: str | Sequence[str] | None = None,
+             density: float | None = None) -> dict:
         """Which training step ``fit`` takes for these settings, and why.
 
         The compiled core's planner picks one step for the full batches and
@@ -135,6 +136,9 @@ class Network(BaseNetwork):
         strategy : str or sequence of str, optional
             Steps to choose from (default: the network's ``strategy``,
             ``"auto"``): any of :attr:`STEPS`.
+        density : float in [0, 1], optional
+            For a scipy.sparse X: its stored values / (rows x columns)
+            (``X.nnz / (X.shape[0] * X.shape[1])``); None for a dense X.
 
         Returns
         -------
@@ -155,12 +159,14 @@ class Network(BaseNetwork):
         batch_size = v.check_count("batch_size", batch_size, allow_none=True) or n_samples
         v.check_choice("optimizer", optimizer, v.OPTIMIZERS)
         fused = (optimizer == "sgd" and not momentum and not clip_norm and self.l1 == 0)
+        density = -1.0 if density is None else v.check_fraction("density", density,
+                                                                high_open=False)
         bs = min(batch_size, n_samples)
         p = _kernels.plan(self._sizes, n_samples, bs, self.dtype == np.float32, fused,
                           bool(shuffle), self.l2,
                           self._strategy() if strategy is None else strategy,
                           _blas_threads.threads_for(bs * self._widest_product, self.n_threads),
-                          _blas_threads.pool_threads(self.n_threads))
+                          _blas_threads.pool_threads(self.n_threads), density)
         if p["error"] is not None:
             raise ValueError(p["error"])
         name, parts = ("narrow-epochs", 1) if p["step"] == "narrow-epochs" else p["full"]

@@ -125,6 +125,12 @@ def test_planner_takes_sparse_step_up_to_its_density():
                           (-1.0, "layers")):
         p = _kernels.plan(sizes, 20000, 200, True, False, True, 0.0, density=density)
         assert p["full"][0] == step, (density, p)
+    net = fastmlp.Network([5000, 64, 2], dtype="float32")
+    assert net.plan(20000, 200, optimizer="adam", density=0.001)["step"] == "sparse"
+    assert net.plan(20000, 200, optimizer="adam", density=0.5)["step"] == "layers"
+    assert "stored values" in net.plan(20000, 200, density=0.01)["reason"]
+    with pytest.raises(ValueError, match="density"):
+        net.plan(20000, 200, density=1.5)
     # a strategy without it: the batches are densified into the other steps
     net = fastmlp.Network([40, 16, 3], output="softmax", seed=0)
     net.strategy = ("layers", "rows")
