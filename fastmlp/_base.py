@@ -40,6 +40,7 @@ from numpy.typing import ArrayLike
 
 from . import _convert, _format, _onnx, _params, _training
 from . import _validation as v
+from ._sparse import SparseRows, take_rows
 from .errors import ModelFileError
 from .history import History
 
@@ -385,14 +386,14 @@ class BaseNetwork:
             self._set_flat_output()
 
     # ------------------------------------------------------------- arguments
-    def _check_X(self, X):
-        return v.check_X(X, self.layer_sizes[0], self.dtype)
+    def _check_X(self, X, sparse=False):
+        return v.check_X(X, self.layer_sizes[0], self.dtype, sparse)
 
     def _check_Y(self, Y, n):
         return v.check_Y(Y, n, self.layer_sizes[-1], self.output, self.loss_name, self.dtype)
 
-    def _check_XY(self, X, Y, sample_weight=None):
-        X = self._check_X(X)
+    def _check_XY(self, X, Y, sample_weight=None, sparse=False):
+        X = self._check_X(X, sparse)
         Y = self._check_Y(Y, X.shape[0])
         sw = v.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         return X, Y, sw
@@ -403,7 +404,7 @@ class BaseNetwork:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_in)
+        X : array-like or scipy.sparse matrix of shape (n_samples, n_in)
 
         Returns
         -------
@@ -411,7 +412,29 @@ class BaseNetwork:
             Of shape (n_samples,) for a network made with ``flat_output=True``
             (as scikit-learn's single-output regressors predict).
         """
-        return self._forward(self._check_X(X))
+        return self._outputs(self._check_X(X, sparse=True))
+
+    def _outputs(self, X):
+        """``_forward`` of a checked X: dense, or sparse one dense block of
+        rows at a time (see fastmlp._sparse)."""
+        if not isinstance(X, SparseRows):
+            return self._forward(X)
+        out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
+        for start, stop, block in X.chunks():
+            out[start:stop] = self._forward(block)
+        return out
+
+    def _objective_of(self, X, Y, sw):
+        """``_objective`` of a checked X: dense, or sparse block by block."""
+        if not isinstance(X, SparseRows):
+            return self._objective(X, Y, sw)
+        data = weight = penalty = 0.0
+        for start, stop, block in X.chunks():
+            d, penalty, m = self._loss_terms(block, Y[start:stop],
+                                             None if sw is None else sw[start:stop])
+            data += d
+            weight += m
+        return (data + penalty) / weight
 
     def _flat_predict(self, X):
         """predict of a ``flat_output`` network: its one column, shape (n,)."""
@@ -430,7 +453,7 @@ class BaseNetwork:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_in)
+        X : array-like or scipy.sparse matrix of shape (n_samples, n_in)
         labels : sequence, optional
             The name of each class, to return instead of its index: one per
             softmax output, or two (below, above the threshold) for one
@@ -473,7 +496,7 @@ class BaseNetwork:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_in)
+        X : array-like or scipy.sparse matrix of shape (n_samples, n_in)
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
             As for :meth:`fit` (class labels or one-hot rows, 0/1 targets).
         sample_weight : array-like of shape (n_samples,), optional
@@ -486,8 +509,8 @@ class BaseNetwork:
             above 0.5 for sigmoid outputs); identity and exp outputs: the
             coefficient of determination R², averaged over outputs.
         """
-        X, Y, sw = self._check_XY(X, Y, sample_weight)
-        P = self._forward(X)
+        X, Y, sw = self._check_XY(X, Y, sample_weight, sparse=True)
+        P = self._outputs(X)
         if self.output in v.REGRESSION_OUTPUTS:
             return _r2(Y, P, sw)
         if self.output == "softmax":
@@ -504,7 +527,7 @@ class BaseNetwork:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_in)
+        X : array-like or scipy.sparse matrix of shape (n_samples, n_in)
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
             For ``n_out > 1`` a 1-D Y holds integer class labels.
         sample_weight : array-like of shape (n_samples,), optional
@@ -513,8 +536,8 @@ class BaseNetwork:
         -------
         float
         """
-        X, Y, sw = self._check_XY(X, Y, sample_weight)
-        return float(self._objective(X, Y, sw))
+        X, Y, sw = self._check_XY(X, Y, sample_weight, sparse=True)
+        return float(self._objective_of(X, Y, sw))
 
     def gradients(self, X: ArrayLike, Y: ArrayLike,
                   sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -575,7 +598,14 @@ class BaseNetwork:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_in)
+        X : array-like or scipy.sparse matrix of shape (n_samples, n_in)
+            A sparse X (CSR or CSC, matrix or array classes) is never
+            densified whole: up to 5% density step "sparse" runs the first
+            layer's products over the stored values; a denser X's batches
+            are densified as they are gathered (the same steps then run as
+            on dense rows, the weights equal to a dense fit's bit for bit).
+            L-BFGS's passes and the validation scores take a dense block of
+            rows at a time.
         Y : array-like of shape (n_samples, n_out) or (n_samples,)
             For ``n_out > 1`` a 1-D Y holds integer class labels.
         epochs : int
@@ -750,7 +780,7 @@ class BaseNetwork:
         # the kernels read the caller's X in place (no copy); Y and the sample
         # weights are copied when they are the caller's (a callback rewriting
         # them must not bypass the checks)
-        X, checked_Y, sw = self._check_XY(X, Y, sample_weight)
+        X, checked_Y, sw = self._check_XY(X, Y, sample_weight, sparse=True)
         Y = v.own(checked_Y, Y)
         sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
         sw = None if sw is None else v.own(sw, sample_weight)
@@ -797,7 +827,7 @@ class BaseNetwork:
                    tol, callbacks, verbose, max_fun, class_weight=None, checkpoint=None,
                    checkpoint_every="best"):
         from . import _lbfgs
-        X, Y, sw = self._check_XY(X, Y, sample_weight)
+        X, Y, sw = self._check_XY(X, Y, sample_weight, sparse=True)
         sw = v.fold_class_weight(class_weight, Y, self.output, sw, self.dtype)
         epochs = v.check_count("epochs", epochs)
         v.check_lbfgs_settings(batch_size, momentum, nesterov, schedule, clip_norm)
@@ -840,7 +870,7 @@ class BaseNetwork:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise TypeError("validation_data must be a tuple (X_val, Y_val) or "
                                 f"(X_val, Y_val, sample_weight_val); got {type(validation_data).__name__}")
-            Xv, Yv, swv = self._check_XY(*validation_data)
+            Xv, Yv, swv = self._check_XY(*validation_data, sparse=True)
             given = validation_data[2] if len(validation_data) == 3 else None
             return Xv, v.own(Yv, validation_data[1]), None if swv is None else v.own(swv, given)
         split = v.check_fraction("validation_split", validation_split)
@@ -865,7 +895,7 @@ class BaseNetwork:
         on and ``(X, Y, sw)`` to validate on (L-BFGS and distributed fits,
         whose passes take whole arrays; ``fit``'s minibatches gather instead)."""
         train, val = self._split_rows(X.shape[0], sw, fraction)
-        take = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
+        take = (lambda a, rows: None if a is None else take_rows(a, rows))
         return (take(X, train), take(Y, train), take(sw, train),
                 (take(X, val), take(Y, val), take(sw, val)))
 

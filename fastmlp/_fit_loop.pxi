@@ -26,11 +26,30 @@ cdef void gather_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m, floating* x
     cdef const floating* X = <const floating*>d.X
     cdef const floating* Y = <const floating*>d.Y
     cdef const floating* w = <const floating*>d.w
+    if d.scatter:
+        scatter_rows(d, rows, m, xbuf)
     for i in range(m):
-        memcpy(xbuf + i * n_in, X + rows[i] * n_in, n_in * sizeof(floating))
+        if not d.sparse:
+            memcpy(xbuf + i * n_in, X + rows[i] * n_in, n_in * sizeof(floating))
         memcpy(ybuf + i * n_out, Y + rows[i] * n_out, n_out * sizeof(floating))
         if w != NULL:
             wbuf[i] = w[rows[i]]
+
+
+cdef void scatter_rows(Data* d, const Py_ssize_t* rows, Py_ssize_t m,
+                       floating* xbuf) noexcept nogil:
+    """Rows ``rows[0..m-1]`` of the CSR matrix X, dense, into xbuf: zeros,
+    then each stored value added at its column (duplicates summed, in their
+    stored order, as scipy's toarray sums them)."""
+    cdef Py_ssize_t i, k, stop
+    cdef const floating* values = <const floating*>d.X
+    cdef floating* row
+    memset(xbuf, 0, m * d.n_in * sizeof(floating))
+    for i in range(m):
+        row = xbuf + i * d.n_in
+        stop = d.indptr[rows[i] + 1]
+        for k in range(d.indptr[rows[i]], stop):
+            row[d.indices[k]] += values[k]
 
 
 cdef int run_signal_handlers() except -1 with gil:
@@ -97,7 +116,7 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         if w.part_sums == NULL:
             return False
         w.batch_sums = w.part_sums + MAX_ROW_PARTS * 2 * s.L
-    if not p.fused or p.one_pass:
+    if not p.fused or p.one_pass or p.sparse:
         w.grads = malloc(P * elsize)
         if w.grads == NULL:
             return False
@@ -115,7 +134,10 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         if w.first_sums == NULL:
             return False
     if f.data.gather:
-        if not alloc_batch(&w.xbuf, &w.ybuf, &w.wbuf, bs, n_in, n_out, weighted, elsize):
+        # (step "sparse" reads X's rows from the CSR arrays: one value of xbuf)
+        if not alloc_batch(&w.xbuf, &w.ybuf, &w.wbuf, bs,
+                           1 if f.data.sparse and not f.data.scatter else n_in, n_out,
+                           weighted, elsize):
             return False
         if units and not alloc_batch(&w.xalt, &w.yalt, &w.walt, bs, n_in, n_out, weighted,
                                      elsize):
@@ -357,6 +379,8 @@ cdef double take_step(Fit* f, floating* params, Batch* b) noexcept nogil:
         return step_rows(f, params, b, c.parts)
     if c.kind == STEP_FIRST:
         return step_first(f, params, b, c.parts)
+    if c.kind == STEP_SPARSE:
+        return step_sparse(f, params, b)
     return step_layers(f, params, b)
 
 

@@ -19,7 +19,11 @@ cdef struct Settings:
 
 
 cdef struct Data:
-    const void* X           # n x n_in, row-major
+    const void* X           # n x n_in, row-major; or a CSR matrix's values (sparse)
+    const Py_ssize_t* indices   # sparse: the CSR column indices
+    const Py_ssize_t* indptr    # ... and row starts (n_rows + 1)
+    bint sparse             # X is CSR: every batch is gathered
+    bint scatter            # ... and its rows densified into xbuf (not for step "sparse")
     const void* Y           # n x n_out
     const void* w           # n sample weights, or NULL (unit weights)
     Py_ssize_t n            # the rows trained on: order[0 .. n-1]

@@ -158,3 +158,12 @@ def set_fused_update(bint on):
     global FUSED_UPDATE_ON
     previous, FUSED_UPDATE_ON = FUSED_UPDATE_ON, on
     return previous
+
+
+def set_sparse_max_density(double density):
+    """Measurement hook: the densest CSR X that takes step "sparse" (see
+    SPARSE_MAX_DENSITY); returns the previous value."""
+    global SPARSE_MAX_DENSITY
+    old = SPARSE_MAX_DENSITY
+    SPARSE_MAX_DENSITY = density
+    return old

@@ -48,6 +48,7 @@ include "_planner.pxi"
 include "_fit_state.pxi"
 include "_fused_update.pxi"
 include "_step_layers.pxi"
+include "_step_sparse.pxi"
 include "_fit_loop.pxi"
 include "_hooks.pxi"
 
@@ -152,6 +153,48 @@ def forward(const floating[::1] params, const floating[:, ::1] X,
         status = forward_rows(&s, &params[0], &X[0, 0], n, &out[0, 0], chunk, threads, False)
     if status != 0:
         raise MemoryError()
+
+
+def forward_sparse(const floating[::1] params, tuple X, const Py_ssize_t[::1] sizes,
+                   int hidden, int output, floating[:, ::1] out, int threads=0,
+                   int pool_threads=1):
+    """:func:`forward` of a CSR X (the tuple ``train`` takes): the first
+    layer's products over the stored values (step "sparse"'s), a block of
+    rows at a time (its workspace bounded as forward's)."""
+    cdef Spec s = make_spec(sizes, hidden, output, 0)
+    cdef Data d
+    cdef Py_ssize_t n, n_cols, n_out = sizes[s.L], rows, start = 0, m, i
+    cdef Py_ssize_t last = s.per_row - n_out
+    cdef Py_ssize_t* index
+    cdef floating* work
+    cdef int before = 0
+    memset(&d, 0, sizeof(Data))
+    n, n_cols = data_x(&d, X, params)
+    check_shapes(&s, params.shape[0], sizes, n, n_cols, -1, 0, None, 0)
+    if out.shape[0] != n or out.shape[1] != n_out or pool_threads < 1:
+        raise ValueError(f"out must have shape ({n}, {n_out}) and pool_threads be >= 1; got "
+                         f"({out.shape[0]}, {out.shape[1]}), {pool_threads}")
+    s.pool_threads = pool_threads
+    d.n_in = n_cols
+    rows = pass_rows(FORWARD_ROWS, n, s.per_row, sizeof(floating))
+    work = <floating*>malloc(rows * s.per_row * sizeof(floating))
+    index = <Py_ssize_t*>malloc(rows * sizeof(Py_ssize_t))
+    try:
+        if work == NULL or index == NULL:
+            raise MemoryError()
+        with nogil:
+            before = threads_enter(threads)
+            while start < n:
+                m = min(rows, n - start)
+                for i in range(m):
+                    index[i] = start + i
+                sparse_forward(&s, &d, index, m, &params[0], work, NULL)
+                memcpy(&out[start, 0], work + m * last, m * n_out * sizeof(floating))
+                start += m
+    finally:
+        threads_exit(before)
+        free(work)
+        free(index)
 
 
 def predict_ready(cnp.ndarray params, object X, cnp.ndarray sizes, int hidden, int output,
@@ -394,7 +437,7 @@ def gradient(const floating[::1] params, const floating[:, ::1] X,
     return total
 
 
-def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1] Y,
+def train(floating[::1] params, object X, const floating[:, ::1] Y,
           sample_weight, const Py_ssize_t[::1] sizes, int hidden, int output, int loss,
           double learning_rate, double l2, double l1, Py_ssize_t batch_size,
           Py_ssize_t epochs, Py_ssize_t[::1] order, bint shuffle,
@@ -406,6 +449,12 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
           Py_ssize_t check_every=0, int threads=0,
           object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
+
+    X: a C-contiguous 2-D array of params' dtype, or a CSR matrix as the
+    tuple ``(values, indices, indptr, n_columns)`` (values of params' dtype,
+    indices and indptr intp, checked by the caller: columns in range, indptr
+    non-decreasing from 0); its batches are always gathered, each row
+    densified into the batch buffer (the steps then run as on dense rows).
 
     The rows trained on are ``order``'s: all of X (any order of its rows),
     or some of them (each at most once; then every batch is gathered, as
@@ -450,11 +499,14 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     cdef Py_ssize_t done = 0, k
     cdef int before = 0
     cdef bint fused = optimizer == OPT_SGD and momentum == 0 and clip_norm <= 0 and l1 == 0
-    check_shapes(&s, params.shape[0], sizes, X.shape[0], X.shape[1], Y.shape[0], Y.shape[1],
-                 sample_weight, 0 if sample_weight is None else wv.shape[0])
-    check_train_args(&s, X.shape[0], batch_size, epochs, order, epoch_loss, rng_state, stop,
-                     counts, pool_threads)
+    cdef Py_ssize_t x_rows, x_cols
+    cdef double density
     memset(&f, 0, sizeof(Fit))
+    x_rows, x_cols = data_x(&f.data, X, params)
+    check_shapes(&s, params.shape[0], sizes, x_rows, x_cols, Y.shape[0], Y.shape[1],
+                 sample_weight, 0 if sample_weight is None else wv.shape[0])
+    check_train_args(&s, x_rows, batch_size, epochs, order, epoch_loss, rng_state, stop,
+                     counts, pool_threads)
     f.s = &s
     if opt_state is not None:
         state_view = opt_state
@@ -462,7 +514,6 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
                         beta2, epsilon, rho, weight_decay, clip_norm,
                         NULL if opt_state is None else &state_view[0],
                         -1 if opt_state is None else state_view.shape[0], step, fused)
-    f.data.X = &X[0, 0]
     f.data.Y = &Y[0, 0]
     f.data.w = weights_ptr(sample_weight, wv)
     f.data.n = order.shape[0]
@@ -471,11 +522,15 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
     f.data.bs = min(batch_size, f.data.n)
     f.data.order = &order[0]
     f.data.shuffle = shuffle and f.data.bs < f.data.n
-    f.data.gather = f.data.shuffle or f.data.n < X.shape[0]
+    f.data.gather = f.data.shuffle or f.data.n < x_rows or f.data.sparse
+    density = (-1.0 if not f.data.sparse else
+               (f.data.indptr[x_rows] / (<double>x_rows * x_cols)))
     for k in range(s.L + 1):
         f.widest = max(f.widest, sizes[k])
     f.plan = plan_fit(&s, f.data.n, f.data.bs, floating is float, fused, f.data.gather, l2,
-                      strategy_mask(strategy), threads, pool_threads)
+                      strategy_mask(strategy), threads, pool_threads, density)
+    # step "sparse" reads the CSR rows itself: the batches' X is not densified
+    f.data.scatter = f.data.sparse and not f.plan.sparse
     if plan_error(&f.plan, strategy) is not None:
         raise ValueError(plan_error(&f.plan, strategy))
     s.pool_threads = f.plan.pool_threads
@@ -497,6 +552,29 @@ def train(floating[::1] params, const floating[:, ::1] X, const floating[:, ::1]
             if counts.shape[0] > N_STEPS + 1:
                 counts[N_STEPS + 1] += f.fused_updates
     return done
+
+
+cdef tuple data_x(Data* d, object X, const floating[::1] params):
+    """Point ``d`` at train's X (dense, or the CSR tuple: see ``train``);
+    returns X's (rows, columns).  X must outlive the fit."""
+    cdef const floating[:, ::1] dense
+    cdef const floating[::1] values
+    cdef const Py_ssize_t[::1] indices, indptr
+    if not isinstance(X, tuple):
+        dense = X
+        d.X = &dense[0, 0] if dense.shape[0] > 0 and dense.shape[1] > 0 else NULL
+        return dense.shape[0], dense.shape[1]
+    if len(X) != 4:
+        raise ValueError("a sparse X must be (values, indices, indptr, n_columns)")
+    values, indices, indptr = X[0], X[1], X[2]
+    if (indptr.shape[0] < 1 or indices.shape[0] != values.shape[0]
+            or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != values.shape[0]):
+        raise ValueError("a sparse X needs indptr from 0 to len(values) and one index a value")
+    d.sparse = True
+    d.X = &values[0] if values.shape[0] > 0 else NULL
+    d.indices = &indices[0] if indices.shape[0] > 0 else NULL
+    d.indptr = &indptr[0]
+    return indptr.shape[0] - 1, <Py_ssize_t>X[3]
 
 
 cdef check_train_args(Spec* s, Py_ssize_t n, Py_ssize_t batch_size, Py_ssize_t epochs,
@@ -561,20 +639,21 @@ cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l
 
 def plan(const Py_ssize_t[::1] sizes, Py_ssize_t n, Py_ssize_t batch_size, bint is_float,
          bint fused, bint shuffle, double l2, object strategy="auto", int threads=0,
-         int pool_threads=1):
+         int pool_threads=1, double density=-1.0):
     """What ``train`` would run for a fit of n rows: a dict of the full
     batches' step and parts, the last batch's (None when all are full), whether
     the epochs run in C ("narrow-epochs", given a positive total weight), the
     BLAS and pool threads, and the planner's error for a strategy that cannot
-    run (else None).  ``fused``: plain SGD (no momentum, clipping or L1)."""
+    run (else None).  ``fused``: plain SGD (no momentum, clipping or L1);
+    ``density``: a CSR X's stored values / (rows x columns), -1 for a dense X."""
     cdef Spec s = make_spec(sizes, 0, 0, 0)
     cdef Py_ssize_t bs = min(batch_size, n)
     cdef FitPlan p
     if n < 1 or batch_size < 1 or pool_threads < 1:
         raise ValueError(f"n, batch_size and pool_threads must be >= 1; "
                          f"got {n}, {batch_size}, {pool_threads}")
-    p = plan_fit(&s, n, bs, is_float, fused, shuffle and bs < n, l2, strategy_mask(strategy),
-                 threads, pool_threads)
+    p = plan_fit(&s, n, bs, is_float, fused, (shuffle and bs < n) or density >= 0, l2,
+                 strategy_mask(strategy), threads, pool_threads, density)
     full = None if p.full.kind < 0 else (STEP_NAMES[p.full.kind], p.full.parts)
     return {
         "step": "narrow-epochs" if p.epochs_in_c else full,

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from . import _training
+from ._sparse import SparseRows
 from ._validation import REGRESSION_OUTPUTS
 from .errors import DivergenceError
 from .history import History
@@ -35,7 +36,7 @@ class Objective:
 
     def __init__(self, net, X, Y, sw, data_scale=1.0):
         self.net = net
-        self._pass = net._loss_and_gradient(X, Y, sw)
+        self._pass = _pass_of(net, X, Y, sw)
         self.data_scale = float(data_scale)
         self._M = float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
         self._weights = net._weight_index() if self.data_scale != 1.0 else None
@@ -61,6 +62,40 @@ class Objective:
         out = (value, grad.astype(np.float64))      # a copy: the pass reuses its buffer
         self._last = (np.array(x, dtype=np.float64), out)
         return out[0], out[1].copy()
+
+
+def _pass_of(net, X, Y, sw):
+    """The evaluation ``() -> (objective, gradient)`` over all rows of a
+    checked X: the network's one pass for a dense X or a sparse one that
+    fits in one dense block (densified once); else a sum over the sparse X's
+    dense blocks, densified afresh each evaluation (see fastmlp._sparse)."""
+    if not isinstance(X, SparseRows):
+        return net._loss_and_gradient(X, Y, sw)
+    n = X.shape[0]
+    if X.chunk_rows() >= n:
+        return net._loss_and_gradient(X[0:n], Y, sw)
+    weights = net._weight_index()
+    M = float(n) if sw is None else float(np.sum(sw, dtype=np.float64))
+
+    def evaluate():
+        # each block's pass is (data_c + pen) / M_c and (dData_c + dPen) / M_c:
+        # weighted by M_c and summed, the penalty counts once per block
+        value, grad, blocks = 0.0, np.zeros(net.n_params), 0
+        for start, stop, block in X.chunks():
+            swc = None if sw is None else sw[start:stop]
+            Mc = float(stop - start) if swc is None else float(np.sum(swc, dtype=np.float64))
+            if Mc <= 0:
+                continue
+            obj, g = net._loss_and_gradient(block, Y[start:stop], swc)()
+            value += Mc * float(obj)
+            grad += Mc * g
+            blocks += 1
+        W = net.params[weights].astype(np.float64)
+        extra = max(blocks - 1, 0)
+        value -= extra * (0.5 * net.l2 * np.dot(W, W) + net.l1 * np.abs(W).sum())
+        grad[weights] -= extra * (net.l2 * W + net.l1 * np.sign(W))
+        return value / M, grad / M
+    return evaluate
 
 
 def minimize(objective, x0, *, max_iter, max_fun, gtol, on_iteration=None):
@@ -134,10 +169,10 @@ class _Monitor:
         from ._training import _accuracy
         net, history = self.net, self.history
         Xv, Yv, swv = self.validation
-        logs["val_loss"] = float(net._objective(Xv, Yv, swv))
+        logs["val_loss"] = float(net._objective_of(Xv, Yv, swv))
         history.val_loss.append(logs["val_loss"])
         if net.output not in REGRESSION_OUTPUTS:
-            logs["val_accuracy"] = _accuracy(net, net._forward(Xv), Yv)
+            logs["val_accuracy"] = _accuracy(net, net._outputs(Xv), Yv)
             history.val_accuracy.append(logs["val_accuracy"])
         return logs["val_loss"]
 

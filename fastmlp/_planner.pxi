@@ -16,6 +16,9 @@
 #                  whose W1 split over the parts fits their cores' caches: that
 #                  layer split by its units, each part calling BLAS on one thread;
 #   layers         otherwise: per-layer products, BLAS for the big ones.
+# A CSR X of at most SPARSE_MAX_DENSITY takes step "sparse" (before all of
+# them, for every batch): its first layer's products over the stored values;
+# denser ones are densified batch by batch into the steps above.
 # The first step (in that order) that the strategy allows and that applies is
 # taken.  "Plain SGD" means no momentum, clipping or L1: its update is fused
 # into backpropagation.  A strategy that names steps which do not apply to a
@@ -28,11 +31,12 @@ cdef enum:
     STEP_FIRST = 3
     STEP_NARROW = 4
     STEP_NARROW_EPOCHS = 5
-    N_STEPS = 6
+    STEP_SPARSE = 6
+    N_STEPS = 7
     ALL_STEPS = (1 << N_STEPS) - 1
     NARROW_STEPS = (1 << STEP_NARROW) | (1 << STEP_NARROW_EPOCHS)
 
-STEP_NAMES = ("layers", "rows", "units", "first", "narrow", "narrow-epochs")
+STEP_NAMES = ("layers", "rows", "units", "first", "narrow", "narrow-epochs", "sparse")
 
 # Steps the test hooks turned off (set_unit_split, set_first_split): taken out
 # of every strategy.
@@ -52,6 +56,7 @@ cdef struct FitPlan:
     bint one_pass           # the narrow steps' workspace
     bint epochs_in_c        # narrow-epochs (when the total sample weight is > 0)
     bint prepared           # the narrow step's chunk blocks prepared once for all epochs
+    bint sparse             # step "sparse" (a CSR X of low density): every batch
     int nv                  # the narrow step's vector lanes
     Py_ssize_t chunk        # ... and rows a chunk
     int narrow_parts        # ... and parts of a batch on the pool
@@ -116,6 +121,9 @@ cdef StepChoice choose_step(Spec* s, FitPlan* p, Py_ssize_t m, bint is_float) no
     strategy allows none that applies."""
     cdef StepChoice c
     c.parts = 1
+    if p.sparse:
+        c.kind = STEP_SPARSE
+        return c
     if p.one_pass:
         c.kind = STEP_NARROW
         c.parts = p.narrow_parts
@@ -145,8 +153,9 @@ cdef StepChoice choose_step(Spec* s, FitPlan* p, Py_ssize_t m, bint is_float) no
 
 cdef FitPlan plan_fit(Spec* s, Py_ssize_t n, Py_ssize_t bs, bint is_float, bint fused,
                       bint gather, double l2, int allowed, int blas_threads,
-                      int pool_threads) noexcept nogil:
-    """The plan of a fit of n rows in batches of bs (<= n) rows."""
+                      int pool_threads, double density) noexcept nogil:
+    """The plan of a fit of n rows in batches of bs (<= n) rows; ``density``:
+    a CSR X's stored values / (rows x columns), or -1 for a dense X."""
     cdef FitPlan p
     cdef size_t elsize = sizeof(float) if is_float else sizeof(double)
     cdef Py_ssize_t l
@@ -177,6 +186,10 @@ cdef FitPlan plan_fit(Spec* s, Py_ssize_t n, Py_ssize_t bs, bint is_float, bint 
         # a few rows fill few of the one-pass step's lanes: "layers" is faster
         p.one_pass = False
         p.prepared = False
+    p.sparse = (density >= 0 and density <= SPARSE_MAX_DENSITY
+                and allows(p.allowed, STEP_SPARSE))
+    if p.sparse:
+        p.one_pass = p.prepared = p.epochs_in_c = False
     p.full = choose_step(s, &p, bs, is_float)
     p.last.kind = -1
     p.last.parts = 0

@@ -21,6 +21,7 @@ except ImportError:     # pragma: no cover - other Pythons
 import numpy as np
 
 from . import _validation as v
+from ._sparse import take_rows
 from .errors import STOP, DivergenceError, StopTraining
 from .history import History
 
@@ -174,7 +175,7 @@ def _training_rows(net, X, Y, sw, validation, batch_size):
     held_out = (X, Y, sw, val)
     if batch_size is not None and batch_size < len(train):
         return X, Y, sw, train, held_out
-    rows = (lambda a: np.ascontiguousarray(a[train]))
+    rows = (lambda a: take_rows(a, train))
     return (rows(X), rows(Y), None if sw is None else rows(sw),
             np.arange(len(train), dtype=np.intp), held_out)
 

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from . import _sparse
+
 # The kernels' codes (_kernels.pxd: ACT_*, OUT_*, LOSS_*; 4 is softmax's).
 HIDDEN_ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3,
                       "leaky_relu": 5, "gelu": 6, "softplus": 7}
@@ -251,8 +253,12 @@ def _check_finite(name, original, converted, dtype):
         f"got {_where_not_finite(name, converted)} after conversion")
 
 
-def check_X(X, n_in, dtype):
-    """Return X as a C-contiguous (n, n_in) array of ``dtype`` (a copy if needed)."""
+def check_X(X, n_in, dtype, sparse=False):
+    """Return X as a C-contiguous (n, n_in) array of ``dtype`` (a copy if needed);
+    with ``sparse``, a scipy.sparse X as a checked :class:`_sparse.SparseRows`
+    (else a sparse X is refused)."""
+    if sparse and _sparse.is_sparse(X):
+        return _sparse.check_sparse_X(X, n_in, dtype)
     arr = _as_numeric_array("X", X)
     if arr.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""

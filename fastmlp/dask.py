@@ -23,6 +23,8 @@ Example::
 """
 import numpy as np
 
+from ._sparse import is_sparse
+
 __all__ = ["predict"]
 
 _METHODS = ("predict", "predict_proba", "predict_log_proba")
@@ -60,6 +62,11 @@ def predict(model, data, method="predict"):
     TypeError
         For data that is neither a dask Array nor a dask DataFrame.
     """
+    if is_sparse(data) or is_sparse(getattr(data, "_meta", None)):
+        raise ValueError("fastmlp.dask.predict takes dense dask arrays or DataFrames; got "
+                         f"sparse data ({type(data).__name__}): call the model's "
+                         f"{method} on a scipy.sparse matrix directly (it predicts in "
+                         "bounded blocks of rows)")
     dask = _dask()
     if method not in _METHODS or not hasattr(model, method):
         raise ValueError(f"method must be one of {', '.join(m for m in _METHODS if hasattr(model, m))} "

@@ -58,6 +58,7 @@ its measured trade-off.
 import numpy as np
 
 from . import _validation as v
+from ._sparse import is_sparse
 from ._mpi_agree import RankError, agree_to_start
 from ._training import OptimizerState
 
@@ -212,6 +213,11 @@ def _check(net, X, Y, sample_weight, validation_data, validation_split, callback
     if not isinstance(net, Network):
         raise TypeError("net must be a fastmlp.Network (the compiled network); "
                         f"got {type(net).__module__}.{type(net).__name__}")
+    val_X = validation_data[0] if isinstance(validation_data, (tuple, list)) else None
+    if is_sparse(X) or is_sparse(val_X):
+        raise ValueError(f"distributed.fit takes dense arrays; got a sparse "
+                         f"{type(X if is_sparse(X) else val_X).__name__} (train on sparse X "
+                         "with net.fit, or densify each rank's shard with .toarray())")
     X, Y, sw = net._check_XY(X, Y, sample_weight)
     s = dict(args)
     s["epochs"] = v.check_count("epochs", args["epochs"])

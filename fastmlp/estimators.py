@@ -10,7 +10,10 @@ that keeps the best weights). Each epoch of ``sgd`` and ``adam`` runs in the
 compiled kernels through :meth:`fastmlp.Network.partial_fit`; ``lbfgs`` is
 scipy's L-BFGS-B with scikit-learn's settings (``max_iter``, ``max_fun``,
 ``tol`` as ``gtol``) on the objective and gradient of one compiled full-batch
-pass (:mod:`fastmlp._lbfgs`). The network is ``network_``.
+pass (:mod:`fastmlp._lbfgs`). The network is ``network_``. Sparse X (CSR or
+CSC) is taken as scikit-learn takes it, and never densified whole: the
+compiled fit densifies each batch's rows as it gathers them, predictions and
+L-BFGS's passes take a dense block of rows at a time (:mod:`fastmlp._sparse`).
 
 The objective is scikit-learn's: log loss summed over outputs, and for
 ``MLPRegressor`` the half squared error averaged over outputs (its gradient,
@@ -23,7 +26,6 @@ fastmlp`` does not import it.
 
 Differences from scikit-learn, all deliberate:
 
-* Sparse input is refused with a clear TypeError (the kernels are dense).
 * ``MLPRegressor(loss='poisson')`` refuses negative targets (a ValueError
   naming y); scikit-learn takes them and its deviance is then NaN.
 * ``partial_fit`` is hidden for ``solver='lbfgs'`` in both estimators
@@ -357,8 +359,8 @@ class _BaseMLP(BaseEstimator):
         scikit-learn's work ``buffers`` are not needed.
         """
         net = self.network_
-        X, Y, sw = net._check_XY(X, np.asarray(y, dtype=net.dtype).reshape(len(X), -1),
-                                 sample_weight)
+        X, Y, sw = net._check_XY(X, np.asarray(y, dtype=net.dtype).reshape(X.shape[0], -1),
+                                 sample_weight, sparse=True)
         order = self._sklearn_order()
         x = np.empty(net.n_params)
         x[order] = packed_coef_inter
@@ -374,7 +376,8 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, X, Y, sample_weight):
         net = self.network_
-        X, Y, sample_weight = net._check_XY(X, Y, sample_weight)    # C order, weights' sum
+        X, Y, sample_weight = net._check_XY(X, Y, sample_weight,    # C order, weights' sum
+                                            sparse=True)
         objective = self._lbfgs_objective(X, Y, sample_weight)
         if not np.isfinite(objective(net.params)[0]):
             raise ValueError(f"{_NON_FINITE} (fastmlp: the loss at the starting weights is "
@@ -620,7 +623,8 @@ class _BaseMLP(BaseEstimator):
     # ---------------------------------------------------------- predict
     def _forward(self, X):
         check_is_fitted(self, "network_")
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse="csr",
+                          reset=False)
         return self._predict_raw(X)
 
     def _predict_raw(self, X):
@@ -645,7 +649,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -761,7 +765,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
-                             reset=reset)
+                             accept_sparse="csr", reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -913,7 +917,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+                             dtype=(np.float64, np.float32), accept_sparse="csr", reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = np.ascontiguousarray(y.reshape(len(y), -1), dtype=X.dtype)

@@ -11,6 +11,7 @@ from . import _preload  # noqa: F401  (before _kernels: a fast import of scipy's
 from . import _blas_threads, _kernels
 from . import _validation as v
 from ._base import BaseNetwork
+from ._sparse import SparseRows
 
 #: Why the planner takes each training step (see Network.plan and _planner.pxi).
 STEP_REASONS = {
@@ -24,6 +25,8 @@ STEP_REASONS = {
             "of its rows on fastmlp's thread pool",
     "first": "float32 plain SGD whose first layer's products go to BLAS: that layer is split "
              "by its units, each part calling BLAS on one thread",
+    "sparse": "a scipy.sparse X of low density: the first layer's products run over each "
+              "batch's stored values, the later layers as in 'layers'",
     "layers": "the general step: layer by layer, small products in fastmlp's kernels and "
               "large ones in BLAS",
 }
@@ -128,7 +131,8 @@ class Network(BaseNetwork):
 
     def plan(self, n_samples: int, batch_size: int | None = None, *, optimizer: str = "sgd",
              momentum: float = 0.0, clip_norm: float | None = None, shuffle: bool = True,
-             strategy: str | Sequence[str] | None = None) -> dict:
+             strategy: str | Sequence[str] | None = None,
+             density: float | None = None) -> dict:
         """Which training step ``fit`` takes for these settings, and why.
 
         The compiled core's planner picks one step for the full batches and
@@ -144,6 +148,9 @@ class Network(BaseNetwork):
         strategy : str or sequence of str, optional
             Steps to choose from (default: the network's ``strategy``,
             ``"auto"``): any of :attr:`STEPS`.
+        density : float in [0, 1], optional
+            For a scipy.sparse X: its stored values / (rows x columns)
+            (``X.nnz / (X.shape[0] * X.shape[1])``); None for a dense X.
 
         Returns
         -------
@@ -164,12 +171,14 @@ class Network(BaseNetwork):
         batch_size = v.check_count("batch_size", batch_size, allow_none=True) or n_samples
         v.check_choice("optimizer", optimizer, v.OPTIMIZERS)
         fused = (optimizer == "sgd" and not momentum and not clip_norm and self.l1 == 0)
+        density = -1.0 if density is None else v.check_fraction("density", density,
+                                                                high_open=False)
         bs = min(batch_size, n_samples)
         p = _kernels.plan(self._sizes, n_samples, bs, self.dtype == np.float32, fused,
                           bool(shuffle), self.l2,
                           self._strategy() if strategy is None else strategy,
                           _blas_threads.threads_for(bs * self._widest_product, self.n_threads),
-                          _blas_threads.pool_threads(self.n_threads))
+                          _blas_threads.pool_threads(self.n_threads), density)
         if p["error"] is not None:
             raise ValueError(p["error"])
         name, parts = ("narrow-epochs", 1) if p["step"] == "narrow-epochs" else p["full"]
@@ -178,7 +187,7 @@ class Network(BaseNetwork):
                 "blas_threads": p["blas_threads"], "pool_threads": p["pool_threads"],
                 "reason": STEP_REASONS[name]}
 
-    def _check_X(self, X):
+    def _check_X(self, X, sparse=False):
         # Fast path for the common case (the network's dtype, C order, the
         # right width, all finite, checked in C); anything else gets the full
         # checks and conversion.
@@ -187,7 +196,7 @@ class Network(BaseNetwork):
                 and X.flags.c_contiguous
                 and _kernels.all_finite(X, _blas_threads.pool_threads(self.n_threads))):
             return X
-        return super()._check_X(X)
+        return super()._check_X(X, sparse)
 
     def _check_Y(self, Y, n):
         # Fast path as for X: a 2-D Y of the network's dtype, C order and the
@@ -217,7 +226,7 @@ class Network(BaseNetwork):
                                *_blas_threads.forward_threads(self._widest_product,
                                                               self.n_threads))
         out = _kernels.predict_ready(r[0], X, r[2], r[3], r[4], r[5], r[6], r[7], r[8])
-        return self._forward(self._check_X(X)) if out is None else out
+        return self._outputs(self._check_X(X, sparse=True)) if out is None else out
 
     predict.__doc__ = BaseNetwork.predict.__doc__
 
@@ -237,6 +246,17 @@ class Network(BaseNetwork):
         _kernels.forward(self.params, X, self._sizes, hidden, output, out,
                          threads=self._threads(X.shape[0]),
                          pool_threads=_blas_threads.pool_threads(self.n_threads))
+        return out
+
+    def _outputs(self, X):
+        # a sparse X of step "sparse"'s density: its first layer over the stored values
+        if not isinstance(X, SparseRows) or X.density > _kernels.SPARSE_DENSITY:
+            return super()._outputs(X)
+        out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
+        hidden, output, _ = self._codes
+        _kernels.forward_sparse(self.params, X.kernel_x(), self._sizes, hidden, output, out,
+                                threads=self._threads(X.shape[0]),
+                                pool_threads=_blas_threads.pool_threads(self.n_threads))
         return out
 
     def _objective(self, X, Y, sw):
@@ -303,6 +323,8 @@ class Network(BaseNetwork):
                       out, optimizer, clip_norm, stop, check_every, counts=None):
         hidden, output, loss = self._codes
         w, l2, l1 = self._weighting(sw)
+        if isinstance(X, SparseRows):
+            X = X.kernel_x()        # the kernels densify each gathered batch
         return _kernels.train(
             self.params, X, Y, w, self._sizes, hidden, output, loss, lr, l2, l1,
             batch_size, epochs, order, shuffle, rng_state, out,

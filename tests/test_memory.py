@@ -82,3 +82,33 @@ report(lambda: net.fit(X, y, epochs=10**9, callbacks=[stop_at_two]))
 assert len(net.history.loss) == 2
 """)
     assert growth < 48, f"fit(epochs=10**9) grew the peak RSS by {growth:.0f} MiB"
+
+
+SPARSE_DATA = r"""
+import scipy.sparse as sp
+rng = np.random.default_rng(0)
+n, d, per = ROWS, 20000, 20                    # 0.1% density
+X = sp.csr_matrix((rng.standard_normal(n * per).astype(np.float32),
+                   np.sort(rng.integers(0, d, (n, per)), axis=1).ravel(),
+                   np.arange(n + 1) * per), shape=(n, d))
+y = rng.integers(0, 2, n)
+net = fastmlp.Network([d, 16, 2], output="softmax", dtype="float32", seed=0)
+net.strategy = STRATEGY
+net.fit(X[:1000], y[:1000], epochs=1, batch_size=256)
+"""
+
+
+@pytest.mark.parametrize("rows,strategy", [(200_000, "auto"), (20_000, ("layers",))],
+                         ids=["step-sparse", "densified-batches"])
+def test_sparse_fit_and_predict_never_densify_the_data(rows, strategy):
+    # 200000 x 20000 float32 is 15 GiB dense (1.5 GiB for 20000 rows); the CSR
+    # X is 31 MiB (3.1): the fit densifies a batch at a time or none of it
+    growth = growth_mb(SPARSE_DATA.replace("ROWS", str(rows)).replace("STRATEGY", repr(strategy))
+                       + r"""
+def fit_and_predict():
+    net.fit(X, y, epochs=1, batch_size=256, optimizer="adam", learning_rate=1e-3)
+    assert net.history.steps["sparse" if STRATEGY == "auto" else "layers"] == -(-n // 256)
+    assert net.predict(X).shape == (n, 2)
+report(fit_and_predict)
+""".replace("STRATEGY", repr(strategy)))
+    assert growth < 100, f"a sparse fit and predict grew the peak RSS by {growth:.0f} MiB"

@@ -6,9 +6,8 @@ MLPRegressor replaced by fastmlp's, next to a conftest that loads
 scikit-learn's fixtures, and run by pytest in a child process.
 
 Deselected by name: the three tests that reach scikit-learn's private
-internals (they set ``coefs_`` by hand or read ``_optimizer``). Expected to
-fail until fastmlp has it (issue 25): sparse input.
-Those are strict xfails below, so the day they pass this file says so.
+internals (they set ``coefs_`` by hand or read ``_optimizer``). Every other
+test of the file must pass (sparse input and the Poisson loss included, issue 25).
 """
 import os
 import subprocess
@@ -24,7 +23,6 @@ import fastmlp  # noqa: E402
 
 IMPORT_LINE = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 PRIVATE = ("test_fit", "test_learning_rate_warmstart", "test_adaptive_learning_rate")
-PENDING = {"test_sparse_matrices": "sparse input (issue 25) needs kernel work"}
 
 CONFTEST = f'''pytest_plugins = ["sklearn.conftest"]
 
@@ -87,17 +85,9 @@ def _base(name):
 def test_sklearn_mlp_tests_pass(suite):
     outcomes, output = suite
     failed = {name: text for name, text in outcomes.items()
-              if text is not None and _base(name) not in PENDING}
+              if text is not None}
     report = "\n\n".join(f"{name}:\n{text}" for name, text in failed.items())
     assert not failed, f"{len(failed)} of scikit-learn's MLP tests fail:\n{report}\n\n{output[-3000:]}"
     passed = [name for name, text in outcomes.items() if text is None]
     assert len(passed) >= 50, output[-3000:]
     assert not any(_base(name) in PRIVATE for name in outcomes)
-
-
-@pytest.mark.parametrize("name", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="not built yet; remove from PENDING when this passes")
-def test_pending_sklearn_mlp_tests(suite, name):
-    outcomes, _ = suite
-    runs = [text for test, text in outcomes.items() if _base(test) == name]
-    assert runs and all(text is None for text in runs), PENDING[name]
