@@ -29,7 +29,9 @@ cdef Py_ssize_t fused_band_rows(bint is_float, Py_ssize_t n_in, Py_ssize_t n_out
     cdef Py_ssize_t rows = max(1, FUSED_BAND_VALUES // n_out)
     cdef Py_ssize_t per_thread = (n_in + SPLIT_BLAS_MAX_BLOCKS - 1) // SPLIT_BLAS_MAX_BLOCKS
     if blas_product(is_float, c'N', n_in, n_out, m):
-        rows = max(rows, (SPLIT_BLAS_MACS + n_out * m - 1) // (n_out * m), per_thread)
+        # as gemm_split: no band under SPLIT_BLAS_MACS, a band a pool thread
+        # (a layer of few values but many rows is still split: 128 x 128 x 4096)
+        rows = max((SPLIT_BLAS_MACS + n_out * m - 1) // (n_out * m), per_thread)
     elif n_in * n_out * m >= BLOCK_SPLIT_PRODUCT:
         rows = min(rows, per_thread)
     return min(rows, n_in)
@@ -113,8 +115,10 @@ cdef double gradient_bound(Spec* s, Py_ssize_t m, const double* sums, double dec
 
 cdef bint fused_optimizer_step(Fit* f, floating* params, Batch* b) noexcept nogil:
     """The optimizer's step fused into the weight-gradient products, after
-    :func:`backward_deltas`; False (nothing changed) when it cannot be: with
-    clipping or an L1 term (they need the whole gradient first), or when the
+    :func:`backward_deltas`; False (nothing changed) when it cannot be or
+    does not pay: with clipping or an L1 term (they need the whole gradient
+    first), a batch with more activations than the network has parameters
+    (the bound's sums would cost more than the separate pass), or when the
     update guard's bounds (see :func:`step_proven`) cannot prove the step
     finite from :func:`gradient_bound` -- then the caller takes the separate
     pass, which checks every value."""
@@ -122,6 +126,10 @@ cdef bint fused_optimizer_step(Fit* f, floating* params, Batch* b) noexcept nogi
     cdef StepBounds nb
     cdef double g_max
     if not FUSED_UPDATE_ON or o.l1 != 0 or o.clip_norm > 0 or f.work.batch_sums == NULL:
+        return False
+    if b.m * f.s.per_row > f.s.n_params:
+        # the bound's sums read more values than the norm's pass would
+        # (4096 rows of 64-128x5-1: 10% slower fused, bench/NOTES.md)
         return False
     safe_sums(f.s, <const floating*>b.X, b.m, 0, b.m, <floating*>f.work.acts,
               <floating*>f.work.deltas, f.work.batch_sums)

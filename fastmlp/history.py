@@ -65,7 +65,8 @@ class History:
         Of those, the steps whose optimizer update (momentum, Nesterov, Adam)
         ran inside the weight-gradient products, each layer's gradient
         updated in bands while in cache; the others (clipping, an L1 term,
-        steps other than "layers", or a step the update guard's bounds could
+        steps other than "layers", batches with more activations than the
+        network has parameters, or a step the update guard's bounds could
         not prove finite in advance) read the whole gradient in a separate
         pass.
     optimizer_result : scipy.optimize.OptimizeResult or None

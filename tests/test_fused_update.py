@@ -40,8 +40,10 @@ def _fit(sizes, batch_size, opt, dtype, fused=True, threads=2, n=300, l2=0.0,
 
 # one band a layer; bands of FUSED_BAND_VALUES; bands split for the pool; a
 # batch of one row (products of K == 1); BLAS products in bands
-SHAPES = [([6, 9, 3], 16), ([20, 1024, 4], 8), ([64, 128, 64, 5], 64),
-          ([30, 40, 3], 1), ([100, 256, 10], 128)]
+# (batches with fewer activations than the network has parameters: see
+# test_big_batches_of_few_parameters_take_the_separate_pass)
+SHAPES = [([6, 9, 3], 4), ([20, 1024, 4], 8), ([64, 128, 64, 5], 64),
+          ([30, 40, 3], 1), ([100, 256, 10], 64)]
 
 
 @pytest.mark.parametrize("sizes,batch_size", SHAPES)
@@ -75,8 +77,8 @@ def test_fused_update_is_the_same_on_any_thread_count(opt):
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fused_update_matches_the_reference(opt, dtype):
-    net, hist = _fit([12, 24, 24, 3], 32, opt, dtype, l2=0.1, sample_weight=True)
-    ref, ref_hist = _fit([12, 24, 24, 3], 32, opt, dtype, l2=0.1, sample_weight=True,
+    net, hist = _fit([12, 24, 24, 3], 16, opt, dtype, l2=0.1, sample_weight=True)
+    ref, ref_hist = _fit([12, 24, 24, 3], 16, opt, dtype, l2=0.1, sample_weight=True,
                          net_class=reference.Network)
     assert hist.fused_updates == hist.steps["layers"] > 0
     tol = 1e-10 if dtype == "float64" else 3e-5
@@ -90,6 +92,15 @@ def test_clipping_and_l1_take_the_separate_pass(extra):
     assert hist.steps["layers"] > 0 and hist.fused_updates == 0
     ref, _ = _fit([12, 24, 3], 32, "adam", "float32", net_class=reference.Network, **extra)
     np.testing.assert_allclose(net.params, ref.params, rtol=3e-5, atol=3e-5)
+
+
+def test_big_batches_of_few_parameters_take_the_separate_pass():
+    # 64 rows x 12 activations > the 93 parameters of 6-9-3: the bound's sums
+    # would read more than the norm's pass; a batch of 4 rows fuses
+    big, big_hist = _fit([6, 9, 3], 64, "adam", "float64")
+    small, small_hist = _fit([6, 9, 3], 4, "adam", "float64")
+    assert big_hist.steps["layers"] > 0 and big_hist.fused_updates == 0
+    assert small_hist.fused_updates == small_hist.steps["layers"] > 0
 
 
 def test_a_step_the_bounds_cannot_prove_takes_the_separate_pass():

@@ -89,7 +89,7 @@ def test_clipping_and_l1_match_reference(opt, extra):
 # ------------------------------------------------------------ the fused update
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("sizes,batch_size", [([6, 9, 3], 16), ([64, 128, 64, 5], 64)])
+@pytest.mark.parametrize("sizes,batch_size", [([6, 9, 3], 4), ([64, 128, 64, 5], 64)])
 def test_fused_update_runs_and_equals_the_separate_pass(opt, dtype, sizes, batch_size):
     runs = []
     for fused in (True, False):
