@@ -275,6 +275,7 @@ cdef enum:
 cdef int64_t DUEL_WINDOW_NS = 1500000
 cdef double DUEL_MARGIN = 1.1
 cdef double DUEL_QUIET_WAIT = 0.1
+cdef double DUEL_SKIP_MIN_STEP_NS = 1e6     # ... for steps at least this long (see pool_kept_up)
 # A busy core outlasts one fit: a fit starting within DUEL_MEMORY_NS of a duel
 # that chose one thread starts on one thread for DUEL_MAX windows (then duels
 # as usual).
@@ -345,8 +346,15 @@ cdef void duel_step(Duel* d) noexcept nogil:
 
 cdef bint pool_kept_up(Duel* d) noexcept nogil:
     """Whether the pooled window's caller waited for the workers less than
-    DUEL_QUIET_WAIT of its own time on the blocks (see the duel's comment)."""
+    DUEL_QUIET_WAIT of its own time on the blocks (see the duel's comment),
+    in steps of at least DUEL_SKIP_MIN_STEP_NS.  Shorter steps always get a
+    one-thread window: beside a busy core the caller itself may be the slowed
+    thread (its spinning worker holds the free core), and then it never
+    waits; 8-64-64-1 and 32-64x6-1 fits ran 2x their one-thread time.  On one
+    thread the worker sleeps and the caller moves to the free core."""
     cdef int64_t own, wait
+    if d.pooled_ns < DUEL_SKIP_MIN_STEP_NS:
+        return False
     fmp_caller_totals(&own, &wait)
     own -= d.own0
     wait -= d.wait0

@@ -141,13 +141,15 @@ def remember_solo_choice():
 def set_duel_quiet_wait(double fraction):
     """Set DUEL_QUIET_WAIT (see duel_step: a pooled window whose caller waited
     less than this fraction of its own time wins without a one-thread window;
-    0 always measures one) and return the previous value.  Forgets the last
+    0 always measures one; above 1 also steps shorter than
+    DUEL_SKIP_MIN_STEP_NS may skip it) and return the previous value.  Forgets the last
     duel's choice.  For tests and measurements, not thread-safe."""
-    global DUEL_QUIET_WAIT, last_solo_choice_ns
+    global DUEL_QUIET_WAIT, DUEL_SKIP_MIN_STEP_NS, last_solo_choice_ns
     last_solo_choice_ns = -DUEL_MEMORY_NS
     if not 0 <= fraction <= 1e9:
         raise ValueError(f"fraction must be in [0, 1e9]; got {fraction}")
     previous, DUEL_QUIET_WAIT = DUEL_QUIET_WAIT, fraction
+    DUEL_SKIP_MIN_STEP_NS = 0 if fraction > 1 else 1e6     # (tests: any step)
     return previous
 
 
