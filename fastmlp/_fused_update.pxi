@@ -48,19 +48,13 @@ cdef void fused_band_d(void* arg, int block) noexcept nogil:
 cdef inline void fused_band(FusedLayer* u, int block, floating* dtype) noexcept nogil:
     """Band ``block`` of a layer: its rows of ``A^T D`` (plus the L2 term, as
     :func:`backward_batch` computes them), then the optimizer's step on them."""
-    cdef Py_ssize_t lo = <Py_ssize_t>block * u.band, j
+    cdef Py_ssize_t lo = <Py_ssize_t>block * u.band
     cdef Py_ssize_t rows = min(u.band, u.n_in - lo)
-    cdef Py_ssize_t first = u.w + lo * u.n_out, n = rows * u.n_out
-    cdef floating* g = <floating*>u.grads + first
-    cdef const floating* p = <const floating*>u.params + first
-    cdef floating decay = <floating>u.decay
-    if decay != 0:
-        for j in range(n):
-            g[j] = decay * p[j]
-    gemm_rm(c'T', c'N', <int>rows, <int>u.n_out, <int>u.m, <floating>1.0,
-            <const floating*>u.A + lo, <int>u.n_in, <const floating*>u.D, <int>u.n_out,
-            <floating>(1.0 if decay != 0 else 0.0), g, <int>u.n_out, 1)
-    fmo_step_range(u.t, first, first + n)
+    cdef Py_ssize_t first = u.w + lo * u.n_out
+    weight_gradient(<floating*>u.grads + first, <const floating*>u.params + first,
+                    <floating>u.decay, <const floating*>u.A + lo, <const floating*>u.D,
+                    rows, u.n_in, u.n_out, u.m, 1)
+    fmo_step_range(u.t, first, first + rows * u.n_out)
 
 
 cdef void fused_layers_update(Fit* f, floating* params, const floating* X, Py_ssize_t m,

@@ -77,6 +77,22 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
     return True
 
 
+cdef inline void weight_gradient(floating* gW, const floating* W, floating decay,
+                                 const floating* A, const floating* D, Py_ssize_t rows,
+                                 Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t m,
+                                 int threads) noexcept nogil:
+    """``rows`` rows of a layer's weight gradient ``decay * W + A^T D`` into gW
+    (A: m x n_in, its first ``rows`` columns used; D: m x n_out), on up to
+    ``threads`` of the pool (:func:`backward_batch`, and the fused update's
+    bands)."""
+    cdef Py_ssize_t j
+    if decay != 0:
+        for j in range(rows * n_out):
+            gW[j] = decay * W[j]
+    gemm_rm(c'T', c'N', <int>rows, <int>n_out, <int>m, <floating>1.0, A, <int>n_in, D,
+            <int>n_out, <floating>(1.0 if decay != 0 else 0.0), gW, <int>n_out, threads)
+
+
 cdef void backward_batch(Spec* s, const floating* params, const floating* X,
                          const floating* Y, const floating* w, Py_ssize_t m, double M,
                          const floating* acts, floating* deltas, floating* grads,
@@ -89,20 +105,13 @@ cdef void backward_batch(Spec* s, const floating* params, const floating* X,
     (:func:`row_part`).
     """
     cdef Layer y = last_layer(s, m)
-    cdef Py_ssize_t j
-    cdef floating* gW
     cdef floating decay = <floating>(l2 / M)
     if not deltas_ready:
         backward_deltas(s, params, Y, w, m, M, acts, deltas)
     while y.l >= 0:
-        gW = grads + y.w
-        if l2 != 0:
-            for j in range(y.n_in * y.n_out):
-                gW[j] = decay * params[y.w + j]
-        gemm_rm(c'T', c'N', <int>y.n_in, <int>y.n_out, <int>m, <floating>1.0,
-                X if y.l == 0 else acts + input_offset(&y), <int>y.n_in, deltas + y.a,
-                <int>y.n_out, <floating>(1.0 if l2 != 0 else 0.0), gW, <int>y.n_out,
-                s.pool_threads)
+        weight_gradient(grads + y.w, params + y.w, decay,
+                        X if y.l == 0 else acts + input_offset(&y), deltas + y.a,
+                        y.n_in, y.n_in, y.n_out, m, s.pool_threads)
         colsum(deltas + y.a, m, y.n_out, grads + y.b)
         prev_layer(s, &y)
 
