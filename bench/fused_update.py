@@ -5,10 +5,10 @@ ratio of medians (< 1: the fused update is faster).
 
     python bench/fused_update.py [--repeats 9]
 """
-import argparse
 import time
 
 import numpy as np
+from _ratios import main_over_cases
 
 import fastmlp
 from fastmlp import _kernels
@@ -70,11 +70,7 @@ def run_case(case, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    args = parser.parse_args(argv)
-    ratios = [run_case(case, args.repeats) for case in CASES]
-    print(f"geometric mean of the ratios: {np.exp(np.mean(np.log(ratios))):.3f}")
+    main_over_cases(__doc__, run_case, CASES, 9, argv)
 
 
 if __name__ == "__main__":

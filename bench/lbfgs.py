@@ -4,11 +4,11 @@ is faster), with both fits' final loss and iteration count.
 
     python bench/lbfgs.py [--repeats 5]
 """
-import argparse
 import time
 import warnings
 
 import numpy as np
+from _ratios import main_over_cases
 from sklearn.datasets import load_digits, make_classification, make_moons, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
@@ -38,7 +38,8 @@ def timed(est, X, y):
     return time.perf_counter() - start, est
 
 
-def run_case(name, X, y, kind, kw, repeats):
+def run_case(case, repeats):
+    name, X, y, kind, kw = case
     ours_cls, theirs_cls = ((MLPClassifier, SkMLPClassifier) if kind == "clf"
                             else (MLPRegressor, SkMLPRegressor))
     times = {"fastmlp": [], "sklearn": []}
@@ -57,11 +58,7 @@ def run_case(name, X, y, kind, kw, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    ratios = [run_case(*case, args.repeats) for case in cases()]
-    print(f"geometric mean of the ratios: {np.exp(np.mean(np.log(ratios))):.3f}")
+    main_over_cases(__doc__, run_case, list(cases()), 5, argv)
 
 
 if __name__ == "__main__":
