@@ -126,6 +126,21 @@ def _flatten_torch(module, nn):
         yield module
 
 
+def _check_torch_activation(pos, layer, nn):
+    """Refuse a PyTorch activation whose settings fastmlp's namesake does not share
+    (its outputs would differ from the model's, not by rounding)."""
+    if isinstance(layer, nn.LeakyReLU) and layer.negative_slope != 0.01:
+        raise ValueError(f"layer {pos} ({layer}): fastmlp's leaky_relu has slope 0.01 below 0; "
+                         f"got negative_slope={layer.negative_slope}")
+    if isinstance(layer, nn.GELU) and layer.approximate != "tanh":
+        raise ValueError(f"layer {pos} ({layer}): fastmlp's gelu is the tanh approximation; "
+                         f"expected nn.GELU(approximate='tanh'), got "
+                         f"approximate={layer.approximate!r}")
+    if isinstance(layer, nn.Softplus) and layer.beta != 1:
+        raise ValueError(f"layer {pos} ({layer}): fastmlp's softplus is log(1 + e^z) "
+                         f"(beta=1); got beta={layer.beta}")
+
+
 def from_torch(model, dtype=None, loss=None):
     """The :class:`ModelSpec` of a PyTorch ``nn.Sequential`` MLP; see
     :func:`fastmlp.interop.from_torch`."""
@@ -140,7 +155,8 @@ def from_torch(model, dtype=None, loss=None):
         raise TypeError(
             f"from_torch needs a torch.nn.Sequential of Linear layers and activations; got "
             f"{type(model).__name__} (wrap the layers in nn.Sequential)")
-    hidden_acts = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu"}
+    hidden_acts = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu",
+                   nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu", nn.Softplus: "softplus"}
     skip = (nn.Identity, nn.Dropout, nn.Flatten)
     linears, after = [], []          # after[i]: activation names following linear i
     for pos, layer in enumerate(_flatten_torch(model, nn)):
@@ -162,12 +178,13 @@ def from_torch(model, dtype=None, loss=None):
                                      "features; only dim=-1 or dim=1 is supported")
                 after[-1].append("softmax")
             else:
+                _check_torch_activation(pos, layer, nn)
                 after[-1].append(hidden_acts[type(layer)])
         else:
             raise TypeError(
                 f"layer {pos} ({type(layer).__name__}) is not supported; from_torch takes "
-                "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softmax (last), nn.Identity, "
-                "nn.Dropout and nn.Flatten (first)")
+                "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, "
+                "nn.Softplus, nn.Softmax (last), nn.Identity, nn.Dropout and nn.Flatten (first)")
     if not linears:
         raise ValueError("the model has no nn.Linear layer")
     for i, acts in enumerate(after):

@@ -82,7 +82,11 @@ def from_torch(model, dtype=None, loss=None, network_cls=None):
     model : ``torch.nn.Sequential`` (nested Sequentials are flattened) or a
         single ``nn.Linear``
         ``Linear`` layers, with the same hidden activation after every hidden
-        ``Linear`` (``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU``, or none), and
+        ``Linear`` (``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU``,
+        ``nn.LeakyReLU()`` with its default slope 0.01,
+        ``nn.GELU(approximate='tanh')``, ``nn.Softplus()`` with beta 1 (its
+        linear branch above ``threshold`` differs from fastmlp's exact
+        ``log(1 + e^z)`` by less than 1e-8), or none), and
         optionally ``nn.Sigmoid`` or ``nn.Softmax(dim=-1 or 1)`` after the last.
         ``nn.Identity``, ``nn.Flatten`` on 2-D input, and ``nn.Dropout`` (the
         network is for inference: dropout is the identity in eval mode) are
@@ -106,7 +110,9 @@ def from_torch(model, dtype=None, loss=None, network_cls=None):
         A layer fastmlp does not have (convolutions, LogSoftmax, normalisation...),
         or ``model`` is not a torch module.
     ValueError
-        Different activations in different hidden layers, an activation not
+        Different activations in different hidden layers, an activation
+        with settings fastmlp's does not share (GELU's exact erf form, another
+        LeakyReLU slope, a Softplus beta other than 1), an activation not
         between Linear layers, layer sizes that do not chain, or Softmax over
         another dimension.
     """

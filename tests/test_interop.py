@@ -178,17 +178,26 @@ def _torch_out(model, X):
         return model(torch.as_tensor(X)).numpy()
 
 
-@pytest.mark.parametrize("act", ["Sigmoid", "Tanh", "ReLU", None])
+# PyTorch's activation (with the settings fastmlp's namesake has) -> fastmlp's name
+TORCH_ACTIVATIONS = {
+    "Sigmoid": ("sigmoid", {}), "Tanh": ("tanh", {}), "ReLU": ("relu", {}),
+    "LeakyReLU": ("leaky_relu", {}), "GELU": ("gelu", {"approximate": "tanh"}),
+    "Softplus": ("softplus", {}), None: ("identity", {}),
+}
+
+
+@pytest.mark.parametrize("act", list(TORCH_ACTIVATIONS))
 @pytest.mark.parametrize("head", [None, "Sigmoid", "Softmax"])
 def test_from_torch_predicts_the_same(torch, act, head):
     nn = torch.nn
     torch.manual_seed(0)
+    name, settings = TORCH_ACTIVATIONS[act]
     layers = [nn.Linear(5, 8)]
     if act:
-        layers.append(getattr(nn, act)())
+        layers.append(getattr(nn, act)(**settings))
     layers += [nn.Linear(8, 6)]
     if act:
-        layers.append(getattr(nn, act)())
+        layers.append(getattr(nn, act)(**settings))
     layers.append(nn.Linear(6, 3))
     if head == "Softmax":
         layers.append(nn.Softmax(dim=-1))
@@ -199,11 +208,23 @@ def test_from_torch_predicts_the_same(torch, act, head):
     net = interop.from_torch(model)
     assert net.dtype == np.float64
     assert net.layer_sizes == (5, 8, 6, 3)
-    assert net.activation == {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu",
-                              None: "identity"}[act]
+    assert net.activation == name
     assert net.output == {None: "identity", "Sigmoid": "sigmoid", "Softmax": "softmax"}[head]
     assert net.loss_name == ("squared_error" if head is None else "log_loss")
     np.testing.assert_allclose(net.predict(X), _torch_out(model, X), rtol=1e-12, atol=1e-13)
+
+
+def test_from_torch_softplus_beyond_torchs_threshold(torch):
+    # PyTorch's Softplus returns z itself above z = 20; fastmlp's log(1 + e^z)
+    # differs there by e^-z < 2.1e-9
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(2, 3), nn.Softplus(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[30.0, 0.0], [0.0, 25.0], [1.0, 1.0]]))
+    X = np.array([[1.0, 1.0], [-1.0, 0.5], [0.9, -2.0]])
+    net = interop.from_torch(model)
+    assert net.activation == "softplus"
+    np.testing.assert_allclose(net.predict(X), _torch_out(model, X), rtol=1e-8)
 
 
 def test_from_torch_float32_nested_and_skipped_layers(torch):
@@ -232,6 +253,12 @@ def test_from_torch_float32_nested_and_skipped_layers(torch):
     (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1), nn.Linear(4, 2)),
      ValueError, "only supported after the last"),
     (lambda nn: nn.Sequential(), ValueError, "no nn.Linear"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 1)),
+     ValueError, r"GELU\(approximate='tanh'\), got approximate='none'"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 1)),
+     ValueError, "slope 0.01 below 0; got negative_slope=0.2"),
+    (lambda nn: nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=2), nn.Linear(4, 1)),
+     ValueError, "got beta=2"),
     (lambda nn: nn.LSTM(3, 4), TypeError, "nn.Sequential"),
 ])
 def test_from_torch_clear_errors(torch, build, error, match):
