@@ -38,7 +38,7 @@ from typing import Any, Callable, Literal, Sequence, TypeVar, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _convert, _format, _onnx, _params, _training
+from . import _convert, _format, _format_optim, _onnx, _params, _training
 from . import _validation as v
 from ._sparse import SparseRows, take_rows
 from .errors import ModelFileError
@@ -227,13 +227,15 @@ class BaseNetwork:
                 self._rng.standard_normal(min(left, block))
                 left -= min(left, block)
 
-    def save(self, path: PathLike, metadata: dict | None = None) -> str:
-        """Write this network to one ``.npz`` file, atomically.
+    def save(self, path: PathLike, metadata: dict | None = None, *,
+             optimizer: bool = True) -> str:
+        """Write this network, and its optimizer state, to one ``.npz`` file, atomically.
 
         See :func:`fastmlp.io.save`; :meth:`load` or :func:`fastmlp.load`
-        reads it back.
+        reads it back, and ``partial_fit`` with the same optimizer settings
+        continues as this network would have.
         """
-        return _format.write(self, path, metadata=metadata)
+        return _format.write(self, path, metadata=metadata, optimizer=optimizer)
 
     def to_onnx(self, path: PathLike | None = None, *, opset: int = 17) -> Any:
         """This network as an ONNX model (opset >= 17), written atomically to ``path``.
@@ -255,17 +257,21 @@ class BaseNetwork:
         """A network of this class from a file written by :meth:`save`.
 
         See :func:`fastmlp.io.load`. The network keeps the array read from
-        the file as its parameters: loading holds one copy of them.
+        the file as its parameters: loading holds one copy of them. It gets
+        the file's optimizer state, if any, for ``partial_fit`` to continue.
         """
         path = _format.fspath(path)
-        header, params = _format.read(path)
+        header, params, state = _format.read(path)
         sizes, settings = _format.settings(header)
         try:
-            return cls._around(params, sizes, settings, rng_state=header["rng_state"],
-                               origin=f"loaded from {path!r}")
+            net = cls._around(params, sizes, settings, rng_state=header["rng_state"],
+                              origin=f"loaded from {path!r}")
         except (ValueError, TypeError) as exc:
             raise ModelFileError(path, f"the header's settings are not valid for "
                                        f"{cls.__module__}.{cls.__name__}: {exc}") from exc
+        if "optimizer" in header:
+            _format_optim.restore(net, header["optimizer"], state)
+        return net
 
     @classmethod
     def from_sklearn(cls: type[_Net], model: Any, dtype: str | None = None) -> _Net:

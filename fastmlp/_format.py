@@ -12,21 +12,23 @@ import stat
 
 import numpy as np
 
-from . import _params
+from . import _format_optim, _params
 from . import _validation as v
 from ._version import __version__
 from .errors import ModelFileError
 
 FORMAT_NAME = "fastmlp.Network"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2          # 2: optimizer state (a file without it is written as version 1)
+SUPPORTED_VERSIONS = (1, 2)
 
 _MEMBERS = ("header", "params")
+_OPTIONAL_MEMBERS = (_format_optim.MEMBER,)
 _HEADER_KEYS = frozenset({
     "format", "format_version", "fastmlp_version", "layer_sizes", "activation",
     "output", "loss", "init", "dtype", "l2", "l1", "seed", "n_params", "rng_state",
 })
 _OPTIONAL_KEYS = frozenset({"metadata", "flat_output"})   # flat_output: written when True
+_OPTIONAL_KEYS_V2 = _OPTIONAL_KEYS | {"optimizer"}
 _MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes (plus any metadata)
 _MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy header
 MAX_METADATA_DEPTH = 100             # levels of nesting in metadata (json recurses on them)
@@ -39,7 +41,7 @@ def fspath(path):
 
 
 # ---------------------------------------------------------------------- save
-def _header_for(net):
+def _header_for(net, optimizer):
     seed = net.seed
     if not v.is_integer(seed):
         seed = None                  # a Generator / SeedSequence / list seed is not stored
@@ -58,7 +60,7 @@ def _header_for(net):
             }
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if optimizer is None else FORMAT_VERSION,
         "fastmlp_version": __version__,
         "layer_sizes": [int(s) for s in net.layer_sizes],
         "activation": net.activation,
@@ -71,20 +73,13 @@ def _header_for(net):
         "seed": seed,
         "n_params": int(net.n_params),
         "rng_state": rng_state,
-    } | ({"flat_output": True} if getattr(net, "flat_output", False) else {})
+    } | ({"flat_output": True} if getattr(net, "flat_output", False) else {}) \
+      | ({} if optimizer is None else {"optimizer": optimizer})
 
 
 def _check_savable(net):
-    params = net.params
-    if not isinstance(params, np.ndarray) or params.shape != (net.n_params,) \
-            or params.dtype != net.dtype:
-        raise ValueError(
-            f"net.params must be a ({net.n_params},) array of {np.dtype(net.dtype).name}; "
-            f"got {type(params).__name__} {getattr(params, 'dtype', '')} "
-            f"{getattr(params, 'shape', '')} (was net.params replaced?)")
-    if not np.isfinite(params).all():
-        raise ValueError("cannot save: net.params contains NaN or inf "
-                         "(a file holding them could not be loaded)")
+    _params.check_savable(net.params, net.n_params, net.dtype, "net.params",
+                          " (was net.params replaced?)")
     codes = getattr(net, "_codes", None)
     if codes is not None and tuple(codes[:3]) != (v.HIDDEN_ACTIVATIONS.get(net.activation),
                                                   v.OUTPUTS.get(net.output),
@@ -94,14 +89,17 @@ def _check_savable(net):
             "construction and no longer describe what the network computes")
 
 
-def write(net, path, metadata=None):
-    """Write ``net`` (checked by the caller to be a network) to ``path`` atomically;
-    see :func:`fastmlp.io.save`."""
+def write(net, path, metadata=None, optimizer=True):
+    """Write ``net`` (checked by the caller to be a network) to ``path`` atomically,
+    with its optimizer state unless ``optimizer`` is false; see :func:`fastmlp.io.save`."""
     import json          # here, not at the top: `import fastmlp` stays light (as json, secrets)
 
     _check_savable(net)
+    if not isinstance(optimizer, (bool, np.bool_)):
+        raise TypeError(f"optimizer must be True or False; got {optimizer!r}")
+    entry, state = _format_optim.entry_for(net) if optimizer else (None, None)
     path = fspath(path)
-    header = _header_for(net)
+    header = _header_for(net, entry)
     if metadata is not None:
         if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
             raise TypeError(f"metadata must be a dict with str keys; got {type(metadata).__name__}")
@@ -119,13 +117,15 @@ def write(net, path, metadata=None):
     if len(header) > _MAX_HEADER_BYTES:
         raise ValueError(f"metadata is too large: the header would be {len(header)} bytes; "
                          f"at most {_MAX_HEADER_BYTES}")
-    params = np.ascontiguousarray(net.params).copy()     # a snapshot: no torn read mid-write
+    arrays = {"params": np.ascontiguousarray(net.params).copy()}   # a snapshot: no torn read
+    if state is not None:
+        arrays[_format_optim.MEMBER] = state
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     fd, tmp = _create_temp(directory, base)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, header=np.frombuffer(header, dtype=np.uint8), params=params)
+            np.savez(fh, header=np.frombuffer(header, dtype=np.uint8), **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -176,10 +176,12 @@ def read_header(path):
 
 
 def read(path):
-    """The validated header (a dict) and the parameters of a model file.
+    """The validated header (a dict), the parameters and the optimizer state
+    (None when the file holds none) of a model file.
 
     The parameters are read straight into a new aligned array of the
-    header's dtype (native byte order), the only copy of them ``load`` makes.
+    header's dtype (native byte order), the only copy of them ``load`` makes;
+    so is the optimizer state.
     Raises ModelFileError for anything wrong in the file, OSError when it
     cannot be opened; see :func:`fastmlp.io.load`.
     """
@@ -284,14 +286,14 @@ def _read_npy_header(path, member, name):
 _READ_CHUNK = 1 << 20     # bytes per read: zipfile makes a bytes object of each
 
 
-def _read_into(path, member, buffer):
+def _read_into(path, member, buffer, name):
     """Fill ``buffer`` from ``member`` in bounded chunks (no whole-size temporary)."""
     view = memoryview(buffer).cast("B")
     done = 0
     while done < len(view):
         got = member.readinto(view[done:done + _READ_CHUNK])
         if not got:
-            raise ModelFileError(path, f"'params' ends after {done} of {len(view)} bytes")
+            raise ModelFileError(path, f"{name!r} ends after {done} of {len(view)} bytes")
         done += got
 
 
@@ -301,25 +303,34 @@ def _count_non_finite(a):
     return sum(int(np.count_nonzero(~np.isfinite(a[i:i + step]))) for i in range(0, a.size, step))
 
 
-def _read_members(path, archive, disk_size):
-    import json
-
+def _member_names(path, archive):
+    """The arrays the archive holds: 'header', 'params' and perhaps 'optimizer_state'."""
     names = archive.namelist()
     if len(names) != len(set(names)):
         raise ModelFileError(path, f"the archive holds duplicate members: {sorted(names)}")
     got = sorted(n[:-4] if n.endswith(".npy") else n for n in names)
-    if got != sorted(_MEMBERS):
-        missing = sorted(set(_MEMBERS) - set(got))
-        extra = sorted(set(got) - set(_MEMBERS))
+    missing = sorted(set(_MEMBERS) - set(got))
+    extra = sorted(set(got) - set(_MEMBERS) - set(_OPTIONAL_MEMBERS))
+    if missing or extra:
         what = []
         if missing:
             what.append(f"missing {', '.join(map(repr, missing))}")
         if extra:
             what.append(f"unexpected {', '.join(map(repr, extra))}")
-        raise ModelFileError(path, f"expected exactly the arrays 'header' and 'params'; "
+        raise ModelFileError(path, f"expected the arrays 'header' and 'params' (and "
+                                   f"{_format_optim.MEMBER!r} with an optimizer state); "
                                    f"{' and '.join(what)} (found {got})")
+    return set(got)
+
+
+def _read_members(path, archive, disk_size):
+    import json
+
+    names = _member_names(path, archive)
     header_info = _member_info(path, archive, "header", disk_size)
     params_info = _member_info(path, archive, "params", disk_size)
+    state_info = (_member_info(path, archive, _format_optim.MEMBER, disk_size)
+                  if _format_optim.MEMBER in names else None)
 
     # header: small, uint8, JSON object
     if header_info.file_size > _MAX_HEADER_BYTES:
@@ -339,31 +350,66 @@ def _read_members(path, archive, disk_size):
         raise ModelFileError(path, f"the header's JSON nests too deeply (metadata may nest "
                                    f"at most {MAX_METADATA_DEPTH} levels)") from None
     header = _check_header(path, header)
+    n_state = _optimizer_state_size(path, header, state_info is not None)
 
     # params: exactly n_params finite numbers of the header's dtype, read
-    # into the aligned buffer the network will keep
+    # into the aligned buffer the network will keep; the optimizer state too
     n_params = header["n_params"]
-    want = np.dtype(header["dtype"])
-    with archive.open(params_info) as member:
-        shape, dtype, offset = _read_npy_header(path, member, "params")
+    params = _read_vector(path, archive, params_info, "params", n_params, header["dtype"],
+                          f"the header's layer_sizes {header['layer_sizes']}")
+    if not n_state:
+        return header, params, None
+    entry = header["optimizer"]
+    state = _read_vector(path, archive, state_info, _format_optim.MEMBER, n_state,
+                         header["dtype"], f"optimizer {entry['name']!r} "
+                         f"(momentum {entry['momentum']!r}) and n_params {n_params}")
+    _format_optim.check_state(path, entry, state, n_params)
+    return header, params, state
+
+
+def _optimizer_state_size(path, header, stored):
+    """Values of the header's optimizer state (0: none), which the archive
+    holds as an array (``stored``) exactly when there are any."""
+    if "optimizer" not in header:
+        n_state = 0
+        if stored:
+            raise ModelFileError(path, f"the archive holds {_format_optim.MEMBER!r} but the "
+                                       "header has no optimizer")
+    else:
+        n_state = _format_optim.check_entry(path, header["optimizer"], header["n_params"])
+        name = header["optimizer"]["name"]
+        if stored and not n_state:
+            raise ModelFileError(path, f"the archive holds {_format_optim.MEMBER!r} but the "
+                                       f"header's optimizer {name!r} keeps no state")
+    if n_state and not stored:
+        raise ModelFileError(path, f"the header's optimizer {name!r} keeps {n_state} values "
+                                   f"of state; the archive has no {_format_optim.MEMBER!r}")
+    return n_state
+
+
+def _read_vector(path, archive, info, name, n, dtype_name, needs):
+    """Member ``name``: exactly ``n`` finite numbers of the header's dtype
+    (``needs``: what in the header asks for n), read into a new aligned array."""
+    want = np.dtype(dtype_name)
+    with archive.open(info) as member:
+        shape, dtype, offset = _read_npy_header(path, member, name)
         if dtype.kind != "f" or dtype.itemsize != want.itemsize:
-            raise ModelFileError(path, f"'params' has dtype {dtype}; the header says {want.name}")
-        if shape != (n_params,):
-            raise ModelFileError(path, f"'params' has shape {shape}; the header's layer_sizes "
-                                       f"{header['layer_sizes']} need ({n_params},)")
-        if params_info.file_size != offset + n_params * want.itemsize:
-            raise ModelFileError(path, f"'params' is {params_info.file_size} bytes in the archive; "
-                                       f"{offset + n_params * want.itemsize} expected")
-        params = _params.aligned_empty(n_params, want)
-        _read_into(path, member, params)
+            raise ModelFileError(path, f"{name!r} has dtype {dtype}; the header says {want.name}")
+        if shape != (n,):
+            raise ModelFileError(path, f"{name!r} has shape {shape}; {needs} need ({n},)")
+        if info.file_size != offset + n * want.itemsize:
+            raise ModelFileError(path, f"{name!r} is {info.file_size} bytes in the archive; "
+                                       f"{offset + n * want.itemsize} expected")
+        out = _params.aligned_empty(n, want)
+        _read_into(path, member, out, name)
         if member.read(1):                   # (also makes zipfile check the CRC)
-            raise ModelFileError(path, "'params' is longer than its .npy header says")
+            raise ModelFileError(path, f"{name!r} is longer than its .npy header says")
     if not dtype.isnative:                   # a byte-swapped file is fine
-        params.byteswap(inplace=True)
-    bad = _count_non_finite(params)
+        out.byteswap(inplace=True)
+    bad = _count_non_finite(out)
     if bad:
-        raise ModelFileError(path, f"'params' holds {bad} NaN or inf values")
-    return header, params
+        raise ModelFileError(path, f"{name!r} holds {bad} NaN or inf values")
+    return out
 
 
 def _reject_constant(name):
@@ -394,12 +440,15 @@ def _check_header(path, header):
         raise ModelFileError(path, f"format_version {version} is not supported; this fastmlp "
                                    f"reads {', '.join(map(str, SUPPORTED_VERSIONS))}{newer}")
     keys = set(header)
-    if not _HEADER_KEYS <= keys <= _HEADER_KEYS | _OPTIONAL_KEYS:
+    optional = _OPTIONAL_KEYS if version == 1 else _OPTIONAL_KEYS_V2
+    if not _HEADER_KEYS <= keys <= _HEADER_KEYS | optional:
         what = []
         if _HEADER_KEYS - keys:
             what.append(f"missing keys {sorted(_HEADER_KEYS - keys)}")
-        if keys - _HEADER_KEYS - _OPTIONAL_KEYS:
-            what.append(f"unexpected keys {sorted(keys - _HEADER_KEYS - _OPTIONAL_KEYS)}")
+        if keys - _HEADER_KEYS - optional:
+            what.append(f"unexpected keys {sorted(keys - _HEADER_KEYS - optional)}"
+                        + (" (format_version 1 has no optimizer)"
+                           if "optimizer" in keys and version == 1 else ""))
         raise ModelFileError(path, f"the header has {' and '.join(what)}")
 
     def need(key, ok, expected):

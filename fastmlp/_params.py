@@ -51,3 +51,16 @@ def aligned_empty(n, dtype, align=PARAMS_ALIGN):
     buffer = np.empty(n + spare, dtype=dtype)
     start = (-buffer.ctypes.data % align) // dtype.itemsize
     return buffer[start:start + n]
+
+
+def check_savable(a, n, dtype, what, hint=""):
+    """Raise ValueError unless ``a`` is an ``(n,)`` array of ``dtype`` holding
+    finite values only (what a model file can store and load back)."""
+    dtype = np.dtype(dtype)
+    if not isinstance(a, np.ndarray) or a.shape != (n,) or a.dtype != dtype:
+        raise ValueError(f"{what} must be a ({n},) array of {dtype.name}; got "
+                         f"{type(a).__name__} {getattr(a, 'dtype', '')} "
+                         f"{getattr(a, 'shape', '')}{hint}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"cannot save: {what} contains NaN or inf "
+                         "(a file holding them could not be loaded)")

@@ -52,8 +52,7 @@ class OptimizerState:
         self.nesterov = nesterov
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.rho, self.weight_decay = rho, weight_decay
-        n_state = (2 * n_params if name in ("adam", "adamw") else
-                   n_params if name == "rmsprop" or momentum > 0 else 0)
+        n_state = state_size(name, momentum, n_params)
         self.state = np.zeros(n_state, dtype=dtype) if n_state else None
         self.step = np.zeros(1, dtype=np.intp)
 
@@ -61,31 +60,56 @@ class OptimizerState:
         return (self.name, self.momentum, self.nesterov, self.beta1, self.beta2, self.epsilon,
                 self.rho, self.weight_decay)
 
+    def snapshot(self):
+        """Copies of the state buffers and step count (see :meth:`restored`)."""
+        return (None if self.state is None else self.state.copy()), self.step.copy()
+
+    def restored(self, snapshot):
+        """A state with these settings holding ``snapshot``'s buffers."""
+        again = object.__new__(type(self))
+        again.__dict__.update(self.__dict__)
+        again.state, again.step = snapshot
+        return again
+
+
+def state_size(name, momentum, n_params):
+    """Values of the state buffer of optimizer ``name`` (0: none): Adam's and
+    AdamW's two moments, RMSprop's mean square, SGD's velocity with momentum."""
+    if name in ("adam", "adamw"):
+        return 2 * n_params
+    return n_params if name == "rmsprop" or momentum > 0 else 0
+
 
 class Checkpoints:
     """``fit``'s checkpointing: after every ``every``-th epoch (and the last)
     to ``directory/epoch-N.npz``, or with ``every="best"`` to
     ``directory/best.npz`` whenever the monitored loss improves; each written
-    atomically by ``save``, with the epoch and its scores as metadata."""
+    atomically by ``save``, with the epoch and its scores as metadata, and
+    the optimizer state (and samples seen) that goes with the weights
+    written, for ``partial_fit`` to resume from."""
 
     def __init__(self, directory, every):
         self.directory = directory
         self.every = every
         self.paths = []
 
-    def after_epoch(self, net, epoch, epochs, logs, best_params):
+    def after_epoch(self, net, epoch, epochs, logs, best_params, best_optimizer=None):
         """Write what this epoch calls for; ``best_params`` (or None) are the
-        weights of a new best epoch."""
+        weights of a new best epoch, ``best_optimizer`` (None: the current
+        one) the optimizer's ``(snapshot, samples_seen)`` with those weights."""
         if self.every == "best":
             if best_params is not None:
-                self._write(net, best_params, "best.npz", epoch, logs)
+                self._write(net, best_params, "best.npz", epoch, logs, best_optimizer)
         elif epoch % self.every == 0 or epoch == epochs:
             self._write(net, net.params, f"epoch-{epoch:0{len(str(epochs))}d}.npz", epoch, logs)
 
-    def _write(self, net, params, name, epoch, logs):
+    def _write(self, net, params, name, epoch, logs, optimizer=None):
         snap = object.__new__(type(net))          # the network's settings, these weights
         snap.__dict__.update(net.__dict__)
         snap.params = params
+        if optimizer is not None and net._optimizer is not None:
+            snap._optimizer = net._optimizer.restored(optimizer[0])
+            snap._samples_seen = optimizer[1]
         meta = {"epoch": epoch, **{k: float(v) for k, v in logs.items()
                                    if k != "seconds" and np.isfinite(v)}}   # lbfgs: no rate
         path = os.path.join(self.directory, name)
@@ -307,7 +331,7 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
     history._count_steps(net._STEPS, counts)
     lr = learning_rate
     best, best_params, best_epoch, waited, plateau_wait = np.inf, None, None, 0, 0
-    epoch_start, stop = None, None
+    epoch_start, optimizer_start, stop = None, None, None
     done = 0
     while done < epochs:
         if schedule == "invscaling":
@@ -318,6 +342,8 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
         if track_best and held_out is None:
             # the training loss of an epoch is measured on the weights it starts from
             epoch_start = net.params.copy()
+            if checkpoint is not None and checkpoint.every == "best":   # best.npz's optimizer
+                optimizer_start = (optimizer.snapshot(), net._samples_seen)
         losses = np.full(k, np.nan)          # per call: memory grows with the epochs run
         t0 = time.perf_counter()
         ctrl_c.in_kernel = True
@@ -386,7 +412,8 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
             if early_stopping and waited >= patience:
                 stop = "early_stopping"
         if checkpoint is not None:
-            checkpoint.after_epoch(net, epoch, epochs, logs, new_best)
+            checkpoint.after_epoch(net, epoch, epochs, logs, new_best,
+                                   optimizer_start if held_out is None else None)
         if _run_callbacks(callbacks, net, epoch, logs):
             stop = stop or "callback"
         if stop:

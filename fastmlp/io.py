@@ -1,9 +1,10 @@
 """Save and load networks: one ``.npz`` file, a JSON header and the flat parameters.
 
-File format (``format_version`` 1)
-----------------------------------
+File format (``format_version`` 1 and 2)
+----------------------------------------
 A zip archive as written by :func:`numpy.savez` (members stored, not
-compressed) holding exactly two arrays:
+compressed) holding two arrays, and a third with an optimizer state
+(version 2):
 
 ``header``
     1-D ``uint8`` array: UTF-8 JSON object with the keys
@@ -17,10 +18,26 @@ compressed) holding exactly two arrays:
     (``true``, written only for a network made with ``flat_output=True``,
     whose ``predict`` returns shape ``(n,)``) and ``metadata``, a JSON
     object of the caller's own (see :func:`read_header`), nesting at most 100
-    levels of objects and arrays.
+    levels of objects and arrays; in version 2 ``optimizer``, the optimizer
+    state of the network's last ``fit`` / ``partial_fit``: an object with
+    its settings ``name`` (``"sgd"``, ``"adam"``, ``"rmsprop"`` or
+    ``"adamw"``), ``momentum``, ``nesterov``, ``beta1``, ``beta2``,
+    ``epsilon``, ``rho``, ``weight_decay`` (as ``fit`` takes them), its
+    ``step`` count (Adam's and AdamW's; 0 for the others) and
+    ``samples_seen`` (the ``invscaling`` schedule's).
 ``params``
     1-D array of ``n_params`` finite numbers of ``dtype``: the flat
     parameter buffer (per layer: ``W`` row-major, then ``b``).
+``optimizer_state``
+    Version 2, when the optimizer keeps state: 1-D array of finite numbers of
+    ``dtype``, the parameter layout: SGD's velocity (``momentum > 0``,
+    ``n_params`` values), RMSprop's mean square (``n_params``, >= 0), or
+    Adam's and AdamW's first moments then second moments
+    (``2 * n_params``, the second >= 0).
+
+:func:`save` writes version 1 (readable by every fastmlp) for a network
+without optimizer state (never trained, trained by ``lbfgs``, or saved with
+``optimizer=False``), version 2 otherwise; :func:`load` reads both.
 
 Guarantees
 ----------
@@ -33,17 +50,21 @@ Guarantees
   socket is refused, never waited on) and only stored members (a compressed
   one is refused before anything is inflated, so nothing read can exceed the
   file's size). It checks the archive's members, their sizes before reading
-  them, the header's keys, types and values, the dtype and shape of
-  ``params`` against the header, and that every value is finite. Anything
+  them, the header's keys, types and values (the optimizer's settings as
+  ``fit`` checks them), the dtype and shape of ``params`` and
+  ``optimizer_state`` against the header (its size is what the optimizer's
+  settings and ``n_params`` imply), and that every value is finite. Anything
   wrong raises :class:`fastmlp.errors.ModelFileError` (a ``ValueError``)
   naming the file and the problem.
 * :func:`load` holds one copy of the parameters: they are read in blocks
   straight into the buffer the network keeps (no initialisation, no copy).
 * A loaded network predicts bit-identically to the saved one, and continues
   training with the same random stream (shuffling) the saved one would have
-  used. Optimizer state (momentum, RMSprop's mean square, Adam's and AdamW's
-  moments) is not part of the file: a pickled network keeps it, for
-  ``partial_fit`` to continue.
+  used, and with its optimizer state (momentum's velocity, RMSprop's mean
+  square, Adam's and AdamW's moments and step count, the samples seen):
+  ``partial_fit`` with the same optimizer settings continues exactly as the
+  saved network's would have (``fit`` starts a fresh optimizer state, as it
+  always does).
 """
 import os  # noqa: F401  (fio.os / fio.np: what _format writes with, for those who patch them)
 
@@ -57,8 +78,15 @@ from .network import Network
 __all__ = ["save", "load", "read_header", "FORMAT_NAME", "FORMAT_VERSION", "SUPPORTED_VERSIONS"]
 
 
-def save(net, path, metadata=None):
-    """Write ``net`` to ``path`` as one ``.npz`` file, atomically.
+def save(net, path, metadata=None, *, optimizer=True):
+    """Write ``net`` and its optimizer state to ``path`` as one ``.npz`` file, atomically.
+
+    The optimizer state is that of the network's last ``fit`` or
+    ``partial_fit``, kept for ``partial_fit`` to continue: a network
+    :func:`load` reads back and trains on with ``partial_fit`` and the same
+    optimizer settings continues exactly as this one would have (``fit``
+    always starts a fresh state). This is also how to resume from a
+    checkpoint written by ``fit(checkpoint=...)``.
 
     Parameters
     ----------
@@ -70,6 +98,13 @@ def save(net, path, metadata=None):
     metadata : dict, optional
         Anything JSON can hold (str keys; no NaN or inf), stored in the header
         and returned by :func:`read_header` (e.g. column names, class labels).
+    optimizer : bool
+        Write the optimizer state, if the network has one (default). It
+        costs, beyond the parameters, as many values again for SGD with
+        momentum and for RMSprop, twice as many for Adam and AdamW (a file
+        about 3x the size). ``False`` writes the network alone (a smaller
+        file for prediction, in format version 1, which older fastmlp reads);
+        a network loaded from it starts a fresh optimizer state.
 
     Returns
     -------
@@ -79,16 +114,18 @@ def save(net, path, metadata=None):
     Raises
     ------
     TypeError
-        ``net`` is not a fastmlp network, or ``metadata`` is not a JSON object.
+        ``net`` is not a fastmlp network, ``metadata`` is not a JSON object,
+        or ``optimizer`` is not a bool.
     ValueError
-        The parameters are not finite (such a file could not be loaded).
+        The parameters or the optimizer state are not finite (such a file
+        could not be loaded).
     OSError
         The directory cannot be written; the previous file is untouched.
     """
     if not isinstance(net, BaseNetwork):
         raise TypeError(
             f"net must be a fastmlp.Network or fastmlp.reference.Network; got {type(net).__name__}")
-    return _format.write(net, path, metadata=metadata)
+    return _format.write(net, path, metadata=metadata, optimizer=optimizer)
 
 
 def read_header(path):
@@ -112,7 +149,10 @@ def load(path, cls=None):
     -------
     Network
         With the saved settings and parameters; it predicts bit-identically to
-        the saved network.
+        the saved network. With the file's optimizer state, if any:
+        ``partial_fit`` with the same optimizer settings continues it (other
+        settings, ``reset_optimizer=True`` or ``fit`` start a fresh one).
+        Files of format version 1 (no optimizer state) load as before.
 
     Raises
     ------

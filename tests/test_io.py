@@ -115,7 +115,11 @@ def test_the_file_is_an_npz_with_a_readable_header(tmp_path):
         assert sorted(npz.files) == ["header", "params"]
         header = json.loads(npz["header"].tobytes())
         assert np.array_equal(npz["params"], net.params)
-    assert header["format"] == "fastmlp.Network" and header["format_version"] == 1
+    # trained by plain SGD: an optimizer entry (samples seen), no state array
+    assert header["format"] == "fastmlp.Network" and header["format_version"] == 2
+    assert header["optimizer"] == {
+        "name": "sgd", "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
+        "epsilon": 1e-8, "rho": 0.9, "weight_decay": 0.01, "step": 0, "samples_seen": 3 * 20}
     assert header["fastmlp_version"] == fastmlp.__version__
     assert header["layer_sizes"] == [4, 6, 3] and header["dtype"] == "float32"
     assert header["activation"] == "tanh" and header["output"] == "softmax"
@@ -323,7 +327,8 @@ def test_missing_file_and_directory_are_os_errors(tmp_path):
 
 
 @pytest.mark.parametrize("changes,words", [
-    (dict(format_version=2), ["format_version 2 is not supported", "newer"]),
+    (dict(format_version=3), ["format_version 3 is not supported", "newer"]),
+    (dict(format_version=1), ["unexpected keys ['optimizer']", "version 1 has no optimizer"]),
     (dict(format_version=0), ["format_version 0 is not supported"]),
     (dict(format_version="1"), ["format_version must be an integer"]),
     (dict(format="someone.else"), ["format is 'someone.else'", "fastmlp.Network"]),
