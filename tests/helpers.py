@@ -86,3 +86,20 @@ def run_child(code, timeout=120):
         proc.kill()
         out, err = proc.communicate()
         return None, out, err
+
+
+def refused(path, *words):
+    """``fastmlp.io.load(path)`` raises ModelFileError, a ValueError, naming
+    the file and ``words``; returns the message."""
+    import pytest
+    from fastmlp import io as fio
+    from fastmlp.errors import ModelFileError
+
+    with pytest.raises(ModelFileError) as info:
+        fio.load(path)
+    message = str(info.value)
+    assert str(path) in message, message
+    for w in words:
+        assert w in message, (w, message)
+    assert isinstance(info.value, ValueError)
+    return message

@@ -18,7 +18,7 @@ from fastmlp import io as fio
 from fastmlp import reference
 from fastmlp.errors import ModelFileError
 
-from helpers import make_targets, randomise_biases
+from helpers import make_targets, randomise_biases, refused
 
 ARCHS = [
     ([3, 1], "identity", "identity", "squared_error"),
@@ -256,17 +256,6 @@ def edited(header, **changes):
         else:
             h[k] = val
     return h
-
-
-def refused(path, *words):
-    with pytest.raises(ModelFileError) as info:
-        fio.load(path)
-    message = str(info.value)
-    assert str(path) in message, message
-    for w in words:
-        assert w in message, (w, message)
-    assert isinstance(info.value, ValueError)
-    return message
 
 
 def test_the_sanity_of_the_helpers(parts):
