@@ -712,12 +712,21 @@ class BaseNetwork:
         checkpoint : str or os.PathLike, optional
             A directory (made if missing) to save the network to during
             training, atomically as :meth:`save` does, with the epoch and its
-            scores as metadata.
+            scores as metadata, and with the optimizer state (and samples
+            seen) that goes with the weights written. To resume, load a
+            checkpoint and continue with :meth:`partial_fit` and the same
+            optimizer settings: the epoch after a checkpoint's weights is
+            then the one an uninterrupted run of ``partial_fit`` would take
+            (``fit`` itself starts a fresh optimizer state; the schedules
+            ``plateau`` and ``cosine`` and a shuffled row order are per
+            ``fit`` call and do not carry over).
         checkpoint_every : int or 'best'
             ``k``: after every k-th epoch and the last, to
             ``epoch-N.npz``; ``'best'``: to ``best.npz`` whenever the
             validation loss (the training loss without validation data)
-            reaches a new minimum, with the weights early stopping would keep.
+            reaches a new minimum, with the weights early stopping would keep
+            (without validation data, those the epoch started from, with the
+            optimizer state of that moment).
         max_fun : int
             lbfgs only: the most objective evaluations (scipy's ``maxfun``).
 
@@ -765,7 +774,9 @@ class BaseNetwork:
         RMSprop's mean square, Adam's and AdamW's moments and step) and the
         samples seen (for ``invscaling``) carry over from the previous ``partial_fit`` with the same optimizer
         settings; ``fit`` starts them afresh, and so does ``partial_fit``
-        with ``reset_optimizer=True``.
+        with ``reset_optimizer=True``. :meth:`save` writes them and
+        :meth:`load` restores them: a loaded network (or a checkpoint of
+        ``fit``) continues here as the saved one would have.
 
         Returns
         -------
