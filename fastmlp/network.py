@@ -84,6 +84,19 @@ class Network(BaseNetwork):
         Only ``predict``'s shape changes (and the ONNX export's); ``fit``,
         ``loss``, ``score`` and the rest are as without it. Saved and loaded
         with the network.
+    dropout : float in [0, 1)
+        Inverted dropout on the hidden layers while ``fit`` and
+        ``partial_fit`` train: each hidden unit's activation is zeroed with
+        probability ``dropout`` and the kept ones are multiplied by
+        ``1 / (1 - dropout)``. ``predict``, ``loss``, ``gradients``,
+        ``score`` and validation scores use every unit. A unit's mask is a
+        function of the fit's key (one draw of the seeded generator a fit),
+        the batch, the layer, the row and the unit: the same seed gives the
+        same run, on any thread count. The training loss a fit records is
+        the dropped network's on each batch (as Keras and PyTorch report
+        it). Such fits take step "layers" (see :meth:`plan`); not with
+        ``optimizer='lbfgs'`` nor in distributed fits. Saved and loaded with
+        the network.
 
     Attributes
     ----------
