@@ -1,25 +1,24 @@
 # Inverted dropout on the hidden layers of a training pass.
-# Included by _kernels.pyx (after _pointwise.pxi).
+# Included by _kernels.pyx (after _pointwise.pxi); the mask pass is _dropout.h's.
 #
 # A unit's mask is a pure function of (the fit's key, the batch's number t in
 # the fit, the layer l, the row i in the batch, the unit j), so any split of
 # a batch over threads gives the same bits, and fastmlp._dropout (the NumPy
 # twin's) computes the same masks:
 #     k = mix(key ^ (t * DROP_T + l * DROP_L))
-#     h = mix(k + (i * width + j + 1) * DROP_GOLDEN)
+#     h = mix(k + (i * width + j + 1) * FM_DROP_GOLDEN)      (_dropout.h)
 # with mix splitmix64's finalizer; the unit is kept when (h >> 11), 53
 # uniform bits, is at least ceil(p * 2^53), and then scaled by 1 / (1 - p).
 
-cdef uint64_t DROP_GOLDEN = 0x9E3779B97F4A7C15
+cdef extern from "_dropout.h" nogil:
+    uint64_t fm_mix64(uint64_t z)
+    void fm_drop_d(double* A, double* S, Py_ssize_t r0, Py_ssize_t mr, Py_ssize_t k,
+                   uint64_t key, uint64_t threshold, double keep)
+    void fm_drop_f(float* A, float* S, Py_ssize_t r0, Py_ssize_t mr, Py_ssize_t k,
+                   uint64_t key, uint64_t threshold, float keep)
+
 cdef uint64_t DROP_T = 0xD1B54A32D192ED03
 cdef uint64_t DROP_L = 0x8CB92BA72F3D8DD7
-
-
-cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
-    """splitmix64's finalizer: every input bit reaches every output bit."""
-    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
-    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
-    return z ^ (z >> 31)
 
 
 cdef inline bint pass_keeps_slopes(Spec* s) noexcept nogil:
@@ -43,17 +42,13 @@ cdef void drop_units(Spec* s, floating* A, floating* S, Py_ssize_t r0, Py_ssize_
     are multiplied by mask / (1 - p), so that the backward pass's
     ``(D W^T) * S`` is dropout's and the next layer's products read the
     dropped activations."""
-    cdef Py_ssize_t i, j, n = mr * k
-    cdef uint64_t key = mix64(s.drop_key ^ (s.drop_batch * DROP_T + <uint64_t>l * DROP_L))
-    cdef uint64_t idx
-    cdef floating keep = <floating>s.drop_scale, factor
+    cdef Py_ssize_t i, n = mr * k
+    cdef uint64_t key = fm_mix64(s.drop_key ^ (s.drop_batch * DROP_T + <uint64_t>l * DROP_L))
     if s.hidden != ACT_GELU:
         for i in range(n):
             S[i] = 1
         times_dact(S, A, n, s.hidden)       # f'(z) from a = f(z), as the backward reads it
-    for i in range(mr):
-        idx = <uint64_t>((r0 + i) * k) + 1
-        for j in range(k):
-            factor = keep if (mix64(key + (idx + <uint64_t>j) * DROP_GOLDEN) >> 11) >= s.drop_threshold else 0
-            A[i * k + j] *= factor
-            S[i * k + j] *= factor
+    if floating is float:
+        fm_drop_f(A, S, r0, mr, k, key, s.drop_threshold, <float>s.drop_scale)
+    else:
+        fm_drop_d(A, S, r0, mr, k, key, s.drop_threshold, s.drop_scale)

@@ -22,8 +22,8 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
          (m x n_out) the output logits unless NULL; of zs (Z_1..Z_L, acts
          layout) unless NULL; with ``s.slope_off``, gelu's slopes of the
          hidden layers at acts + slope_off; with ``s.dropout`` (and slopes
-         kept) the hidden activations and slopes dropped (_dropout.pxi).  A row's values do not depend on
-         the others.
+         kept) the hidden activations and slopes dropped (_dropout.pxi).
+         A row's values do not depend on the others.
 
     With ``check_x`` it returns False, the outputs unfinished, when the rows
     of X hold a value that is not finite; else True.  The first layer's

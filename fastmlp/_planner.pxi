@@ -21,7 +21,8 @@
 # denser ones are densified batch by batch into the steps above.
 # The first step (in that order) that the strategy allows and that applies is
 # taken.  Dropout allows "layers" alone (its masks are applied there: see
-# _dropout.pxi), for every batch.  "Plain SGD" means no momentum, clipping or L1: its update is fused
+# _dropout.pxi), for every batch.
+# "Plain SGD" means no momentum, clipping or L1: its update is fused
 # into backpropagation.  A strategy that names steps which do not apply to a
 # full batch is an error; the last, shorter batch falls back to "layers".
 

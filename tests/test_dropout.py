@@ -215,6 +215,11 @@ def test_results_do_not_depend_on_the_thread_count():
     runs = [_fit(n_threads=t, dtype="float32", sizes=sizes, rows=512, batch=128).params
             for t in (1, 2, 4)]
     assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+    twin = reference.Network(list(sizes), activation="relu", output="softmax",
+                             loss="log_loss", seed=0, dropout=0.3, dtype="float32")
+    X, Y = _data(twin, 512, seed=7)
+    twin.fit(X, Y, epochs=3, batch_size=128, learning_rate=0.1)
+    np.testing.assert_allclose(runs[1], twin.params, rtol=1e-4, atol=1e-5)
 
 
 def test_dropout_is_off_at_predict_loss_and_gradients():
