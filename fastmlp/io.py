@@ -15,7 +15,9 @@ compressed) holding exactly two arrays:
     ``n_params`` (int) and ``rng_state`` (the PCG64 state of the network's
     generator as numpy reports it, or null); optionally ``flat_output``
     (``true``, written only for a network made with ``flat_output=True``,
-    whose ``predict`` returns shape ``(n,)``) and ``metadata``, a JSON
+    whose ``predict`` returns shape ``(n,)``), ``dropout`` (a float in
+    (0, 1), written only for a network made with ``dropout`` > 0) and
+    ``metadata``, a JSON
     object of the caller's own (see :func:`read_header`), nesting at most 100
     levels of objects and arrays.
 ``params``
