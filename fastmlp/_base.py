@@ -295,7 +295,7 @@ class BaseNetwork:
         return cls._around(spec.params, list(spec.layer_sizes),
                            dict(activation=spec.activation, output=spec.output, loss=spec.loss,
                                 l2=spec.l2, dtype=spec.dtype, seed=0,
-                                flat_output=spec.flat_output),
+                                flat_output=spec.flat_output, dropout=spec.dropout),
                            origin=f"converted from {source}")
 
     def get_params(self) -> np.ndarray:
