@@ -67,12 +67,16 @@ class BaseNetwork:
     # predict returns shape (n,) instead of (n, 1) (see the constructor); a class
     # default, so that networks pickled before the flag existed read as False
     flat_output = False
+    # the probability of dropping each hidden unit in training (a class default
+    # as flat_output's: networks pickled before it existed have none)
+    dropout = 0.0
 
     def __init__(self, layer_sizes: Sequence[int], activation: str = "sigmoid",
                  output: str = "sigmoid", loss: str = "squared_error", l2: float = 0.0,
                  init: str = "xavier", dtype: str | np.dtype = "float64",
                  seed: int | np.random.Generator | None = None, l1: float = 0.0,
-                 n_threads: int | None = None, flat_output: bool = False) -> None:
+                 n_threads: int | None = None, flat_output: bool = False,
+                 dropout: float = 0.0) -> None:
         sizes, dtype_name, l2 = v.check_settings(
             layer_sizes, activation, output, loss, l2, init, dtype)
         if not isinstance(flat_output, (bool, np.bool_)):
@@ -83,6 +87,7 @@ class BaseNetwork:
         if flat_output:
             self._set_flat_output()
         self.l1 = v.check_nonnegative("l1", l1)
+        self.dropout = v.check_fraction("dropout", dropout)
         seed = v.check_seed(seed)
         self.n_threads = v.check_count("n_threads", n_threads, allow_none=True,
                                        high=v.MAX_THREADS)
@@ -296,7 +301,7 @@ class BaseNetwork:
         return cls._around(spec.params, list(spec.layer_sizes),
                            dict(activation=spec.activation, output=spec.output, loss=spec.loss,
                                 l2=spec.l2, dtype=spec.dtype, seed=0,
-                                flat_output=spec.flat_output),
+                                flat_output=spec.flat_output, dropout=spec.dropout),
                            origin=f"converted from {source}")
 
     def get_params(self) -> np.ndarray:
@@ -332,10 +337,11 @@ class BaseNetwork:
         drawn = (f", init={self.init!r}", f", seed={self.seed!r}") if self.origin is None else ("", "")
         l1 = f", l1={self.l1!r}" if self.l1 else ""
         flat = ", flat_output=True" if self.flat_output else ""
+        drop = f", dropout={self.dropout!r}" if self.dropout else ""
         return (f"{type(self).__module__}.{type(self).__name__}({list(self.layer_sizes)}, "
                 f"activation={self.activation!r}, output={self.output!r}, "
                 f"loss={self.loss_name!r}, l2={self.l2!r}{l1}{drawn[0]}, "
-                f"dtype={self.dtype.name!r}{drawn[1]}{flat})")
+                f"dtype={self.dtype.name!r}{drawn[1]}{flat}{drop})")
 
     def summary(self) -> str:
         """A table of the layers: shapes, activations and parameter counts.
@@ -748,6 +754,10 @@ class BaseNetwork:
             If this network is already training in another thread.
         """
         if optimizer == "lbfgs":
+            if self.dropout:
+                raise ValueError(f"optimizer='lbfgs' needs a deterministic objective: it cannot "
+                                 f"train a network with dropout={self.dropout!r} (use a "
+                                 f"stochastic optimizer such as 'adam', or dropout=0)")
             return self._fit_lbfgs(X, Y, epochs, batch_size, momentum, nesterov, schedule,
                                    clip_norm, sample_weight, validation_data, validation_split,
                                    early_stopping, patience, tol, callbacks, verbose, max_fun,

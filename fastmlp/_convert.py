@@ -6,6 +6,7 @@ class methods of the same names build the network around it, and
 :mod:`fastmlp.interop` is the public side. scikit-learn is never imported (the
 fitted model's attributes are read), torch only inside :func:`from_torch`.
 """
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -17,14 +18,15 @@ _SK_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax
 
 
 ModelSpec = namedtuple("ModelSpec", ["layer_sizes", "activation", "output", "loss",
-                                     "dtype", "params", "l2", "flat_output"],
-                       defaults=(0.0, False))
+                                     "dtype", "params", "l2", "flat_output", "dropout"],
+                       defaults=(0.0, False, 0.0))
 ModelSpec.__doc__ = """A model read from another library: the settings of a fastmlp network
 (``layer_sizes``, ``activation``, ``output``, ``loss``, ``dtype`` name), its
 flat parameters (an aligned array of that dtype, in fastmlp's layout), the L2
 penalty ``l2`` (scikit-learn's ``alpha``, the same ``alpha / (2 n) sum(W**2)``)
-and ``flat_output`` (predict gives shape (n,), as a single-output
-scikit-learn regressor)."""
+``flat_output`` (predict gives shape (n,), as a single-output
+scikit-learn regressor) and ``dropout`` (a PyTorch model's rate after every
+hidden layer, for further training)."""
 
 
 def _spec(Ws, bs, activation, output, loss, dtype, names=("coefs_", "intercepts_")):
@@ -159,11 +161,14 @@ def from_torch(model, dtype=None, loss=None):
                    nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu", nn.Softplus: "softplus"}
     skip = (nn.Identity, nn.Dropout, nn.Flatten)
     linears, after = [], []          # after[i]: activation names following linear i
+    drops = []                       # (linears before it, p) of each nn.Dropout
     for pos, layer in enumerate(_flatten_torch(model, nn)):
         if isinstance(layer, nn.Linear):
             linears.append(layer)
             after.append([])
         elif isinstance(layer, skip):
+            if isinstance(layer, nn.Dropout):
+                drops.append((len(linears), float(layer.p)))
             if isinstance(layer, nn.Flatten) and linears:
                 raise ValueError(f"layer {pos} ({layer}): nn.Flatten between Linear layers "
                                  "is not supported")
@@ -219,5 +224,26 @@ def from_torch(model, dtype=None, loss=None):
                       else b.detach().cpu().to(torch.float64).numpy().copy())
     if dtype is None:
         dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
-    return _spec(Ws, bs, activation, output, loss, _pick_dtype(dtype, Ws),
+    spec = _spec(Ws, bs, activation, output, loss, _pick_dtype(dtype, Ws),
                  names=("Linear weight.T", "Linear bias"))
+    return spec._replace(dropout=_torch_dropout(drops, len(linears)))
+
+
+def _torch_dropout(drops, n_linear):
+    """The network's dropout from the model's nn.Dropout layers: their rate
+    when one rate follows every hidden layer and none is elsewhere (fastmlp's
+    dropout is one rate on every hidden layer); otherwise 0, with a warning
+    when a rate is lost (predictions are the same either way: dropout is off
+    in eval mode and in predict)."""
+    rates = [p for _, p in drops if p > 0]
+    if not rates:
+        return 0.0
+    hidden = {i: p for i, p in drops if 0 < i < n_linear}
+    if (len(drops) == n_linear - 1 and sorted(hidden) == list(range(1, n_linear))
+            and len(set(rates)) == 1):
+        return rates[0]
+    warnings.warn(f"the model's nn.Dropout layers (rates {rates}) are not one rate after "
+                  "every hidden layer, which is what fastmlp's dropout is: the network is "
+                  "made with dropout=0 (its predictions are the model's in eval mode)",
+                  stacklevel=4)
+    return 0.0

@@ -93,12 +93,12 @@ cdef bint alloc_work(Fit* f, size_t elsize) noexcept nogil:
         if w.nwork == NULL:
             return False
     else:
-        # (gelu: its slopes beside the activations, bs * per_row values on)
-        w.acts = malloc((2 if hidden_slopes(s.hidden) else 1) * bs * s.per_row * elsize)
+        # (gelu, or dropout: the slopes beside the activations, bs * per_row values on)
+        w.acts = malloc((2 if pass_keeps_slopes(s) else 1) * bs * s.per_row * elsize)
         w.deltas = malloc(bs * s.per_row * elsize)
         if w.acts == NULL or w.deltas == NULL:
             return False
-        if hidden_slopes(s.hidden):
+        if pass_keeps_slopes(s):
             s.slope_off = bs * s.per_row
         if s.loss != LOSS_SQUARED:      # the loss reads the logits
             w.zout = malloc(bs * n_out * elsize)
@@ -209,6 +209,9 @@ cdef Py_ssize_t run_epochs(Fit* f, floating* params, uint64_t* rng, double* epoc
                     if stop != NULL and stop[0] != 0:
                         halted = True
                         break
+            if f.drop != NULL:      # the batch's number in the fit: its dropout masks
+                f.s.drop_batch = f.drop[1]
+                f.drop[1] += 1
             if b.M <= 0:            # a batch of zero total weight carries no gradient
                 start += m
                 continue

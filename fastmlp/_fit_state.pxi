@@ -104,6 +104,7 @@ cdef struct Fit:
     Py_ssize_t counts[N_STEPS]  # batches each step ran (narrow-epochs: epochs)
     fmo_task opt_task       # the general update's step (_optim.h)
     Duel duel
+    uint64_t* drop          # dropout: its key and the fit's batch count (advanced), or NULL
     Py_ssize_t fused_updates    # steps whose optimizer update ran fused (History.fused_updates)
     StepBounds step_bounds
     # the steps' pool tasks (float32), pointing into work

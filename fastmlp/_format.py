@@ -27,7 +27,8 @@ _HEADER_KEYS = frozenset({
     "format", "format_version", "fastmlp_version", "layer_sizes", "activation",
     "output", "loss", "init", "dtype", "l2", "l1", "seed", "n_params", "rng_state",
 })
-_OPTIONAL_KEYS = frozenset({"metadata", "flat_output"})   # flat_output: written when True
+# flat_output: written when True; dropout: when > 0; optimizer: format_version 2
+_OPTIONAL_KEYS = frozenset({"metadata", "flat_output", "dropout"})
 _OPTIONAL_KEYS_V2 = _OPTIONAL_KEYS | {"optimizer"}
 _MAX_HEADER_BYTES = 1 << 20          # a header is a few hundred bytes (plus any metadata)
 _MAX_NPY_HEADER_BYTES = 1 << 16      # numpy writes 64..4096 bytes of .npy header
@@ -74,6 +75,7 @@ def _header_for(net, optimizer):
         "n_params": int(net.n_params),
         "rng_state": rng_state,
     } | ({"flat_output": True} if getattr(net, "flat_output", False) else {}) \
+      | ({"dropout": float(net.dropout)} if getattr(net, "dropout", 0.0) else {}) \
       | ({} if optimizer is None else {"optimizer": optimizer})
 
 
@@ -474,6 +476,8 @@ def _check_header(path, header):
                 and header["layer_sizes"][-1] != 1:
             raise ModelFileError(path, "header flat_output is true but the network has "
                                        f"{header['layer_sizes'][-1]} outputs (it needs one)")
+    if "dropout" in header:
+        need("dropout", lambda x: _is_real(x) and 0 <= x < 1, "a number in [0, 1)")
     if "metadata" in header:
         need("metadata", lambda x: isinstance(x, dict), "a JSON object")
         if nesting_depth(header["metadata"], MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
@@ -516,11 +520,13 @@ def _valid_rng_state(x):
 
 def settings(header):
     """A validated header's layer sizes and the network constructor's keyword
-    arguments (``l1`` only when non-zero, as before it existed)."""
+    arguments (``l1`` and ``dropout`` only when non-zero, as before they existed)."""
     kwargs = dict(activation=header["activation"], output=header["output"], loss=header["loss"],
                   l2=header["l2"], init=header["init"], dtype=header["dtype"], seed=header["seed"])
     if header["l1"] != 0:
         kwargs["l1"] = header["l1"]
     if header.get("flat_output"):
         kwargs["flat_output"] = True
+    if header.get("dropout"):
+        kwargs["dropout"] = header["dropout"]
     return list(header["layer_sizes"]), kwargs

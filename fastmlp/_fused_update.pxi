@@ -96,7 +96,7 @@ cdef double gradient_bound(Spec* s, Py_ssize_t m, const double* sums, double dec
     cdef double bound = 0, sum_a, term
     cdef Py_ssize_t l
     for l in range(s.L):
-        if l > 0 and activation_bounded(s.hidden):
+        if l > 0 and activation_bounded(s):
             sum_a = <double>(m * s.sizes[l])
         else:
             sum_a = sums[2 * l]

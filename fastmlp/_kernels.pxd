@@ -1,5 +1,5 @@
 """Shared declarations of the compiled core: C headers, codes, the Spec."""
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "_vmath.h" nogil:
     void fm_bias_act_d(double* A, const double* b, Py_ssize_t m, Py_ssize_t k, int act,
@@ -150,6 +150,12 @@ cdef struct Spec:
     Py_ssize_t slope_off      # for gelu: from any hidden activation in the pass's
                               # workspace to its slope f'(z), written beside it by the
                               # forward pass (0: no slopes kept; see hidden_slopes)
+    bint dropout              # a training pass drops hidden units (see _dropout.pxi)
+    uint64_t drop_threshold   # dropout in a training pass: a hidden unit whose mask hash
+                              # (>> 11) is below this is dropped (0: no dropout; _dropout.pxi)
+    double drop_scale         # ... the kept units' factor 1 / (1 - p)
+    uint64_t drop_key         # ... the fit's key (one draw of the network's generator)
+    uint64_t drop_batch       # ... the batch's number in the fit
 
 
 cdef extern from "_threads.h" nogil:

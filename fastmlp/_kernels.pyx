@@ -23,7 +23,7 @@ the GIL is released while the math runs.
 """
 cimport cython
 from cython cimport floating
-from libc.math cimport sqrt, pow, fabs, isfinite, INFINITY
+from libc.math cimport sqrt, pow, fabs, ceil, isfinite, INFINITY
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t, int64_t
@@ -37,6 +37,7 @@ include "_thresholds.pxi"
 include "_layout.pxi"
 include "_products.pxi"
 include "_pointwise.pxi"
+include "_dropout.pxi"
 include "_passes.pxi"
 include "_optimizers.pxi"
 include "_update_guard.pxi"
@@ -447,7 +448,8 @@ def train(floating[::1] params, object X, const floating[:, ::1] Y,
           double clip_norm=0.0, opt_state=None, Py_ssize_t[::1] step=None,
           double rho=0.9, double weight_decay=0.0, int[::1] stop=None,
           Py_ssize_t check_every=0, int threads=0,
-          object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None):
+          object strategy="auto", int pool_threads=1, Py_ssize_t[::1] counts=None,
+          double dropout=0.0, uint64_t[::1] dropout_state=None):
     """Run ``epochs`` epochs of minibatch training on params, in place.
 
     X: a C-contiguous 2-D array of params' dtype, or a CSR matrix as the
@@ -481,6 +483,10 @@ def train(floating[::1] params, object X, const floating[:, ::1] Y,
     added to) the batches each step ran (for "narrow-epochs": epochs), the
     steps the duel ran on one thread (see duel_step), then (if there) the
     steps whose optimizer update ran fused (see fused_optimizer_step).
+
+    ``dropout`` in (0, 1): inverted dropout on the hidden layers (step
+    "layers" alone; see _dropout.pxi), its key ``dropout_state[0]`` and the
+    fit's batch count ``dropout_state[1]``, advanced by every batch reached.
 
     Returns the number of epochs completed.  A non-finite batch objective or
     gradient stops training before that batch's update; that epoch's entry
@@ -527,8 +533,11 @@ def train(floating[::1] params, object X, const floating[:, ::1] Y,
                (f.data.indptr[x_rows] / (<double>x_rows * x_cols)))
     for k in range(s.L + 1):
         f.widest = max(f.widest, sizes[k])
+    if dropout != 0:
+        set_dropout(&s, dropout, dropout_state)
+        f.drop = &dropout_state[0]
     f.plan = plan_fit(&s, f.data.n, f.data.bs, floating is float, fused, f.data.gather, l2,
-                      strategy_mask(strategy), threads, pool_threads, density)
+                      strategy_mask(strategy), threads, pool_threads, density, s.dropout)
     # step "sparse" reads the CSR rows itself: the batches' X is not densified
     f.data.scatter = f.data.sparse and not f.plan.sparse
     if plan_error(&f.plan, strategy) is not None:
@@ -552,6 +561,17 @@ def train(floating[::1] params, object X, const floating[:, ::1] Y,
             if counts.shape[0] > N_STEPS + 1:
                 counts[N_STEPS + 1] += f.fused_updates
     return done
+
+
+cdef set_dropout(Spec* s, double p, uint64_t[::1] state):
+    """Dropout of probability p (in (0, 1)) in train's passes, keyed by state[0]."""
+    if not 0 < p < 1 or state is None or state.shape[0] < 2:
+        raise ValueError(f"dropout must be in (0, 1) with a dropout_state of 2 values; "
+                         f"got {p!r}")
+    s.dropout = True
+    s.drop_threshold = <uint64_t>ceil(p * 9007199254740992.0)     # p * 2^53, exact
+    s.drop_scale = 1.0 / (1.0 - p)
+    s.drop_key = state[0]
 
 
 cdef tuple data_x(Data* d, object X, const floating[::1] params):
@@ -639,13 +659,14 @@ cdef Settings settings_of(Spec* s, int optimizer, double lr, double l2, double l
 
 def plan(const Py_ssize_t[::1] sizes, Py_ssize_t n, Py_ssize_t batch_size, bint is_float,
          bint fused, bint shuffle, double l2, object strategy="auto", int threads=0,
-         int pool_threads=1, double density=-1.0):
+         int pool_threads=1, double density=-1.0, bint dropout=False):
     """What ``train`` would run for a fit of n rows: a dict of the full
     batches' step and parts, the last batch's (None when all are full), whether
     the epochs run in C ("narrow-epochs", given a positive total weight), the
     BLAS and pool threads, and the planner's error for a strategy that cannot
     run (else None).  ``fused``: plain SGD (no momentum, clipping or L1);
-    ``density``: a CSR X's stored values / (rows x columns), -1 for a dense X."""
+    ``density``: a CSR X's stored values / (rows x columns), -1 for a dense X;
+    ``dropout``: the fit drops hidden units (step "layers" alone)."""
     cdef Spec s = make_spec(sizes, 0, 0, 0)
     cdef Py_ssize_t bs = min(batch_size, n)
     cdef FitPlan p
@@ -653,7 +674,7 @@ def plan(const Py_ssize_t[::1] sizes, Py_ssize_t n, Py_ssize_t batch_size, bint 
         raise ValueError(f"n, batch_size and pool_threads must be >= 1; "
                          f"got {n}, {batch_size}, {pool_threads}")
     p = plan_fit(&s, n, bs, is_float, fused, (shuffle and bs < n) or density >= 0, l2,
-                 strategy_mask(strategy), threads, pool_threads, density)
+                 strategy_mask(strategy), threads, pool_threads, density, dropout)
     full = None if p.full.kind < 0 else (STEP_NAMES[p.full.kind], p.full.parts)
     return {
         "step": "narrow-epochs" if p.epochs_in_c else full,

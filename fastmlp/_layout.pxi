@@ -22,6 +22,11 @@ cdef Spec spec_of(const Py_ssize_t* sizes, Py_ssize_t n_sizes, int hidden, int o
     s.pool_threads = 1
     s.blas_one = False
     s.slope_off = 0
+    s.dropout = False
+    s.drop_threshold = 0
+    s.drop_scale = 1
+    s.drop_key = 0
+    s.drop_batch = 0
     for l in range(s.L):
         s.per_row += sizes[l + 1]
         s.n_params += sizes[l] * sizes[l + 1] + sizes[l + 1]

@@ -10,9 +10,10 @@
  * times whole vectors.  See _narrow_impl.h for the layout.
  *
  * Its instances (two element types x three chunk sizes x the ISA clones)
- * were three quarters of the module's compile time, so they are compiled in
- * units of their own, _narrow_d.c and _narrow_f.c (FMN_IMPLEMENT 'd' / 'f'),
- * beside the Cython module's; the module sees their declarations.
+ * were three quarters of the module's compile time, so each is a unit of its
+ * own, _narrow_d1.c .. _narrow_f8.c (FMN_IMPLEMENT 'd' / 'f', FMN_NV 1 / 4 /
+ * 8), compiled beside the Cython module's, one a core; the module sees their
+ * declarations and holds the dispatch on the chunk size.
  */
 #ifndef FASTMLP_NARROW_H
 #define FASTMLP_NARROW_H
@@ -99,44 +100,20 @@ FM_INLINE int fmn_sgd_step_##SUF(T *restrict p, const T *restrict g,            
 FMN_DEFINE_SGD_STEP(double, d)
 FMN_DEFINE_SGD_STEP(float, f)
 
+/* A unit's instance: _narrow_<SUF><NV>.c defines FMN_IMPLEMENT ('d' or 'f')
+ * and FMN_NV (1, 4 or 8) */
 #if FMN_IMPLEMENT == 'd'
 #define FMN_T double
 #define FMN_SUF d
 #define FMN_HSUM fmn_hsum_d
-#define FMN_NV 1
 #define FMN_EXP fm_exp_d
 #include "_narrow_impl.h"
-#undef FMN_NV
-#define FMN_NV 4
-#include "_narrow_impl.h"
-#undef FMN_NV
-#define FMN_NV 8
-#include "_narrow_impl.h"
-#undef FMN_NV
-#undef FMN_T
-#undef FMN_SUF
-#undef FMN_HSUM
-#undef FMN_EXP
-#endif
-
-#if FMN_IMPLEMENT == 'f'
+#elif FMN_IMPLEMENT == 'f'
 #define FMN_T float
 #define FMN_SUF f
 #define FMN_HSUM fmn_hsum_f
-#define FMN_NV 1
 #define FMN_EXP fm_exp_f
 #include "_narrow_impl.h"
-#undef FMN_NV
-#define FMN_NV 4
-#include "_narrow_impl.h"
-#undef FMN_NV
-#define FMN_NV 8
-#include "_narrow_impl.h"
-#undef FMN_NV
-#undef FMN_T
-#undef FMN_SUF
-#undef FMN_HSUM
-#undef FMN_EXP
 #endif
 
 /* Bytes of workspace the one-pass step needs for these layer sizes (any
@@ -214,9 +191,30 @@ static inline size_t fm_narrow_prep_bytes(fm_idx n_x, fm_idx n_y, fm_idx m, int 
     return (size_t)(chunks * (n_x + n_y + 1) * C) * elsize + 32;
 }
 
+/* The instances with NV (1, 4 or 8) vectors per chunk row (see
+ * _narrow_impl.h): defined in their unit, declared everywhere. */
+#define FMN_DECLARE_NV(T, SUF, NV)                                               \
+FMP_API double fm_narrow_batch_##SUF##NV(void *work, int hidden, int output, int loss, \
+                                         const T *params, const T *X, const T *Y, \
+                                         const T *w, const void *prep, fm_idx m, \
+                                         double inv_M, T *grads, int parts);     \
+FMP_API fm_idx fm_narrow_sgd_epochs_##SUF##NV(void *work, int hidden, int output, \
+                                              int loss, T *params, const void *prep, \
+                                              fm_idx m, T lr, fm_idx epochs,     \
+                                              double W_total, double *epoch_loss, \
+                                              T *grads, T *backup);              \
+FMP_API void fm_narrow_prepare_##SUF##NV(fm_idx n_x, fm_idx n_y, const T *X,     \
+                                         const T *Y, const T *w, fm_idx m, void *out);
+FMN_DECLARE_NV(double, d, 1)
+FMN_DECLARE_NV(double, d, 4)
+FMN_DECLARE_NV(double, d, 8)
+FMN_DECLARE_NV(float, f, 1)
+FMN_DECLARE_NV(float, f, 4)
+FMN_DECLARE_NV(float, f, 8)
+
 /* fm_narrow_batch_d / _f, fm_narrow_sgd_epochs_d / _f and
- * fm_narrow_prepare_d / _f with nv (1, 4 or 8) vectors per chunk row; see
- * _narrow_impl.h.  Defined in the element type's unit, declared elsewhere. */
+ * fm_narrow_prepare_d / _f: the instance of the plan's (or nv's) chunk
+ * size.  Defined in the Cython module. */
 #define FMN_DECLARE(T, SUF)                                                      \
 FMP_API double fm_narrow_batch_##SUF(void *work, int hidden, int output, int loss, \
                                      const T *params, const T *X, const T *Y,    \
@@ -273,11 +271,9 @@ FMP_API void fm_narrow_prepare_##SUF(int nv, fm_idx n_x, fm_idx n_y, const T *X,
     else                                                                         \
         fm_narrow_prepare_##SUF##8(n_x, n_y, X, Y, w, m, out);                   \
 }
-#if FMN_IMPLEMENT == 'd'
+#if !FMN_IMPLEMENT
 FMN_DISPATCH(double, d)
-#elif FMN_IMPLEMENT == 'f'
 FMN_DISPATCH(float, f)
-#else
 /* p -= lr * g, checked: see fmn_sgd_step_d (the module's plain SGD step) */
 #define FMN_DEFINE_CHECKED_STEP(T, SUF)                                          \
 FM_CLONES static int fm_sgd_step_##SUF(T *restrict p, const T *restrict g,      \

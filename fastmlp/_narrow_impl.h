@@ -1,6 +1,7 @@
 /* One batch of a narrow network, forward + loss + backward, in one pass over
- * feature-major chunks.  A template: _narrow.h includes it once per
- * (element type, vectors per chunk row) with these macros defined:
+ * feature-major chunks.  A template: each unit _narrow_<SUF><NV>.c includes
+ * it once, through _narrow.h, for one (element type, vectors per chunk row)
+ * with these macros defined:
  *
  *   FMN_T    element type (float or double)
  *   FMN_SUF  name suffix (f or d)
@@ -230,7 +231,7 @@ FM_INLINE void FMN_NAME(fmn_prepare_)(fm_idx n_x, fm_idx n_y, const FMN_T *restr
     }
 }
 
-FM_CLONES static void FMN_NAME(fm_narrow_prepare_)(fm_idx n_x, fm_idx n_y,
+FM_CLONES FMP_API void FMN_NAME(fm_narrow_prepare_)(fm_idx n_x, fm_idx n_y,
                                                    const FMN_T *restrict X,
                                                    const FMN_T *restrict Y,
                                                    const FMN_T *restrict w, fm_idx m,
@@ -443,7 +444,7 @@ FM_CLONES static void FMN_NAME(fmn_part_)(void *arg, int b)
  * that many parts, run on as many threads of _pool.h, their lane
  * accumulators added in part order (so the result depends on parts, not on
  * which thread ran what). */
-FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
+FM_CLONES FMP_API double FMN_NAME(fm_narrow_batch_)(
     void *work, int hidden, int output, int loss,
     const FMN_T *restrict params, const FMN_T *restrict X, const FMN_T *restrict Y,
     const FMN_T *restrict w, const void *prep, fm_idx m, double inv_M,
@@ -491,7 +492,7 @@ FM_CLONES static double FMN_NAME(fm_narrow_batch_)(
  * parameter non-finite (params left as they were, entry +inf).  For tiny
  * data sets (XOR) the per-epoch overhead of a call is most of the time.
  * grads, backup: P values of scratch each. */
-FM_CLONES static fm_idx FMN_NAME(fm_narrow_sgd_epochs_)(
+FM_CLONES FMP_API fm_idx FMN_NAME(fm_narrow_sgd_epochs_)(
     void *work, int hidden, int output, int loss, FMN_T *restrict params,
     const void *prep, fm_idx m, FMN_T lr, fm_idx epochs, double W_total,
     double *restrict epoch_loss, FMN_T *restrict grads, FMN_T *restrict backup)

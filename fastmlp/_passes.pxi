@@ -21,8 +21,9 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
     OUT: those rows of acts (A_1..A_L stacked, each m x sizes[l+1]); of zout
          (m x n_out) the output logits unless NULL; of zs (Z_1..Z_L, acts
          layout) unless NULL; with ``s.slope_off``, gelu's slopes of the
-         hidden layers at acts + slope_off.  A row's values do not depend on
-         the others.
+         hidden layers at acts + slope_off; with ``s.dropout`` (and slopes
+         kept) the hidden activations and slopes dropped (_dropout.pxi).
+         A row's values do not depend on the others.
 
     With ``check_x`` it returns False, the outputs unfinished, when the rows
     of X hold a value that is not finite; else True.  The first layer's
@@ -72,6 +73,8 @@ cdef bint forward_part(Spec* s, const floating* params, const floating* X, Py_ss
             memcpy(zs + y.a + r0 * n_out, A, mr * n_out * sizeof(floating))
             bias_act(zs + y.a + r0 * n_out, b, mr, n_out, ACT_IDENTITY)
         pooled_bias_act(s, A, b, mr, n_out, act, S)
+        if s.dropout and S != NULL:
+            drop_units(s, A, S, r0, mr, n_out, y.l)
         A_prev = A
         next_layer(s, &y)
     return True
@@ -138,7 +141,7 @@ cdef void backward_delta_part(Spec* s, const floating* params, const floating* Y
                   deltas + y.a + r0 * y.n_out, <int>y.n_out, params + y.w, <int>y.n_out,
                   <floating>0.0, deltas + below, <int>y.n_in, s.pool_threads)
         pooled_times_dact(s, deltas + below, dact_source(s, acts + below), mr * y.n_in,
-                          s.hidden)
+                          dact_code(s))
         prev_layer(s, &y)
 
 

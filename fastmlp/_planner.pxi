@@ -20,7 +20,9 @@
 # them, for every batch): its first layer's products over the stored values;
 # denser ones are densified batch by batch into the steps above.
 # The first step (in that order) that the strategy allows and that applies is
-# taken.  "Plain SGD" means no momentum, clipping or L1: its update is fused
+# taken.  Dropout allows "layers" alone (its masks are applied there: see
+# _dropout.pxi), for every batch.
+# "Plain SGD" means no momentum, clipping or L1: its update is fused
 # into backpropagation.  A strategy that names steps which do not apply to a
 # full batch is an error; the last, shorter batch falls back to "layers".
 
@@ -57,6 +59,7 @@ cdef struct FitPlan:
     bint epochs_in_c        # narrow-epochs (when the total sample weight is > 0)
     bint prepared           # the narrow step's chunk blocks prepared once for all epochs
     bint sparse             # step "sparse" (a CSR X of low density): every batch
+    bint dropout            # dropout: step "layers" alone
     int nv                  # the narrow step's vector lanes
     Py_ssize_t chunk        # ... and rows a chunk
     int narrow_parts        # ... and parts of a batch on the pool
@@ -153,13 +156,17 @@ cdef StepChoice choose_step(Spec* s, FitPlan* p, Py_ssize_t m, bint is_float) no
 
 cdef FitPlan plan_fit(Spec* s, Py_ssize_t n, Py_ssize_t bs, bint is_float, bint fused,
                       bint gather, double l2, int allowed, int blas_threads,
-                      int pool_threads, double density) noexcept nogil:
+                      int pool_threads, double density, bint dropout) noexcept nogil:
     """The plan of a fit of n rows in batches of bs (<= n) rows; ``density``:
-    a CSR X's stored values / (rows x columns), or -1 for a dense X."""
+    a CSR X's stored values / (rows x columns), or -1 for a dense X;
+    ``dropout``: the fit drops hidden units (step "layers" alone)."""
     cdef FitPlan p
     cdef size_t elsize = sizeof(float) if is_float else sizeof(double)
     cdef Py_ssize_t l
     p.allowed = allowed & ~HOOK_DISABLED_STEPS
+    p.dropout = dropout
+    if dropout:
+        p.allowed &= 1 << STEP_LAYERS
     p.fused = fused
     p.step_threads = pool_threads
     p.pool_threads = pool_threads
@@ -208,5 +215,8 @@ cdef str plan_error(FitPlan* p, object strategy):
     """Why the strategy cannot run the fit, or None when it can."""
     if p.full.kind >= 0 or p.epochs_in_c:
         return None
+    if p.dropout:
+        return (f"strategy {strategy!r} cannot run a fit with dropout: its masks are "
+                f"applied in step 'layers' only (use strategy 'auto' or 'layers')")
     return (f"strategy {strategy!r} cannot run this fit: none of its steps applies to a "
             f"batch of this network, dtype and optimizer (see fastmlp.Network.plan)")

@@ -317,6 +317,10 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
     # the shuffle's seed: integers(0, 2**63)'s value (Lemire's method with a
     # power-of-two range is the top 63 bits of one raw draw), in 0.6 us, not 4.5
     rng_state = np.array([net._rng.bit_generator.random_raw() >> 1], dtype=np.uint64)
+    # dropout's masks: the fit's key (one more raw draw, only with dropout, so
+    # that fits without it draw what they always did) and its batch count
+    dropout_state = (np.array([net._rng.bit_generator.random_raw(), 0], dtype=np.uint64)
+                     if net.dropout else None)
     s = net.layer_sizes
     work_per_row = 3.0 * sum(s[i] * s[i + 1] for i in range(len(s) - 1))
     check_every = max(1, int(_WORK_PER_SIGNAL_CHECK / (work_per_row * batch_size)))
@@ -350,7 +354,8 @@ def _epochs(net, X, Y, sw, order, history, ctrl_c, bar, *, epochs, learning_rate
         try:
             completed = net._train_epochs(
                 X, Y, sw, lr, batch_size, k, order, bool(shuffle), rng_state, losses,
-                optimizer, clip_norm, ctrl_c.flag, check_every, counts)
+                optimizer, clip_norm, ctrl_c.flag, check_every, counts,
+                dropout_state=dropout_state)
         except BaseException:
             # an exception from a signal handler inside the kernel: the epochs
             # it completed have their losses written (the rest are still NaN)

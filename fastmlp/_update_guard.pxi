@@ -13,9 +13,11 @@ cdef void exact_bounds(Spec* s, const floating* params, double* bounds) noexcept
         next_layer(s, &y)
 
 
-cdef inline bint activation_bounded(int act) noexcept nogil:
-    """Whether the activation's values lie in [-1, 1] (see sgd_safe)."""
-    return act == ACT_SIGMOID or act == ACT_TANH
+cdef inline bint activation_bounded(Spec* s) noexcept nogil:
+    """Whether the hidden activations lie in [-1, 1] (see sgd_safe): sigmoid's
+    and tanh's, unless dropout scales them by 1 / (1 - p) (then their sums
+    are read, as the other activations' are)."""
+    return (s.hidden == ACT_SIGMOID or s.hidden == ACT_TANH) and not s.dropout
 
 
 cdef inline double slope_bound(int act) noexcept nogil:
@@ -39,7 +41,7 @@ cdef void safe_sums(Spec* s, const floating* X, Py_ssize_t m, Py_ssize_t r0, Py_
     while y.l < s.L:
         if y.l == 0:
             sums[0] = abs_sum(X + r0 * y.n_in, mr * y.n_in)
-        elif not activation_bounded(s.hidden):
+        elif not activation_bounded(s):
             sums[2 * y.l] = abs_sum(acts + input_offset(&y) + r0 * y.n_in, mr * y.n_in)
         sums[2 * y.l + 1] = abs_sum(deltas + y.a + r0 * y.n_out, mr * y.n_out)
         next_layer(s, &y)
@@ -75,7 +77,7 @@ cdef bint sgd_safe(Spec* s, Py_ssize_t m, bint is_float, double decay, double lr
     cdef Py_ssize_t l, n_in
     for l in range(s.L):
         n_in = s.sizes[l]
-        if l > 0 and activation_bounded(s.hidden):
+        if l > 0 and activation_bounded(s):
             sum_a = <double>(m * n_in)
         else:
             sum_a = sums[2 * l]

@@ -131,6 +131,9 @@ def build_parser():
     train.add_argument("--momentum", type=float, default=0.9,
                        help="sgd momentum (default 0.9; 0 for plain sgd)")
     train.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the weights (default 0)")
+    train.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                       help="drop each hidden unit with probability P while training "
+                            "(inverted dropout; default 0; not with --mpi)")
     train.add_argument("--early-stopping", action="store_true",
                        help="stop when the loss on 10%% of the training rows stops improving "
                             "and keep the best weights")
@@ -416,6 +419,9 @@ def _check_train_args(args):
     if getattr(args, "mpi", False) and args.optimizer not in ("adam", "sgd"):
         raise CLIError(f"--optimizer {args.optimizer} runs in one process: --mpi trains with "
                        "adam or sgd")
+    if getattr(args, "mpi", False) and args.dropout:
+        raise CLIError(f"--dropout {args.dropout!r} runs in one process: --mpi trains "
+                       "without dropout")
     finite = np.isfinite
     for name, value, ok in (
             ("--epochs", args.epochs, args.epochs >= 1),
@@ -424,6 +430,7 @@ def _check_train_args(args):
             ("--lr", args.lr, args.lr is None or (finite(args.lr) and args.lr > 0)),
             ("--momentum", args.momentum, finite(args.momentum) and 0 <= args.momentum < 1),
             ("--l2", args.l2, finite(args.l2) and args.l2 >= 0),
+            ("--dropout", args.dropout, 0 <= args.dropout < 1),
             ("--seed", args.seed, args.seed >= 0)):
         if not ok:
             raise CLIError(f"{name} out of range: {value!r}")
@@ -441,7 +448,8 @@ def _describe(args, sizes, output, loss, lr, per_rank=""):
     hidden = args.activation if len(sizes) > 2 else "(no hidden layer)"
     return (f"network {'-'.join(map(str, sizes))} {hidden}, {output} output, {loss}, "
             f"{args.optimizer} lr {lr:g}, batches of {args.batch_size}{per_rank}, "
-            f"{_plural(args.epochs, 'epoch')}")
+            f"{_plural(args.epochs, 'epoch')}"
+            + (f", dropout {args.dropout:g}" if args.dropout else ""))
 
 
 def _fit_kwargs(args):
@@ -506,7 +514,7 @@ def cmd_train(args, out=None, err=None):
     _check_memory(sizes, dtype, min(args.batch_size, len(train)), args)
     net = Network(sizes, activation=args.activation, output=output, loss=loss, l2=args.l2,
                   init="he" if args.activation in _HE_ACTIVATIONS else "xavier", dtype=dtype,
-                  seed=args.seed)
+                  seed=args.seed, dropout=args.dropout)
     lr, fit_kwargs = _fit_kwargs(args)
     print(f"{args.data}: {n} rows, {_plural(len(features), 'input')}, target {args.target!r}: {task}"
           + (f" with {len(classes)} classes" if classes is not None else ""), file=out)

@@ -213,6 +213,10 @@ def _check(net, X, Y, sample_weight, validation_data, validation_split, callback
     if not isinstance(net, Network):
         raise TypeError("net must be a fastmlp.Network (the compiled network); "
                         f"got {type(net).__module__}.{type(net).__name__}")
+    if net.dropout:
+        raise ValueError(f"a distributed fit cannot train a network with dropout="
+                         f"{net.dropout!r}: its ranks' steps take no dropout masks (train it "
+                         "with net.fit, or set net.dropout = 0)")
     val_X = validation_data[0] if isinstance(validation_data, (tuple, list)) else None
     if is_sparse(X) or is_sparse(val_X):
         raise ValueError(f"distributed.fit takes dense arrays; got a sparse "

@@ -171,7 +171,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000):
+                 n_iter_no_change=10, max_fun=15000, dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -195,6 +195,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dropout = dropout
 
     # ------------------------------------------------------------ checks
     def _hidden_sizes(self):
@@ -241,6 +242,11 @@ class _BaseMLP(BaseEstimator):
         _check_real("beta_1", self.beta_1, 0, 1, high_open=True)
         _check_real("beta_2", self.beta_2, 0, 1, high_open=True)
         _check_real("epsilon", self.epsilon, 0, low_open=True)
+        _check_real("dropout", self.dropout, 0, 1, high_open=True)
+        if self.dropout and self.solver == "lbfgs":
+            raise ValueError(f"solver='lbfgs' needs a deterministic objective: it cannot train "
+                             f"with dropout={self.dropout!r} (use solver 'adam' or 'sgd', or "
+                             f"dropout=0)")
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise ValueError(f"verbose must be a bool or an int; got {self.verbose!r}")
         return self._hidden_sizes()
@@ -274,7 +280,7 @@ class _BaseMLP(BaseEstimator):
         seed = int(copy.deepcopy(rs).randint(np.iinfo(np.int32).max))
         net = Network(layer_units, activation=_ACTIVATIONS[self.activation], output=output,
                       loss=loss, l2=float(self.alpha), init="xavier", dtype=dtype.name,
-                      seed=seed)
+                      seed=seed, dropout=float(self.dropout))
         # scikit-learn's Glorot-uniform initialisation, drawn in the same order
         factor = 2.0 if self.activation == "logistic" else 6.0
         for W, b in zip(net.weights, net.biases):
@@ -326,6 +332,7 @@ class _BaseMLP(BaseEstimator):
                 self._lr = float(self.learning_rate_init)
         _repair_views(self.network_)
         self.network_.l2 = float(self.alpha)
+        self.network_.dropout = float(self.dropout)
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sample_weight)
         else:
@@ -704,6 +711,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         compute_sample_weight``): ``{label: weight}``, or ``'balanced'``,
         ``n_samples / (n_classes * np.bincount(y))``. ``partial_fit`` takes a
         dict only.
+    dropout : float in [0, 1), default=0.0
+        fastmlp's own: inverted dropout on the hidden layers while training
+        (the network's ``dropout``; not with 'lbfgs'). ``loss_curve_`` then
+        holds the dropped network's losses; predictions and validation
+        scores use every unit.
 
     Attributes
     ----------
@@ -735,7 +747,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, class_weight=None):
+                 n_iter_no_change=10, max_fun=15000, class_weight=None, dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -744,7 +756,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun)
+            max_fun=max_fun, dropout=dropout)
         self.class_weight = class_weight
 
     def _is_classifier(self):
@@ -892,7 +904,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000):
+                 n_iter_no_change=10, max_fun=15000, dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -901,7 +913,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun)
+            max_fun=max_fun, dropout=dropout)
         self.loss = loss
 
     def _is_classifier(self):

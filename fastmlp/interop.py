@@ -89,8 +89,10 @@ def from_torch(model, dtype=None, loss=None, network_cls=None):
         ``log(1 + e^z)`` by less than 1e-8), or none), and
         optionally ``nn.Sigmoid`` or ``nn.Softmax(dim=-1 or 1)`` after the last.
         ``nn.Identity``, ``nn.Flatten`` on 2-D input, and ``nn.Dropout`` (the
-        network is for inference: dropout is the identity in eval mode) are
-        skipped.
+        identity in eval mode) are skipped; one ``nn.Dropout(p)`` rate after
+        every hidden layer becomes the network's ``dropout`` (for further
+        training), any other arrangement of nonzero rates gives
+        ``dropout=0`` and a warning.
     dtype : {'float32', 'float64'} or None
         None takes the model's (float32 unless its weights are float64).
     loss : {'squared_error', 'log_loss'} or None

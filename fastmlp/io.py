@@ -16,9 +16,11 @@ compressed) holding two arrays, and a third with an optimizer state
     ``n_params`` (int) and ``rng_state`` (the PCG64 state of the network's
     generator as numpy reports it, or null); optionally ``flat_output``
     (``true``, written only for a network made with ``flat_output=True``,
-    whose ``predict`` returns shape ``(n,)``) and ``metadata``, a JSON
-    object of the caller's own (see :func:`read_header`), nesting at most 100
-    levels of objects and arrays; in version 2 ``optimizer``, the optimizer
+    whose ``predict`` returns shape ``(n,)``), ``dropout`` (a float in
+    (0, 1), written only for a network made with ``dropout`` > 0),
+    ``metadata``, a JSON object of the caller's own (see
+    :func:`read_header`), nesting at most 100 levels of objects and arrays,
+    and, in version 2, ``optimizer``: the optimizer
     state of the network's last ``fit`` / ``partial_fit``: an object with
     its settings ``name`` (``"sgd"``, ``"adam"``, ``"rmsprop"`` or
     ``"adamw"``), ``momentum``, ``nesterov``, ``beta1``, ``beta2``,
@@ -35,9 +37,10 @@ compressed) holding two arrays, and a third with an optimizer state
     Adam's and AdamW's first moments then second moments
     (``2 * n_params``, the second >= 0).
 
-:func:`save` writes version 1 (readable by every fastmlp) for a network
-without optimizer state (never trained, trained by ``lbfgs``, or saved with
-``optimizer=False``), version 2 otherwise; :func:`load` reads both.
+:func:`save` writes version 1 (as fastmlp wrote before optimizer state,
+so earlier versions read it) for a network without optimizer state (never
+trained, trained by ``lbfgs``, or saved with ``optimizer=False``), version 2
+otherwise; :func:`load` reads both.
 
 Guarantees
 ----------

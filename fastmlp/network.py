@@ -30,6 +30,9 @@ STEP_REASONS = {
     "layers": "the general step: layer by layer, small products in fastmlp's kernels and "
               "large ones in BLAS",
 }
+#: Why a fit with dropout takes "layers" (the planner allows no other step).
+DROPOUT_REASON = ("dropout: its masks are applied in the general step 'layers' (the only "
+                  "step that takes them), for every batch")
 
 
 class Network(BaseNetwork):
@@ -81,6 +84,19 @@ class Network(BaseNetwork):
         Only ``predict``'s shape changes (and the ONNX export's); ``fit``,
         ``loss``, ``score`` and the rest are as without it. Saved and loaded
         with the network.
+    dropout : float in [0, 1)
+        Inverted dropout on the hidden layers while ``fit`` and
+        ``partial_fit`` train: each hidden unit's activation is zeroed with
+        probability ``dropout`` and the kept ones are multiplied by
+        ``1 / (1 - dropout)``. ``predict``, ``loss``, ``gradients``,
+        ``score`` and validation scores use every unit. A unit's mask is a
+        function of the fit's key (one draw of the seeded generator a fit),
+        the batch, the layer, the row and the unit: the same seed gives the
+        same run, on any thread count. The training loss a fit records is
+        the dropped network's on each batch (as Keras and PyTorch report
+        it). Such fits take step "layers" (see :meth:`plan`); not with
+        ``optimizer='lbfgs'`` nor in distributed fits. Saved and loaded with
+        the network.
 
     Attributes
     ----------
@@ -178,14 +194,15 @@ class Network(BaseNetwork):
                           bool(shuffle), self.l2,
                           self._strategy() if strategy is None else strategy,
                           _blas_threads.threads_for(bs * self._widest_product, self.n_threads),
-                          _blas_threads.pool_threads(self.n_threads), density)
+                          _blas_threads.pool_threads(self.n_threads), density,
+                          self.dropout > 0)
         if p["error"] is not None:
             raise ValueError(p["error"])
         name, parts = ("narrow-epochs", 1) if p["step"] == "narrow-epochs" else p["full"]
         last = p["last"] or (None, None)
         return {"step": name, "parts": parts, "last_step": last[0], "last_parts": last[1],
                 "blas_threads": p["blas_threads"], "pool_threads": p["pool_threads"],
-                "reason": STEP_REASONS[name]}
+                "reason": DROPOUT_REASON if self.dropout else STEP_REASONS[name]}
 
     def _check_X(self, X, sparse=False):
         # Fast path for the common case (the network's dtype, C order, the
@@ -320,7 +337,8 @@ class Network(BaseNetwork):
         return out
 
     def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
-                      out, optimizer, clip_norm, stop, check_every, counts=None):
+                      out, optimizer, clip_norm, stop, check_every, counts=None,
+                      dropout_state=None):
         hidden, output, loss = self._codes
         w, l2, l1 = self._weighting(sw)
         if isinstance(X, SparseRows):
@@ -333,4 +351,5 @@ class Network(BaseNetwork):
             optimizer.rho, optimizer.weight_decay, stop, check_every,
             threads=_blas_threads.threads_for(batch_size * self._widest_product, self.n_threads),
             strategy=self._strategy(), pool_threads=_blas_threads.pool_threads(self.n_threads),
-            counts=counts)
+            counts=counts, dropout=0.0 if dropout_state is None else self.dropout,
+            dropout_state=dropout_state)

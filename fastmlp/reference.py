@@ -12,12 +12,16 @@ output-activation Jacobian times ``p - y`` otherwise), scaled by ``w_i / M``;
 then ``delta_prev = (delta @ W.T) * f'(z_prev)``,
 ``dW = a_prev.T @ delta + (l2 / M) W + (l1 / M) sign(W)``, ``db = delta.sum(0)``,
 where ``w`` are the sample weights (ones by default) and ``M = sum(w)``.
+With dropout ``p`` (training only), each hidden layer's ``a`` and slopes
+``f'(z)`` are multiplied by ``mask / (1 - p)`` (``fastmlp._dropout``'s masks)
+right after the activation, so the backward pass's ``f'(z_prev)`` is the
+dropped slopes and ``a_prev`` the dropped activations.
 Updates follow scikit-learn's SGD (with momentum / Nesterov) and Adam, and
 PyTorch's RMSprop and AdamW (see ``Network._apply``).
 """
 import numpy as np
 
-from . import _shuffle
+from . import _dropout, _shuffle
 from ._base import BaseNetwork
 from ._validation import GELU_C, GELU_K, LEAKY_SLOPE
 
@@ -129,14 +133,22 @@ class Network(BaseNetwork):
         fs = [act] * (self.n_layers - 1) + [OUTPUT[self.output]]
         return list(zip(self.weights, self.biases, fs))
 
-    def _forward_all(self, X):
-        zs, acts, a = [], [], X
-        for W, b, f in self._layers():
+    def _forward_all(self, X, drop=None):
+        """Every layer's z and a; with ``drop`` = (key, t), batch t's dropout
+        on the hidden layers, and then also their dropped slopes."""
+        zs, acts, slopes, a = [], [], [], X
+        _, dact = HIDDEN[self.activation]
+        for l, (W, b, f) in enumerate(self._layers()):
             z = a @ W + b
             a = f(z).astype(self.dtype, copy=False)
+            if drop is not None and l < self.n_layers - 1:
+                c = _dropout.factors(drop[0], drop[1], l, a.shape[0], a.shape[1],
+                                     self.dropout, self.dtype)
+                slopes.append(dact(z, a) * c)
+                a = a * c
             zs.append(z)
             acts.append(a)
-        return zs, acts
+        return (zs, acts, slopes) if drop is not None else (zs, acts)
 
     def _forward(self, X):
         return self._forward_all(X)[1][-1]
@@ -166,10 +178,10 @@ class Network(BaseNetwork):
     def _gradient(self, X, Y, sw):
         return self._full_pass(X, Y, sw, keep_z=False)[-1]
 
-    def _full_pass(self, X, Y, sw, keep_z):
+    def _full_pass(self, X, Y, sw, keep_z, drop=None):
         w, l2, l1 = self._weighting(sw)
         M = self._total_weight(X, w)
-        zs, acts = self._forward_all(X)
+        zs, acts, *slopes = self._forward_all(X, drop)
         rows = row_losses(self.output, self.loss_name, zs[-1], acts[-1], Y)
         obj = ((rows.sum() if w is None else np.dot(w.astype(np.float64), rows))
                + self._penalty(l2, l1)) / M
@@ -187,7 +199,8 @@ class Network(BaseNetwork):
                           + self.dtype.type(l1 / M) * np.sign(W))
             gb[l][...] = delta.sum(axis=0)
             if l > 0:
-                delta = (delta @ W.T) * dact(zs[l - 1], a_prev)
+                delta = (delta @ W.T) * (slopes[0][l - 1] if slopes else
+                                         dact(zs[l - 1], a_prev))
         return obj, acts, (zs if keep_z else None), deltas, grads
 
     @staticmethod
@@ -267,8 +280,10 @@ class Network(BaseNetwork):
         return True
 
     def _train_epochs(self, X, Y, sw, lr, batch_size, epochs, order, shuffle, rng_state,
-                      out, optimizer, clip_norm, stop, check_every, counts=None):
-        # (counts: the compiled steps' tally; the reference has no steps)
+                      out, optimizer, clip_norm, stop, check_every, counts=None,
+                      dropout_state=None):
+        # (counts: the compiled steps' tally; the reference has no steps;
+        # dropout_state: dropout's key and the fit's batch count, advanced)
         n = len(order)
         shuffling = shuffle and batch_size < n
         gather = shuffling or n < X.shape[0]
@@ -280,6 +295,10 @@ class Network(BaseNetwork):
             for start in range(0, n, batch_size):
                 if stop is not None and stop[0]:
                     return e
+                drop = None
+                if dropout_state is not None:       # batch t's masks (see fastmlp._dropout)
+                    drop = (int(dropout_state[0]), int(dropout_state[1]))
+                    dropout_state[1] += 1
                 rows = order[start:start + batch_size] if gather else slice(start, start + batch_size)
                 Xb, Yb = X[rows], Y[rows]
                 swb = None if sw is None else sw[rows]
@@ -287,7 +306,7 @@ class Network(BaseNetwork):
                 if M <= 0:                      # zero total weight: no gradient, no step
                     continue
                 with np.errstate(over="ignore", invalid="ignore"):   # divergence is reported below
-                    obj, _, _, _, grads = self._full_pass(Xb, Yb, swb, keep_z=False)
+                    obj, _, _, _, grads = self._full_pass(Xb, Yb, swb, keep_z=False, drop=drop)
                     obj *= M
                     if not np.isfinite(obj):
                         out[e] = obj

@@ -141,6 +141,28 @@ def test_train_and_predict_regression_end_to_end(tmp_path, capsys):
     assert np.sqrt(np.mean((pred - y) ** 2)) < 0.2 * y.std()
 
 
+def test_train_with_dropout_saves_it_and_learns(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 2))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["a", "b", "y"], np.c_[X, y])
+    model = tmp_path / "d.npz"
+    assert cli.main(["train", str(data), "--target", "y", "--hidden", "16", "--epochs", "60",
+                     "--dropout", "0.2", "--quiet", "--out", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert ", dropout 0.2" in out
+    assert float(out.split("held-out accuracy ")[1].split("%")[0]) > 90
+    assert fastmlp.io.load(model).dropout == 0.2
+
+
+def test_mpi_train_refuses_dropout():
+    args = cli.build_parser().parse_args(["train", "d.csv", "--target", "y", "--mpi",
+                                          "--dropout", "0.2"])
+    with pytest.raises(cli.CLIError, match="--dropout 0.2 runs in one process"):
+        cli._check_train_args(args)
+
+
 def _read_lines(text):
     import csv
     rows = list(csv.reader(text.splitlines()))
@@ -179,6 +201,8 @@ def test_binary_without_sidecar_uses_all_columns(tmp_path, capsys):
     (["train", "{data}", "--target", "y", "--hidden", "4,x"], "--hidden must be sizes"),
     (["train", "{data}", "--target", "y", "--task", "classification"], "whole-number"),
     (["train", "{data}", "--target", "y", "--epochs", "0"], "--epochs out of range"),
+    (["train", "{data}", "--target", "y", "--dropout", "1"], "--dropout out of range: 1.0"),
+    (["train", "{data}", "--target", "y", "--dropout", "-0.1"], "--dropout out of range"),
     (["predict", "{missing}", "{data}"], "does not exist"),
     (["predict", "{notamodel}", "{data}"], "notamodel"),
 ])

@@ -142,6 +142,14 @@ def test_one_rank_with_shuffling_is_network_fit_bit_for_bit():
         assert ha.val_loss == pytest.approx(hb.val_loss, rel=1e-12)
 
 
+def test_dropout_is_refused():
+    from mpi4py import MPI
+    import fastmlp.distributed as dist
+    net = fastmlp.Network([3, 4, 1], seed=0, dropout=0.2)
+    with pytest.raises(ValueError, match="distributed fit cannot train a network with dropout=0.2"):
+        dist.fit(net, np.ones((4, 3)), np.ones(4), comm=MPI.COMM_SELF, epochs=1)
+
+
 def test_divergence_is_reported_as_by_network_fit():
     from mpi4py import MPI
     import fastmlp.distributed as dist

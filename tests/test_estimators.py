@@ -239,6 +239,20 @@ def test_clone_and_pickle():
     assert back.n_iter_ == 1
 
 
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_dropout_reaches_the_network_and_is_seeded(Est):
+    X, y = make_moons(120, noise=0.1, random_state=0)
+    kw = dict(hidden_layer_sizes=(16,), max_iter=20, random_state=0)
+    a, b = (Est(dropout=0.3, **kw).fit(X, y) for _ in range(2))
+    plain = Est(**kw).fit(X, y)
+    assert a.network_.dropout == 0.3 and plain.network_.dropout == 0.0
+    np.testing.assert_array_equal(a.network_.params, b.network_.params)
+    assert not np.allclose(a.network_.params, plain.network_.params)
+    assert a.get_params()["dropout"] == 0.3 and clone(a).dropout == 0.3
+    with pytest.raises(ValueError, match="solver='lbfgs'.*dropout=0.3"):
+        Est(dropout=0.3, solver="lbfgs").fit(X, y)
+
+
 def test_sample_weight_zero_equals_dropping_rows():
     X, y = make_moons(100, noise=0.1, random_state=0)
     w = np.ones(100)
@@ -318,7 +332,8 @@ def test_partial_fit_regressor_matches_fit_with_one_epoch():
     ("alpha", -1.0), ("batch_size", 0), ("learning_rate", "cosine"),
     ("learning_rate_init", 0.0), ("max_iter", 0), ("momentum", 1.5),
     ("validation_fraction", 1.0), ("beta_1", 1.0), ("epsilon", 0.0),
-    ("n_iter_no_change", 0), ("shuffle", "yes"), ("max_fun", 0),
+    ("n_iter_no_change", 0), ("shuffle", "yes"), ("max_fun", 0), ("dropout", 1.0),
+    ("dropout", -0.5), ("dropout", "0.1"),
 ])
 def test_bad_parameters_raise_value_error_naming_them(param, value):
     X, y = make_moons(50, random_state=0)

@@ -18,11 +18,13 @@ PACKAGE = "fastmlp"
 LAYERS = {
     # 0: foundations, importing no other fastmlp module (the compiled core is a leaf)
     "errors": 0, "_version": 0, "history": 0, "_validation": 0, "_params": 0,
-    "_shuffle": 0, "_sparse": 0, "datasets": 0, "progress": 0, "_preload": 0, "_kernels": 0,
+    "_shuffle": 0, "_dropout": 0, "_sparse": 0, "datasets": 0, "progress": 0, "_preload": 0,
+    "_kernels": 0,
     "_build": 0, "_csv": 0,
     # 1: machinery that knows no network class: the file format, reading other
     #    libraries' models, the fit loop (and its L-BFGS twin), BLAS threads, the ONNX graph
-    "_format": 1, "_format_optim": 1, "_convert": 1, "_training": 1, "_lbfgs": 1, "_blas_threads": 1, "_onnx": 1,
+    "_format": 1, "_format_optim": 1, "_convert": 1, "_training": 1, "_lbfgs": 1,
+    "_blas_threads": 1, "_onnx": 1,
     # the distributed fit's parts: agreement and update (0), steps and loop (1)
     "_mpi_agree": 0, "_mpi_update": 0, "_mpi_steps": 1, "_mpi_loop": 1,
     # 2: what both network classes share

@@ -227,6 +227,30 @@ def test_from_torch_softplus_beyond_torchs_threshold(torch):
     np.testing.assert_allclose(net.predict(X), _torch_out(model, X), rtol=1e-8)
 
 
+def test_from_torch_carries_one_dropout_rate_after_every_hidden_layer(torch):
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 8),
+                          nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 1))
+    assert interop.from_torch(model).dropout == 0.3
+    assert interop.from_torch(nn.Sequential(nn.Linear(4, 1))).dropout == 0.0
+
+
+@pytest.mark.parametrize("layers", [
+    lambda nn: [nn.Dropout(0.2), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)],      # input
+    lambda nn: [nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 8), nn.ReLU(),
+                nn.Linear(8, 1)],                                                  # one of two
+    lambda nn: [nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 8), nn.ReLU(),
+                nn.Dropout(0.5), nn.Linear(8, 1)],                                 # two rates
+])
+def test_from_torch_other_dropout_arrangements_warn_and_give_zero(torch, layers):
+    model = torch.nn.Sequential(*layers(torch.nn)).eval()
+    with pytest.warns(UserWarning, match="made with dropout=0"):
+        net = interop.from_torch(model)
+    assert net.dropout == 0.0
+    X = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(net.predict(X), _torch_out(model, X), rtol=1e-5, atol=1e-6)
+
+
 def test_from_torch_float32_nested_and_skipped_layers(torch):
     nn = torch.nn
     torch.manual_seed(1)

@@ -87,6 +87,22 @@ def test_loaded_network_continues_training_exactly_like_the_saved_one(tmp_path):
     assert h1.loss == h2.loss and np.array_equal(net.params, back.params)
 
 
+def test_dropout_is_saved_and_a_loaded_network_trains_with_the_same_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 3)), rng.random((20, 2))
+    net = fastmlp.Network([3, 8, 2], seed=1, dropout=0.3)
+    net.fit(X, Y, epochs=2, batch_size=4)
+    fio.save(net, tmp_path / "d.npz")
+    assert fio.read_header(tmp_path / "d.npz")["dropout"] == 0.3
+    back = fio.load(tmp_path / "d.npz")
+    assert back.dropout == 0.3
+    assert fio.load(tmp_path / "d.npz", cls=reference.Network).dropout == 0.3
+    h1, h2 = (n.fit(X, Y, epochs=2, batch_size=4) for n in (net, back))
+    assert h1.loss == h2.loss and np.array_equal(net.params, back.params)
+    fio.save(fastmlp.Network([3, 8, 2]), tmp_path / "plain.npz")
+    assert "dropout" not in fio.read_header(tmp_path / "plain.npz")     # (as before it existed)
+
+
 def test_path_is_used_exactly_as_given(tmp_path):
     net, X, _ = trained()
     target = tmp_path / "model.bin"
@@ -339,6 +355,8 @@ def test_missing_file_and_directory_are_os_errors(tmp_path):
     (dict(l2=-0.5), ["l2 must be a finite number >= 0"]),
     (dict(l2="0.1"), ["l2 must be"]),
     (dict(l1=True), ["l1 must be"]),
+    (dict(dropout=1.0), ["dropout must be a number in [0, 1); got 1.0"]),
+    (dict(dropout="0.5"), ["dropout must be"]),
     (dict(seed=1.5), ["seed must be null or a non-negative integer"]),
     (dict(seed=-3), ["seed must be"]),
     (dict(n_params="26"), ["n_params must be an integer"]),

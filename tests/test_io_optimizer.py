@@ -79,6 +79,23 @@ def test_save_load_partial_fit_continues_bit_for_bit(tmp_path, cls, opt, dtype):
     assert not np.array_equal(bare.params, b.params)
 
 
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+def test_a_dropout_network_resumes_bit_for_bit(tmp_path, cls):
+    """Dropout's masks follow the network's generator, which the file keeps too."""
+    fit = dict(learning_rate=0.05, batch_size=8, optimizer="adam")
+    make = (lambda: cls([5, 12, 3], activation="relu", output="softmax", loss="log_loss",
+                        seed=12, dropout=0.3))
+    a, b = make(), make()
+    _, X, Y = problem(cls, seed=12)
+    epochs(a, X, Y, 2, **fit)
+    a.save(tmp_path / "d.npz")
+    resumed = cls.load(tmp_path / "d.npz")
+    assert resumed.dropout == 0.3
+    second = epochs(resumed, X, Y, 2, **fit)
+    assert epochs(b, X, Y, 4, **fit)[2:] == second
+    assert np.array_equal(resumed.params, b.params)
+
+
 @pytest.mark.parametrize("opt", ["adam", "momentum"])
 def test_a_file_of_one_class_resumes_in_the_other(tmp_path, opt):
     fit = dict(OPTIMIZERS[opt], learning_rate=0.05, batch_size=8)

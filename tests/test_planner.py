@@ -92,6 +92,14 @@ def test_last_batch_falls_back_to_layers_when_a_forced_step_does_not_split_it():
     assert (plan["step"], plan["last_step"], plan["last_parts"]) == ("rows", "layers", 1)
 
 
+def test_dropout_allows_layers_alone_for_every_row_of_the_table():
+    for sizes, bs, n, dtype, opt, threads, _, _ in TABLE:
+        net = fastmlp.Network(sizes, dtype=dtype, n_threads=threads, dropout=0.1)
+        p = net.plan(n, bs, **opt)
+        assert (p["step"], p["last_step"]) == ("layers", "layers" if n % (bs or n) else None)
+        assert p["reason"].startswith("dropout: ")
+
+
 def test_step_names_are_the_kernels():
     assert fastmlp.Network.STEPS == _kernels.STEP_NAMES
     assert set(fastmlp.network.STEP_REASONS) == set(_kernels.STEP_NAMES)
