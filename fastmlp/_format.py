@@ -372,20 +372,20 @@ def _read_members(path, archive, disk_size):
 def _optimizer_state_size(path, header, stored):
     """Values of the header's optimizer state (0: none), which the archive
     holds as an array (``stored``) exactly when there are any."""
+    member = _format_optim.MEMBER
     if "optimizer" not in header:
-        n_state = 0
         if stored:
-            raise ModelFileError(path, f"the archive holds {_format_optim.MEMBER!r} but the "
-                                       "header has no optimizer")
-    else:
-        n_state = _format_optim.check_entry(path, header["optimizer"], header["n_params"])
-        name = header["optimizer"]["name"]
-        if stored and not n_state:
-            raise ModelFileError(path, f"the archive holds {_format_optim.MEMBER!r} but the "
-                                       f"header's optimizer {name!r} keeps no state")
+            raise ModelFileError(path, f"the archive holds {member!r} but the header has "
+                                       "no optimizer")
+        return 0
+    n_state = _format_optim.check_entry(path, header["optimizer"], header["n_params"])
+    name = header["optimizer"]["name"]
+    if stored and not n_state:
+        raise ModelFileError(path, f"the archive holds {member!r} but the header's "
+                                   f"optimizer {name!r} keeps no state")
     if n_state and not stored:
         raise ModelFileError(path, f"the header's optimizer {name!r} keeps {n_state} values "
-                                   f"of state; the archive has no {_format_optim.MEMBER!r}")
+                                   f"of state; the archive has no {member!r}")
     return n_state
 
 
