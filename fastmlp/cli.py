@@ -207,9 +207,11 @@ def build_parser():
 
 # ================================================================= models
 def _save_model(net, path, meta):
-    """The network and ``meta`` (column names, classes) in one file, atomically."""
+    """The network and ``meta`` (column names, classes) in one file, atomically;
+    not the optimizer state (the CLI never resumes a fit, and Adam's would
+    triple the file: a Python user resumes from ``fit(checkpoint=...)``)."""
     from . import io as fio
-    fio.save(net, path, metadata=meta)
+    fio.save(net, path, metadata=meta, optimizer=False)
 
 
 def _load_model(path):

@@ -180,6 +180,9 @@ def test_binary_without_sidecar_uses_all_columns(tmp_path, capsys):
                      "--optimizer", "adam", "--test-size", "0", "--quiet",
                      "--out", str(model)]) == 0
     assert "held-out accuracy" not in capsys.readouterr().out
+    # a model for predicting: Adam's moments (twice the parameters) are not saved
+    from fastmlp import _format
+    assert "optimizer" not in _format.read_header(str(model))
     _strip_metadata(model)
     inputs = tmp_path / "inputs.csv"
     _write_csv(inputs, ["p", "q"], X)
