@@ -2,8 +2,9 @@
 (_forward_chunks.pxi).
 
 Under one BLAS thread, a predict of more rows than a chunk runs in chunks of
-FORWARD_POOL_ROWS rows from the start of X, each on one thread, claimed by
-the pool's threads one after another (a slowed thread takes fewer).  The
+FORWARD_POOL_ROWS rows from the start of X (the last two to three chunks'
+worth in quarter chunks), each on one thread, claimed by the pool's threads
+one after another (a slowed thread takes fewer).  The
 chunks follow the network, never the thread count: outputs are the same bits
 on any number of threads, and match the reference twin to rounding."""
 import numpy as np
@@ -15,7 +16,7 @@ from fastmlp import _blas_threads, _kernels, reference
 needs_openblas = pytest.mark.skipif(_blas_threads.BLAS_LIBRARY is None,
                                     reason="the BLAS thread count cannot be set here")
 
-CHUNK = 256             # FORWARD_POOL_ROWS
+CHUNK = 1024            # FORWARD_POOL_ROWS
 
 
 def _nets(sizes, dtype, activation, threads=(1, 2, 4)):
@@ -54,12 +55,12 @@ def test_chunked_predict_is_bit_identical_on_1_2_4_threads_and_matches_the_twin(
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_chunks_are_fixed_from_the_start_of_X(dtype):
     # a row's outputs follow its chunk alone: the whole chunks at the start
-    # of a shorter X give the bits of a longer one
+    # of a shorter X (all but its last two to three chunks' rows) give the
+    # bits of a longer one
     nets, _ = _nets([100, 256, 256, 3], dtype, "tanh", threads=(2,))
     X = np.random.default_rng(1).normal(size=(6 * CHUNK + 9, 100)).astype(dtype)
     whole = nets[0].predict(X)
-    for rows in (2 * CHUNK + 1, 4 * CHUNK + 9):
-        full = rows // CHUNK * CHUNK
+    for rows, full in [(3 * CHUNK + 1, CHUNK), (5 * CHUNK + 9, 3 * CHUNK)]:
         np.testing.assert_array_equal(nets[0].predict(X[:rows])[:full], whole[:full])
 
 
