@@ -403,7 +403,8 @@ def targets_lines(sm, p):
     p(f"targets   every cell <= {CELL_LIMIT}x the fastest peer: {sm['cells_met']} of "
       f"{sm['cells_with_ratio']} met; missed: {', '.join(sm['missed']) or 'none'}")
     if g is not None:
-        p(f"          geometric mean {g:.3f}x (training cells {gt:.3f}x) <= "
+        train = "none" if gt is None else f"{gt:.3f}x"      # None: predict cells alone
+        p(f"          geometric mean {g:.3f}x (training cells {train}) <= "
           f"{GEOMEAN_LIMIT}x: {'met' if sm['geomean_met'] else 'not met'}")
     if sm.get("geomean_threads_ratio"):
         p(f"          2 threads / 1 thread, geometric mean "

@@ -81,6 +81,17 @@ def set_blas_bands(Py_ssize_t macs, Py_ssize_t max_bands):
     return previous
 
 
+def set_forward_pool_rows(Py_ssize_t rows):
+    """Set FORWARD_POOL_ROWS (rows of a chunk of forward_chunks; 0: forward
+    passes never take that path) and return the previous value.  For tests
+    and measurements; not thread-safe."""
+    global FORWARD_POOL_ROWS
+    if rows < 0:
+        raise ValueError(f"rows must be >= 0; got {rows}")
+    previous, FORWARD_POOL_ROWS = FORWARD_POOL_ROWS, rows
+    return previous
+
+
 cdef bint toggle_step(int kind, bint enabled):
     """Let the planner take step ``kind`` (or not); returns the previous setting."""
     global HOOK_DISABLED_STEPS

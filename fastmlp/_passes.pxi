@@ -182,30 +182,39 @@ cdef int forward_rows(Spec* s, const floating* params, const floating* X, Py_ssi
     (fewer when their workspace would exceed PASS_WORK_BYTES), under
     ``threads`` BLAS threads; -1 when the workspace cannot be allocated;
     with ``check_x``, 1 (out unfinished) when X holds a value that is not
-    finite (see :func:`forward_batch`)."""
+    finite (see :func:`forward_batch`).  Rows that fill more than one chunk
+    of :func:`chunk_rows`, under one BLAS thread, go to
+    :func:`forward_chunks` (the pool's threads claim the chunks)."""
+    cdef Py_ssize_t pooled = chunk_rows(s, chunk, sizeof(floating))
+    cdef int before = threads_enter(threads), status
+    if FORWARD_POOL_ROWS > 0 and n > pooled and fm_blas_single_here():
+        status = forward_chunks(s, params, X, n, out, pooled, check_x)
+    else:
+        status = forward_serial(s, params, X, n, out, chunk, check_x)
+    threads_exit(before)
+    return status
+
+
+cdef int forward_serial(Spec* s, const floating* params, const floating* X, Py_ssize_t n,
+                        floating* out, Py_ssize_t chunk, bint check_x) noexcept nogil:
+    """:func:`forward_rows`'s pass one chunk after another, each chunk's
+    products split over the pool (or BLAS's threads)."""
     cdef Py_ssize_t n_out = s.sizes[s.L], start = 0, m
     cdef Py_ssize_t rows = pass_rows(chunk, n, s.per_row, sizeof(floating))
     cdef Py_ssize_t last = s.per_row - n_out
     cdef floating* work
-    cdef int before, status = 0
     if s.L == 1:
         # one layer: write straight into out, no workspace
-        before = threads_enter(threads)
-        if not forward_batch(s, params, X, n, out, NULL, NULL, check_x):
-            status = 1
-        threads_exit(before)
-        return status
+        return 0 if forward_batch(s, params, X, n, out, NULL, NULL, check_x) else 1
     work = <floating*>malloc(rows * s.per_row * sizeof(floating))
     if work == NULL:
         return -1
-    before = threads_enter(threads)
     while start < n:
         m = min(rows, n - start)
         if not forward_batch(s, params, X + start * s.sizes[0], m, work, NULL, NULL, check_x):
-            status = 1
-            break
+            free(work)
+            return 1
         memcpy(out + start * n_out, work + m * last, m * n_out * sizeof(floating))
         start += m
-    threads_exit(before)
     free(work)
-    return status
+    return 0
