@@ -9,7 +9,7 @@ One step on p machines, each with its own batch of b rows:
 
 ``c`` (seconds per row) and ``t_fixed`` (the per-step cost that does not grow with
 the batch: the Python step path's kernel call and the optimizer update over every
-parameter) come from bench/distributed.py's single-thread runs on this machine:
+parameter) come from bench/mpi_scaling.py's single-thread runs on this machine:
 ``c`` from the compiled fit at batch 128, ``t_fixed`` from the distributed step path
 at batch 128 minus that.  ``bytes`` is the float32 gradient (4 bytes a parameter).
 Latency per message: 10 us for 10 Gbit/s Ethernet (TCP), 3 us for 100 Gbit/s (RDMA).
@@ -74,7 +74,7 @@ def table(results, net, scale=1.0):
 
 def main(argv=None):
     import argparse
-    p = argparse.ArgumentParser(description="Cost-model tables from bench/distributed.py's JSON.")
+    p = argparse.ArgumentParser(description="Cost-model tables from bench/mpi_scaling.py's JSON.")
     p.add_argument("results", nargs="?", default="bench/results/distributed.json")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply the measured compute times (e.g. 0.29: a quiet machine)")

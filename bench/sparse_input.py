@@ -3,7 +3,7 @@ steps on batches densified as they are gathered) against fastmlp on the
 densified array and scikit-learn's MLPClassifier on the same sparse X, at
 densities 0.1% to 10%: where step "sparse" stops winning sets SPARSE_MAX_DENSITY.
 
-    python bench/sparse.py [--rows 20000] [--features 5000] [--repeats 3]
+    python bench/sparse_input.py [--rows 20000] [--features 5000] [--repeats 3]
 """
 import argparse
 import time

@@ -1,8 +1,11 @@
 """Data-parallel training on one machine: 2 MPI ranks x 1 thread against 1 process x 2 threads.
 
-    python bench/distributed.py all --json bench/results/distributed.json   # everything below
-    python bench/distributed.py single --net mnist --threads 2              # one process
-    mpiexec -n 2 python -m mpi4py bench/distributed.py mpi --net mnist --batch 64
+    python bench/mpi_scaling.py all --json bench/results/distributed.json   # everything below
+    python bench/mpi_scaling.py single --net mnist --threads 2              # one process
+    mpiexec -n 2 python -m mpi4py bench/mpi_scaling.py mpi --net mnist --batch 64
+
+(Not named distributed.py: bench/ is on sys.path in its tests, where that name hid
+dask's ``distributed`` package from the README's Dask block run in the same process.)
 
 Networks: mnist-shape 784-256-128-10 (235k parameters) and a wide 1024-1024-1024-10
 (2.1M), relu + softmax + log loss, float32, plain SGD, random data (8192 rows).
