@@ -42,8 +42,6 @@ def softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-
-
 def leaky_relu(z):
     """``z`` for z > 0, else ``0.01 z``."""
     return np.where(z > 0, z, z.dtype.type(LEAKY_SLOPE) * z)
