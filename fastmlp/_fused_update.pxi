@@ -37,6 +37,17 @@ cdef Py_ssize_t fused_band_rows(bint is_float, Py_ssize_t n_in, Py_ssize_t n_out
     return min(rows, n_in)
 
 
+cdef Py_ssize_t l1_band_rows(bint is_float, Py_ssize_t rows, Py_ssize_t n_in,
+                             Py_ssize_t n_out, Py_ssize_t m) noexcept nogil:
+    """``rows`` (:func:`fused_band_rows`), fewer for a batch of at most
+    FUSED_L1_MAX_ROWS rows whose product is not BLAS's: bands of
+    FUSED_L1_BYTES, so the update reads the gradient from L1 (the product is
+    cheap, the update's reads are not; a BLAS call a band would pack again)."""
+    if m > FUSED_L1_MAX_ROWS or blas_product(is_float, c'N', n_in, n_out, m):
+        return rows
+    return min(rows, max(<Py_ssize_t>1, <Py_ssize_t>(FUSED_L1_BYTES // (<size_t>n_out * (4 if is_float else 8)))))
+
+
 cdef void fused_band_f(void* arg, int block) noexcept nogil:
     fused_band(<FusedLayer*>arg, block, <float*>NULL)
 
@@ -68,7 +79,7 @@ cdef void fused_layers_update(Fit* f, floating* params, const floating* X, Py_ss
     cdef floating* deltas = <floating*>f.work.deltas
     cdef floating* grads = <floating*>f.work.grads
     cdef FusedLayer u
-    cdef int blocks
+    cdef int blocks, threads
     u.t = &f.opt_task
     u.params = params
     u.grads = grads
@@ -79,9 +90,11 @@ cdef void fused_layers_update(Fit* f, floating* params, const floating* X, Py_ss
         u.D = deltas + y.a
         u.n_in, u.n_out, u.w = y.n_in, y.n_out, y.w
         u.band = fused_band_rows(floating is float, y.n_in, y.n_out, m)
+        # the pool only where the bands before the L1 cut were several
+        threads = s.pool_threads if u.band < y.n_in else 1
+        u.band = l1_band_rows(floating is float, u.band, y.n_in, y.n_out, m)
         blocks = <int>((y.n_in + u.band - 1) // u.band)
-        fmp_run(fused_band_f if floating is float else fused_band_d, &u, blocks,
-                s.pool_threads)
+        fmp_run(fused_band_f if floating is float else fused_band_d, &u, blocks, threads)
         colsum(deltas + y.a, m, y.n_out, grads + y.b)
         fmo_step_range(u.t, y.b, y.b + y.n_out)
         next_layer(s, &y)

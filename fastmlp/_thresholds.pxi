@@ -10,6 +10,8 @@ cdef Py_ssize_t BLOCK_SPLIT_PRODUCT = 100000    # register-blocked products from
 cdef size_t CACHED_B_BYTES = 512 << 10          # a one-thread part's B within half a core's L2: register blocks read it in place
 cdef Py_ssize_t SPLIT_BLAS_MACS = 2000000       # a BLAS product split over the pool: at least this many MACs a band (a hand-off costs ~5-20 us)
 cdef Py_ssize_t FUSED_BAND_VALUES = 16384       # the fused optimizer update: gradient values a band (64-128 KB, held by a core's cache from its product to its update)
+cdef Py_ssize_t FUSED_L1_MAX_ROWS = 16          # ... batches of at most this many rows: bands of FUSED_L1_BYTES (the product is cheap, the update's reads are not)
+cdef size_t FUSED_L1_BYTES = 16 << 10          # ... half a core's L1 data cache
 cdef Py_ssize_t SPLIT_BLAS_MAX_BLOCKS = 2       # ... and at most this many bands: the pool's threads on this machine, set at import (each band packs the shared operand again)
 cdef Py_ssize_t POINTWISE_SPLIT_VALUES = 32768  # activations / their derivatives on the pool: at least this many values a block
 cdef Py_ssize_t FEW_ROWS_PRODUCT = 32768        # forward products of <= FMR_MAX_ROWS rows and this many MACs a row: _fewrows.h

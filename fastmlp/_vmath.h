@@ -371,6 +371,15 @@ FM_CLONES static void fm_small_gemm_##SUF(char ta, char tb, fm_idx M, fm_idx N, 
                                 T *restrict C, fm_idx ldc)                      \
 {                                                                               \
     fm_idx i, j, p;                                                             \
+    if (beta == 0 && K == 1) {    /* an outer product: C written once, not zeroed first */ \
+        const fm_idx sa = ta == 'N' ? lda : 1, sb = tb == 'N' ? 1 : ldb;        \
+        for (i = 0; i < M; i++) {                                               \
+            T a = alpha * A[i * sa];                                            \
+            T *restrict c = C + i * ldc;                                        \
+            for (j = 0; j < N; j++) c[j] = a * B[j * sb];                       \
+        }                                                                       \
+        return;                                                                 \
+    }                                                                           \
     if (beta == 0 && ldc == N && M * N > 64) {                                  \
         memset(C, 0, (size_t)(M * N) * sizeof(T));    /* one call, not one a row */ \
     } else if (beta != 1) {                                                     \

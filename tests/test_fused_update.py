@@ -38,12 +38,13 @@ def _fit(sizes, batch_size, opt, dtype, fused=True, threads=2, n=300, l2=0.0,
     return net, hist
 
 
-# one band a layer; bands of FUSED_BAND_VALUES; bands split for the pool; a
-# batch of one row (products of K == 1); BLAS products in bands
-# (batches with fewer activations than the network has parameters: see
+# one band a layer; bands of FUSED_L1_BYTES (few rows); bands split for the
+# pool; a batch of one row (products of K == 1) in one band and in several
+# bands of FUSED_L1_BYTES; BLAS products in bands (batches with fewer
+# activations than the network has parameters: see
 # test_big_batches_of_few_parameters_take_the_separate_pass)
 SHAPES = [([6, 9, 3], 4), ([20, 1024, 4], 8), ([64, 128, 64, 5], 64),
-          ([30, 40, 3], 1), ([100, 256, 10], 64)]
+          ([30, 40, 3], 1), ([100, 128, 10], 1), ([100, 256, 10], 64)]
 
 
 @pytest.mark.parametrize("sizes,batch_size", SHAPES)

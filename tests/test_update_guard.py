@@ -70,3 +70,22 @@ def test_guarded_steps_change_nothing_in_range(opt):
     fast.fit(X, y, epochs=5, learning_rate=lr, batch_size=16, **opt)
     ref.fit(X, y, epochs=5, learning_rate=lr, batch_size=16, **opt)
     np.testing.assert_allclose(fast.params, ref.params, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("opt", OPTIONS[:3], ids=["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("column", [0, 7, 12, 19])
+def test_one_overflowing_weight_anywhere_is_caught(opt, column):
+    # the optimizer's pass checks its values in 8 lanes and a tail: an
+    # overflow in any lane or in the tail must still be seen (20 weights and
+    # a bias: lanes 0-15, tail 16-20)
+    X = np.ones((2, 20), dtype=np.float32)
+    X[:, column] = [3e38, -3e38]
+    net = fastmlp.Network([20, 1], output="sigmoid", loss="log_loss", dtype="float32", seed=0)
+    start = net.params.copy()
+    try:
+        hist = net.fit(X, [0.0, 1.0], epochs=1, learning_rate=10.0, batch_size=1, **opt)
+    except fastmlp.DivergenceError as err:
+        hist = err.history
+    assert np.all(np.isfinite(net.params)), net.params
+    if len(hist.loss) == 0:
+        np.testing.assert_array_equal(net.params, start)
