@@ -262,8 +262,11 @@ cdef void batch_rows(Fit* f, floating* params, Py_ssize_t start, Py_ssize_t m,
 # thread (every pool task gives the same results on any thread count) and
 # keeps the faster.  Each side gets a window of at least DUEL_WINDOW steps
 # and DUEL_WINDOW_NS (shorter windows measured the host's noise); the winner
-# then runs DUEL_REPEAT times as many steps, twice that (up to DUEL_MAX
-# times) while the same side keeps winning.  A pooled window in which the
+# then runs DUEL_REPEAT times as many steps (one thread: DUEL_SOLO_FIRST
+# times), twice that (up to DUEL_MAX times) while the same side keeps
+# winning.  One thread's first hold is short because a slowed core is often
+# a passing thing: numpy's OpenBLAS threads spin ~0.1 s after each product,
+# and a 32-step fit started after one ran all its steps on one thread.  A pooled window in which the
 # caller waited for the workers less than DUEL_QUIET_WAIT of its own time on
 # the blocks wins without a one-thread window: the workers kept up, so one
 # thread would have had their blocks to do as well (the one-thread window
@@ -274,16 +277,18 @@ cdef enum:
     DUEL_CHOSEN = 2
     DUEL_WINDOW = 8
     DUEL_REPEAT = 16
+    DUEL_SOLO_FIRST = 2
     DUEL_MAX = 256
 cdef int64_t DUEL_WINDOW_NS = 1500000
 cdef double DUEL_MARGIN = 1.1
 cdef double DUEL_QUIET_WAIT = 0.1
 cdef double DUEL_SKIP_MIN_STEP_NS = 1e6     # ... for steps at least this long (see pool_kept_up)
 # A busy core outlasts one fit: a fit starting within DUEL_MEMORY_NS of a duel
-# that chose one thread starts on one thread for DUEL_MAX windows (then duels
-# as usual).
+# that chose one thread starts on one thread, held as long as that choice was
+# (then duels as usual, the hold doubling while one thread keeps winning).
 cdef int64_t DUEL_MEMORY_NS = 1000000000
 cdef int64_t last_solo_choice_ns = -DUEL_MEMORY_NS     # (races are benign)
+cdef int last_solo_repeat = DUEL_SOLO_FIRST
 
 
 cdef bint uses_pool(FitPlan* p, StepChoice c, Py_ssize_t n_params) noexcept nogil:
@@ -306,8 +311,8 @@ cdef void duel_start(Duel* d, FitPlan* p, Py_ssize_t n_params) noexcept nogil:
         # busy core risks a worker's whole time slice (a 12 ms fit took 16)
         d.phase = DUEL_CHOSEN
         d.solo = True
-        d.repeat = DUEL_MAX
-        d.left = DUEL_MAX * DUEL_WINDOW
+        d.repeat = last_solo_repeat
+        d.left = last_solo_repeat * 2 * DUEL_WINDOW
         fmp_set_solo_here(1)
 
 
@@ -367,10 +372,14 @@ cdef bint pool_kept_up(Duel* d) noexcept nogil:
 cdef void duel_choose(Duel* d, bint solo, int64_t now, Py_ssize_t solo_window) noexcept nogil:
     """Hold the choice for ``d.repeat`` windows (doubled while the same side
     wins); ``solo_window``: the steps of the one-thread window (0 when none ran)."""
-    global last_solo_choice_ns
-    d.repeat = min(2 * d.repeat, <int>DUEL_MAX) if solo == d.solo else DUEL_REPEAT
+    global last_solo_choice_ns, last_solo_repeat
+    if solo == d.solo:
+        d.repeat = min(2 * d.repeat, <int>DUEL_MAX)
+    else:
+        d.repeat = DUEL_SOLO_FIRST if solo else DUEL_REPEAT
     d.solo = solo
     last_solo_choice_ns = now if solo else -DUEL_MEMORY_NS
+    last_solo_repeat = d.repeat if solo else DUEL_SOLO_FIRST
     d.phase = DUEL_CHOSEN
     d.left = d.repeat * (d.window + solo_window)
 

@@ -142,11 +142,23 @@ def set_duel_window(double seconds):
     return previous
 
 
-def remember_solo_choice():
-    """Act as if a duel had just chosen one thread (the next fit within
-    DUEL_MEMORY_NS starts on one thread).  For tests."""
-    global last_solo_choice_ns
+def remember_solo_choice(int repeat=DUEL_MAX):
+    """Act as if a duel had just chosen one thread for ``repeat`` windows
+    (the next fit within DUEL_MEMORY_NS starts on one thread for as long).
+    For tests."""
+    global last_solo_choice_ns, last_solo_repeat
+    if not 1 <= repeat <= DUEL_MAX:
+        raise ValueError(f"repeat must be in [1, {DUEL_MAX}]; got {repeat}")
     last_solo_choice_ns = fmp_now_ns()
+    last_solo_repeat = repeat
+
+
+def forget_solo_choice():
+    """Forget the last one-thread choice (the next fit duels from its
+    first step).  For tests."""
+    global last_solo_choice_ns, last_solo_repeat
+    last_solo_choice_ns = -DUEL_MEMORY_NS
+    last_solo_repeat = DUEL_SOLO_FIRST
 
 
 def set_duel_quiet_wait(double fraction):

@@ -78,8 +78,30 @@ def test_a_one_thread_choice_is_remembered_by_the_next_fit():
     finally:
         _kernels.set_duel_window(previous)
         _kernels.set_duel_quiet_wait(previous_wait)
+        _kernels.forget_solo_choice()
     full_steps = 1500 // batch_size
     assert hist.solo_steps == full_steps
+
+
+def test_a_remembered_short_hold_duels_again_within_the_fit():
+    # a one-thread choice held 1 window (a passing slow core) makes the next
+    # fit start on one thread for 1 x (8 + 8) steps only; then a pooled
+    # window of 8 steps runs whatever the duel decides after it
+    sizes, batch_size = [64, 128, 64, 10], 16
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], 1500)
+    previous = _kernels.set_duel_window(0.0)
+    try:
+        _kernels.remember_solo_choice(1)
+        net = fastmlp.Network(sizes, dtype="float32", seed=1, n_threads=2,
+                              output="softmax", loss="log_loss")
+        hist = net.fit(X, y, epochs=1, learning_rate=0.01, batch_size=batch_size)
+    finally:
+        _kernels.set_duel_window(previous)
+        _kernels.forget_solo_choice()        # later tests' fits duel from their start
+    full_steps = 1500 // batch_size
+    assert 16 <= hist.solo_steps <= full_steps - 8
 
 
 def test_duel_hooks_check_their_arguments():
@@ -87,3 +109,5 @@ def test_duel_hooks_check_their_arguments():
         _kernels.set_duel_window(-1.0)
     with pytest.raises(ValueError, match="fraction must be in"):
         _kernels.set_duel_quiet_wait(-0.5)
+    with pytest.raises(ValueError, match="repeat must be in"):
+        _kernels.remember_solo_choice(0)
