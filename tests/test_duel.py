@@ -61,47 +61,40 @@ def test_pool_that_kept_up_wins_without_a_one_thread_window():
     np.testing.assert_array_equal(kept_up, measured)
 
 
-def test_a_one_thread_choice_is_remembered_by_the_next_fit():
-    # a duel that chose one thread makes the next fit (within a second) start
-    # on one thread: its steps count as solo from the first
-    sizes, batch_size = [64, 128, 64, 10], 64
+def _fit_after_a_remembered_choice(repeat, batch_size, quiet_wait):
+    """A fit's History right after a duel chose one thread for ``repeat``
+    windows (the duel's shortest window 0 s; the memory forgotten after)."""
+    sizes = [64, 128, 64, 10]
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1500, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], 1500)
     previous = _kernels.set_duel_window(0.0)
-    previous_wait = _kernels.set_duel_quiet_wait(0.0)
+    previous_wait = _kernels.set_duel_quiet_wait(quiet_wait)
     try:
-        _kernels.remember_solo_choice()
+        _kernels.remember_solo_choice(repeat)
         net = fastmlp.Network(sizes, dtype="float32", seed=1, n_threads=2,
                               output="softmax", loss="log_loss")
-        hist = net.fit(X, y, epochs=1, learning_rate=0.01, batch_size=batch_size)
+        return net.fit(X, y, epochs=1, learning_rate=0.01, batch_size=batch_size)
     finally:
         _kernels.set_duel_window(previous)
         _kernels.set_duel_quiet_wait(previous_wait)
-        _kernels.forget_solo_choice()
-    full_steps = 1500 // batch_size
-    assert hist.solo_steps == full_steps
+        _kernels.forget_solo_choice()        # later tests' fits duel from their start
+
+
+def test_a_one_thread_choice_is_remembered_by_the_next_fit():
+    # a duel that chose one thread (held 256 windows) makes the next fit
+    # (within a second) start on one thread: its steps count as solo from
+    # the first
+    hist = _fit_after_a_remembered_choice(256, 64, 0.0)
+    assert hist.solo_steps == 1500 // 64
 
 
 def test_a_remembered_short_hold_duels_again_within_the_fit():
     # a one-thread choice held 1 window (a passing slow core) makes the next
     # fit start on one thread for 1 x (8 + 8) steps only; then a pooled
     # window of 8 steps runs whatever the duel decides after it
-    sizes, batch_size = [64, 128, 64, 10], 16
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(1500, sizes[0])).astype(np.float32)
-    y = rng.integers(0, sizes[-1], 1500)
-    previous = _kernels.set_duel_window(0.0)
-    try:
-        _kernels.remember_solo_choice(1)
-        net = fastmlp.Network(sizes, dtype="float32", seed=1, n_threads=2,
-                              output="softmax", loss="log_loss")
-        hist = net.fit(X, y, epochs=1, learning_rate=0.01, batch_size=batch_size)
-    finally:
-        _kernels.set_duel_window(previous)
-        _kernels.forget_solo_choice()        # later tests' fits duel from their start
-    full_steps = 1500 // batch_size
-    assert 16 <= hist.solo_steps <= full_steps - 8
+    hist = _fit_after_a_remembered_choice(1, 16, 0.1)
+    assert 16 <= hist.solo_steps <= 1500 // 16 - 8
 
 
 def test_duel_hooks_check_their_arguments():
