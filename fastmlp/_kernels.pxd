@@ -38,6 +38,8 @@ cdef extern from "_vmath.h" nogil:
     double fm_abs_max_d(const double* x, Py_ssize_t n)
     double fm_abs_max_f(const float* x, Py_ssize_t n)
     float fm_exp_f(float x)
+    double fm_tanh_d(double x)
+    float fm_tanh_f(float x)
 
 cdef extern from "_gemm.h" nogil:
     void fm_gemm_rb(int is_float, char ta, char tb, Py_ssize_t M, Py_ssize_t N,

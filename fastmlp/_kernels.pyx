@@ -115,6 +115,16 @@ def all_finite(const floating[:, ::1] X, int threads=1):
     return ok
 
 
+def tanh_poly(floating[::1] x):
+    """The kernels' vectorisable tanh, element-wise in place (for accuracy tests)."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        if floating is float:
+            x[i] = fm_tanh_f(x[i])
+        else:
+            x[i] = fm_tanh_d(x[i])
+
+
 def exp_poly(floating[::1] x):
     """The kernels' vectorisable exp, element-wise in place (for accuracy tests)."""
     cdef Py_ssize_t i

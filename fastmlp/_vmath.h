@@ -106,35 +106,75 @@ FM_INLINE float fm_exp_out_f(float x)
     return x > 88.7228391f ? INFINITY : e;
 }
 
-/* tanh as vectorisable arithmetic (libm's tanh is a scalar call: an
- * 8-64-64-1 tanh step took 76 us against relu's 12).  |x| below the
- * threshold: the odd Taylor series to x^17; above: (1 - e) / (1 + e) with
- * e = exp(-2|x|), where 1 - e loses nothing (e <= 0.33 in float32, 0.78 in
- * float64).  Both are computed and one selected (no branch, so the loop
- * vectorises); NaN stays NaN, +-inf gives +-1. */
-#define FM_TANH_SERIES(T, x2)                                                   \
-    ((T)1 + x2 * ((T)(-1.0 / 3) + x2 * ((T)(2.0 / 15) + x2 * ((T)(-17.0 / 315)     \
-     + x2 * ((T)(62.0 / 2835) + x2 * ((T)(-1382.0 / 155925)                     \
-     + x2 * ((T)(21844.0 / 6081075) + x2 * ((T)(-929569.0 / 638512875)          \
-     + x2 * (T)(6404582.0 / 10854718875.0)))))))))
+/* e^x - 1 for x <= 0, without the cancellation of fm_exp(x) - 1 near 0: the
+ * same reduction and polynomial as fm_exp, its terms past 1 (q = e^r - 1)
+ * scaled as 2^n q + (2^n - 1), both exact for n = 0 (|x| < ln2 / 2). */
+FM_INLINE double fm_expm1_neg_d(double x)
+{
+    const double shift = 0x1.8p52;
+    x = x < -708.0 ? -708.0 : x;
+    double kd = x * 1.4426950408889634 + shift;
+    uint64_t ki;
+    memcpy(&ki, &kd, 8);
+    double n = kd - shift;
+    double r = x - n * 0.6931471803691238;
+    r = r - n * 1.9082149292705877e-10;
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double t = r + r2 * (0.5 + r * (1.0 / 6.0));
+    double p47 = (1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0 + r * (1.0 / 5040.0));
+    double p8b = (1.0 / 40320.0 + r * (1.0 / 362880.0))
+                 + r2 * (1.0 / 3628800.0 + r * (1.0 / 39916800.0));
+    double p8d = p8b + r4 * (1.0 / 479001600.0 + r * (1.0 / 6227020800.0));
+    double q = (t + r4 * p47) + r8 * p8d;
+    uint64_t bits = (ki + 1023u) << 52;
+    double scale;
+    memcpy(&scale, &bits, 8);
+    return scale * q + (scale - 1.0);
+}
 
+FM_INLINE float fm_expm1_neg_f(float x)
+{
+    const float shift = 0x1.8p23f;
+    x = x < -87.0f ? -87.0f : x;
+    float kf = x * 1.44269504f + shift;
+    uint32_t ki;
+    memcpy(&ki, &kf, 4);
+    float n = kf - shift;
+    float r = x - n * 0.693145752f;
+    r = r - n * 1.42860677e-06f;
+    float r2 = r * r, r4 = r2 * r2;
+    float t = r + r2 * (0.5f + r * (1.0f / 6.0f));
+    float p47 = (1.0f / 24.0f + r * (1.0f / 120.0f))
+                + r2 * (1.0f / 720.0f + r * (1.0f / 5040.0f));
+    float q = t + r4 * p47;
+    uint32_t bits = (ki + 127u) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return scale * q + (scale - 1.0f);
+}
+
+/* tanh as vectorisable arithmetic (libm's tanh is a scalar call: an
+ * 8-64-64-1 tanh step took 76 us against relu's 12): with u = e^(-2|x|) - 1
+ * (fm_expm1_neg, in [-1, 0]), tanh|x| = -u / (2 + u) -- one exp-like
+ * polynomial and one division, as sigmoid costs (the odd Taylor series
+ * for small |x| beside it cost 1.8x sigmoid's time in a 10k-row predict).
+ * At most 1 (the update guard's bounds count on it); NaN stays NaN, +-inf
+ * gives +-1. */
 FM_INLINE double fm_tanh_d(double x)
 {
     double ax = x < 0 ? -x : x;
-    double e = fm_exp_d(-2.0 * ax);
-    double big = (1.0 - e) / (1.0 + e);
-    double small = ax * FM_TANH_SERIES(double, (ax * ax));
-    double t = ax < 0.125 ? small : big;
+    double u = fm_expm1_neg_d(-2.0 * ax);
+    double t = -u / (2.0 + u);
+    t = t > 1.0 ? 1.0 : t;
     return x < 0 ? -t : t;
 }
 
 FM_INLINE float fm_tanh_f(float x)
 {
     float ax = x < 0 ? -x : x;
-    float e = fm_exp_f(-2.0f * ax);
-    float big = (1.0f - e) / (1.0f + e);
-    float small = ax * FM_TANH_SERIES(float, (ax * ax));
-    float t = ax < 0.55f ? small : big;
+    float u = fm_expm1_neg_f(-2.0f * ax);
+    float t = -u / (2.0f + u);
+    t = t > 1.0f ? 1.0f : t;
     return x < 0 ? -t : t;
 }
 

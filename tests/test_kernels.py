@@ -86,6 +86,26 @@ def test_polynomial_exp_accuracy(dtype, ulps):
     assert y[-1] == 1.0
 
 
+@pytest.mark.parametrize("dtype,ulps", [(np.float64, 4), (np.float32, 4)])
+def test_polynomial_tanh_accuracy(dtype, ulps):
+    # relative to tanh computed in float64 (float32) or against np.tanh
+    # (float64): small |x| (where 1 - e^(-2|x|) would cancel), the range
+    # where e^(-2|x|) - 1 is scaled (n != 0), and saturation
+    x = np.concatenate([np.linspace(-20, 20, 400001), np.geomspace(1e-30, 1, 20001),
+                        -np.geomspace(1e-30, 1, 20001), [0.0, -0.0]]).astype(dtype)
+    y = x.copy()
+    _kernels.tanh_poly(y)
+    exact = np.tanh(x.astype(np.float64))
+    tiny = np.abs(exact) < np.finfo(dtype).tiny
+    rel = np.abs(y.astype(np.float64) - exact) / np.where(tiny, 1.0, np.abs(exact))
+    assert rel[~tiny].max() < ulps * np.finfo(dtype).eps
+    assert np.all(np.abs(y) <= 1) and np.all(np.sign(y) == np.sign(x))
+    special = np.array([np.inf, -np.inf, np.nan, 1e300 if dtype == np.float64 else 3e38],
+                       dtype=dtype)
+    _kernels.tanh_poly(special)
+    assert special[0] == 1 and special[1] == -1 and np.isnan(special[2]) and special[3] == 1
+
+
 def test_polynomial_exp_saturates_without_inf_or_nan():
     y = np.array([-1e4, -800.0, 800.0, 1e4])
     _kernels.exp_poly(y)
