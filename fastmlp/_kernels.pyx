@@ -115,24 +115,23 @@ def all_finite(const floating[:, ::1] X, int threads=1):
     return ok
 
 
-def tanh_poly(floating[::1] x):
-    """The kernels' vectorisable tanh, element-wise in place (for accuracy tests)."""
+cdef void poly_in_place(floating[::1] x, bint tanh):
     cdef Py_ssize_t i
     for i in range(x.shape[0]):
         if floating is float:
-            x[i] = fm_tanh_f(x[i])
+            x[i] = fm_tanh_f(x[i]) if tanh else fm_exp_f(x[i])
         else:
-            x[i] = fm_tanh_d(x[i])
+            x[i] = fm_tanh_d(x[i]) if tanh else fm_exp_d(x[i])
+
+
+def tanh_poly(floating[::1] x):
+    """The kernels' vectorisable tanh, element-wise in place (for accuracy tests)."""
+    poly_in_place(x, True)
 
 
 def exp_poly(floating[::1] x):
     """The kernels' vectorisable exp, element-wise in place (for accuracy tests)."""
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        if floating is float:
-            x[i] = fm_exp_f(x[i])
-        else:
-            x[i] = fm_exp_d(x[i])
+    poly_in_place(x, False)
 
 
 # --------------------------------------------------------------------------
