@@ -266,11 +266,12 @@ cdef void batch_rows(Fit* f, floating* params, Py_ssize_t start, Py_ssize_t m,
 # times), twice that (up to DUEL_MAX times) while the same side keeps
 # winning.  One thread's first hold is short because a slowed core is often
 # a passing thing: numpy's OpenBLAS threads spin ~0.1 s after each product,
-# and a 32-step fit started after one ran all its steps on one thread.  A pooled window in which the
-# caller waited for the workers less than DUEL_QUIET_WAIT of its own time on
-# the blocks wins without a one-thread window: the workers kept up, so one
-# thread would have had their blocks to do as well (the one-thread window
-# was a quarter of a one-epoch fit of a 1024-wide net, bench/NOTES.md).
+# and a 32-step fit started after one ran all its steps on one thread.  A
+# pooled window in which the caller waited for the workers less than
+# DUEL_QUIET_WAIT of its own time on the blocks wins without a one-thread
+# window: the workers kept up, so one thread would have had their blocks to
+# do as well (the one-thread window was a quarter of a one-epoch fit of a
+# 1024-wide net, bench/NOTES.md).
 cdef enum:
     DUEL_POOLED = 0
     DUEL_SOLO = 1

@@ -35,11 +35,12 @@
 
 typedef ptrdiff_t fm_idx;
 
-FM_INLINE double fm_exp_d(double x)
+/* e^x = scale * (1 + q) for x clamped to [-708, 709]: scale = 2^n, q = e^r - 1
+ * with r = x - n ln2, |r| <= ln2 / 2 (fm_exp_d, and fm_expm1_neg_d, which
+ * needs q apart from the 1). */
+FM_INLINE double fm_exp_parts_d(double x, double *scale)
 {
     const double shift = 0x1.8p52;
-    x = x < -708.0 ? -708.0 : x;
-    x = x > 709.0 ? 709.0 : x;
     double kd = x * 1.4426950408889634 + shift;
     uint64_t ki;
     memcpy(&ki, &kd, 8);
@@ -47,25 +48,31 @@ FM_INLINE double fm_exp_d(double x)
     double r = x - n * 0.6931471803691238;       /* ln2 high part (exact in n*hi) */
     r = r - n * 1.9082149292705877e-10;          /* ln2 low part */
     /* Taylor to r^13, its terms past 1 summed in Estrin's scheme (5
-     * dependent steps, not 13), 1 added last (no rounding of 1 + r) */
+     * dependent steps, not 13), 1 added by the caller (no rounding of 1 + r) */
     double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
     double t = r + r2 * (0.5 + r * (1.0 / 6.0));
     double p47 = (1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0 + r * (1.0 / 5040.0));
     double p8b = (1.0 / 40320.0 + r * (1.0 / 362880.0))
                  + r2 * (1.0 / 3628800.0 + r * (1.0 / 39916800.0));
     double p8d = p8b + r4 * (1.0 / 479001600.0 + r * (1.0 / 6227020800.0));
-    double p = 1.0 + ((t + r4 * p47) + r8 * p8d);
     uint64_t bits = (ki + 1023u) << 52;
-    double scale;
-    memcpy(&scale, &bits, 8);
-    return p * scale;
+    memcpy(scale, &bits, 8);
+    return (t + r4 * p47) + r8 * p8d;
 }
 
-FM_INLINE float fm_exp_f(float x)
+FM_INLINE double fm_exp_d(double x)
+{
+    double scale, q;
+    x = x < -708.0 ? -708.0 : x;
+    x = x > 709.0 ? 709.0 : x;
+    q = fm_exp_parts_d(x, &scale);
+    return (1.0 + q) * scale;
+}
+
+/* fm_exp_parts_d for float, x clamped to [-87, 88]. */
+FM_INLINE float fm_exp_parts_f(float x, float *scale)
 {
     const float shift = 0x1.8p23f;
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
     float kf = x * 1.44269504f + shift;
     uint32_t ki;
     memcpy(&ki, &kf, 4);
@@ -73,20 +80,27 @@ FM_INLINE float fm_exp_f(float x)
     float r = x - n * 0.693145752f;              /* ln2 high part */
     r = r - n * 1.42860677e-06f;                 /* ln2 low part */
     /* Taylor to r^7, its terms past 1 summed in Estrin's scheme (4
-     * dependent steps, not 7), 1 added last (no rounding of 1 + r).  For
-     * latency-bound loops: an XOR fit (5000 epochs, one chunk) 678-681 ->
-     * 637-640 us, best of 300 fits in each of 3 alternating processes.
-     * Largest error over [-87, 88]: 1.8 ulp (Horner's form: 1.3); the
-     * double version's over [-708, 709]: 2.0 ulp (Horner's: 3.2). */
+     * dependent steps, not 7), 1 added by the caller.  For latency-bound
+     * loops: an XOR fit (5000 epochs, one chunk) 678-681 -> 637-640 us, best
+     * of 300 fits in each of 3 alternating processes.  Largest error of
+     * fm_exp over [-87, 88]: 1.8 ulp (Horner's form: 1.3); the double
+     * version's over [-708, 709]: 2.0 ulp (Horner's: 3.2). */
     float r2 = r * r, r4 = r2 * r2;
     float t = r + r2 * (0.5f + r * (1.0f / 6.0f));
     float p47 = (1.0f / 24.0f + r * (1.0f / 120.0f))
                 + r2 * (1.0f / 720.0f + r * (1.0f / 5040.0f));
-    float p = 1.0f + (t + r4 * p47);
     uint32_t bits = (ki + 127u) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
+    memcpy(scale, &bits, 4);
+    return t + r4 * p47;
+}
+
+FM_INLINE float fm_exp_f(float x)
+{
+    float scale, q;
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    q = fm_exp_parts_f(x, &scale);
+    return (1.0f + q) * scale;
 }
 
 /* e^x up to the type's overflow, +inf past it, for exp outputs (predict
@@ -111,45 +125,17 @@ FM_INLINE float fm_exp_out_f(float x)
  * scaled as 2^n q + (2^n - 1), both exact for n = 0 (|x| < ln2 / 2). */
 FM_INLINE double fm_expm1_neg_d(double x)
 {
-    const double shift = 0x1.8p52;
+    double scale, q;
     x = x < -708.0 ? -708.0 : x;
-    double kd = x * 1.4426950408889634 + shift;
-    uint64_t ki;
-    memcpy(&ki, &kd, 8);
-    double n = kd - shift;
-    double r = x - n * 0.6931471803691238;
-    r = r - n * 1.9082149292705877e-10;
-    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    double t = r + r2 * (0.5 + r * (1.0 / 6.0));
-    double p47 = (1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0 + r * (1.0 / 5040.0));
-    double p8b = (1.0 / 40320.0 + r * (1.0 / 362880.0))
-                 + r2 * (1.0 / 3628800.0 + r * (1.0 / 39916800.0));
-    double p8d = p8b + r4 * (1.0 / 479001600.0 + r * (1.0 / 6227020800.0));
-    double q = (t + r4 * p47) + r8 * p8d;
-    uint64_t bits = (ki + 1023u) << 52;
-    double scale;
-    memcpy(&scale, &bits, 8);
+    q = fm_exp_parts_d(x, &scale);
     return scale * q + (scale - 1.0);
 }
 
 FM_INLINE float fm_expm1_neg_f(float x)
 {
-    const float shift = 0x1.8p23f;
+    float scale, q;
     x = x < -87.0f ? -87.0f : x;
-    float kf = x * 1.44269504f + shift;
-    uint32_t ki;
-    memcpy(&ki, &kf, 4);
-    float n = kf - shift;
-    float r = x - n * 0.693145752f;
-    r = r - n * 1.42860677e-06f;
-    float r2 = r * r, r4 = r2 * r2;
-    float t = r + r2 * (0.5f + r * (1.0f / 6.0f));
-    float p47 = (1.0f / 24.0f + r * (1.0f / 120.0f))
-                + r2 * (1.0f / 720.0f + r * (1.0f / 5040.0f));
-    float q = t + r4 * p47;
-    uint32_t bits = (ki + 127u) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
+    q = fm_exp_parts_f(x, &scale);
     return scale * q + (scale - 1.0f);
 }
 
@@ -157,7 +143,7 @@ FM_INLINE float fm_expm1_neg_f(float x)
  * 8-64-64-1 tanh step took 76 us against relu's 12): with u = e^(-2|x|) - 1
  * (fm_expm1_neg, in [-1, 0]), tanh|x| = -u / (2 + u) -- one exp-like
  * polynomial and one division, as sigmoid costs (the odd Taylor series
- * for small |x| beside it cost 1.8x sigmoid's time in a 10k-row predict).
+ * for small |x| beside it cost 1.7x sigmoid's time in a 10k-row predict).
  * At most 1 (the update guard's bounds count on it); NaN stays NaN, +-inf
  * gives +-1. */
 FM_INLINE double fm_tanh_d(double x)
