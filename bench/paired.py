@@ -23,36 +23,26 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-OPTIONS = {"sgd": {}, "adam": {"optimizer": "adam"}}
-
-
-def fit_options(cell):
-    """The fit's keyword arguments for the cell's optimizer."""
-    if cell.optimizer == "momentum":
-        return {"momentum": 0.9, "nesterov": cell.nesterov}
-    return dict(OPTIONS[cell.optimizer])
-
-
 def time_cells(names, min_time):
-    """Median seconds of a fit of every named cell, in this process."""
-    import numpy as np
-
-    import fastmlp
+    """Median seconds of a fit of every named cell, in this process: the
+    matrix's own fastmlp trainer (its optimizer settings and initial weights,
+    reset before each fit, as bench/matrix.py times it)."""
     import matrix_cells
+    import matrix_peers
+    import peers
 
     cells = {c.name: c for c in matrix_cells.TRAIN_CELLS}
     times = {}
     for name in names:
         cell = cells[name]
-        data = matrix_cells.make_data(cell)
-        X, Y = data.cast(cell.dtype)
-        net = fastmlp.Network(list(cell.layers), activation=cell.hidden,
-                              output=cell.output, loss=cell.loss, dtype=cell.dtype, seed=0)
+        Ws, bs, _ = peers.initial_params(cell)
+        trainer = matrix_peers.make_trainer("fastmlp", cell, matrix_cells.make_data(cell),
+                                            (Ws, bs))
         runs, end = [], time.perf_counter() + min_time
         while len(runs) < 5 or time.perf_counter() < end:
+            trainer.reset()
             start = time.perf_counter()
-            net.fit(X, Y, epochs=cell.epochs, learning_rate=cell.lr,
-                    batch_size=cell.batch_size, shuffle=False, **fit_options(cell))
+            trainer.run()
             runs.append(time.perf_counter() - start)
         times[name] = statistics.median(runs)
     return times

@@ -1,22 +1,31 @@
-"""bench/paired.py: its fit options per optimizer and a one-round run of two
-"builds" that are the same installed fastmlp (so every ratio is near 1)."""
+"""bench/paired.py: it times the matrix's own fastmlp trainer, and a
+one-round run of two "builds" that are the same installed fastmlp (so every
+ratio is near 1)."""
 import os
 
+import numpy as np
 import pytest
 
-import matrix_cells
+import matrix_peers
 import paired
 
 fastmlp = pytest.importorskip("fastmlp")
 
 
-def test_fit_options_follow_the_cell_optimizer():
-    cells = {c.name: c for c in matrix_cells.TRAIN_CELLS}
-    assert paired.fit_options(cells["tab-tanh-mom"]) == {"momentum": 0.9, "nesterov": False}
-    assert paired.fit_options(cells["tab-relu-nest-b1-f64"]) == {"momentum": 0.9,
-                                                                 "nesterov": True}
-    assert paired.fit_options(cells["wide-relu-adam"]) == {"optimizer": "adam"}
-    assert paired.fit_options(cells["online-relu"]) == {}
+def test_times_the_matrix_trainer_from_its_initial_weights(monkeypatch):
+    # the matrix's own trainer, reset before every fit
+    runs = []
+    original = matrix_peers.FastmlpTrainer.run
+
+    def run(self):
+        runs.append(self.net.params.copy())
+        original(self)
+
+    monkeypatch.setattr(matrix_peers.FastmlpTrainer, "run", run)
+    times = paired.time_cells(["tab-relu-adam-8192"], 0.0)
+    assert times["tab-relu-adam-8192"] > 0 and len(runs) == 5
+    for params in runs[1:]:
+        np.testing.assert_array_equal(params, runs[0])
 
 
 def test_one_round_of_the_same_build_prints_a_ratio_a_cell(capsys):
